@@ -1,0 +1,3 @@
+"""evstream: event streams in MongoDB from the command line."""
+
+__version__ = "0.1.0"

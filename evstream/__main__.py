@@ -1,0 +1,3 @@
+from evstream.cli import main
+
+main()

@@ -1,0 +1,575 @@
+"""The evstream command line: global options, one thin function per command, errors to exit codes.
+
+Heavy imports (pymongo, bson, rich rendering) happen inside commands, so `--help` and shell
+completion stay fast and never touch the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from evstream import __version__
+from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.settings import DEFAULT_DB, OUTPUT_MODES, Settings, resolve_uri, scrub
+
+if TYPE_CHECKING:
+    from evstream.output import Output
+    from evstream.store import Store
+
+
+GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
+GLOBAL_FLAGS = frozenset({"--debug"})
+
+
+def hoist_global_options(group: Any, args: list[str]) -> list[str]:
+    """Move global options given after the command (`evstream watch -o json`) before it."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name = args[i].split("=", 1)[0]
+        i += 2 if args[i] in GLOBAL_VALUE_OPTIONS else 1
+        if name not in GLOBAL_VALUE_OPTIONS and name not in GLOBAL_FLAGS:
+            return args  # --help, --version …: nothing to move
+    command_at = i
+    command = group
+    while i < len(args) and hasattr(command, "commands") and args[i] in command.commands:
+        command = command.commands[args[i]]
+        i += 1
+    if command is group:
+        return args
+    takes_value = {
+        opt
+        for param in getattr(command, "params", [])
+        if getattr(param, "param_type_name", "") == "option"
+        and not getattr(param, "is_flag", False)
+        for opt in param.opts
+    }
+    hoisted: list[str] = []
+    kept = args[command_at:i]
+    rest = args[i:]
+    j = 0
+    while j < len(rest):
+        token = rest[j]
+        if token == "--":
+            kept.extend(rest[j:])
+            break
+        if token in GLOBAL_VALUE_OPTIONS and j + 1 < len(rest):
+            hoisted += rest[j : j + 2]
+            j += 2
+        elif token.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS or token in GLOBAL_FLAGS:
+            hoisted.append(token)
+            j += 1
+        elif token in takes_value:
+            kept += rest[j : j + 2]
+            j += 2
+        else:
+            kept.append(token)
+            j += 1
+    return args[:command_at] + hoisted + kept
+
+
+class EvstreamGroup(TyperGroup):
+    """The root command: global options anywhere; usage errors are one stderr line and exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        argv = list(kwargs.pop("args", None) or (args[0] if args else sys.argv[1:]))
+        args = args[1:]
+        kwargs["args"] = hoist_global_options(self, argv)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except typer.Abort:
+            sys.stderr.write("\n")
+            sys.exit(ExitCode.INTERRUPTED)
+        except KeyboardInterrupt:
+            sys.exit(ExitCode.INTERRUPTED)
+        except typer.TyperException as exc:
+            command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
+            sys.stderr.write(f"error: {exc.format_message()} (see '{command} --help')\n")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=EvstreamGroup,
+    name="evstream",
+    help="Event streams in MongoDB: publish, watch, replay, and rebuild read models.",
+    epilog="With no --uri, evstream uses its embedded dev store (for trying it out and tests).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Env:
+    """What every command gets: resolved settings, the output, and a lazily opened store."""
+
+    settings: Settings
+    _output: Output | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def output(self) -> Output:
+        """The output of this invocation."""
+        if self._output is None:
+            from evstream.output import Output
+
+            self._output = Output(self.settings.output)
+        return self._output
+
+    def store(self) -> Store:
+        """Connect (starting the embedded dev store if no URI is configured)."""
+        if self._store is None:
+            from evstream.store import connect
+
+            self._store = connect(self.settings, self.output.notice)
+        return self._store
+
+    def close(self) -> None:
+        """Release the connection."""
+        if self._store is not None:
+            self._store.close()
+
+
+@contextlib.contextmanager
+def running(ctx: typer.Context) -> Iterator[Env]:
+    """Run a command body: evstream errors → one stderr line and their exit code."""
+    env: Env = ctx.obj
+    try:
+        from evstream.store import translate_errors
+
+        with translate_errors(env.settings.uri):
+            yield env
+    except EvstreamError as exc:
+        if env.settings.debug:
+            raise
+        env.output.error(scrub(exc.line(), env.settings.uri))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        with contextlib.suppress(OSError):
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        raise typer.Exit(ExitCode.OK) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if env.settings.debug:
+            raise
+        message = scrub(f"{type(exc).__name__}: {exc}", env.settings.uri)
+        env.output.error(f"unexpected {message} (run with --debug for the traceback)")
+        raise typer.Exit(ExitCode.UNEXPECTED) from None
+    finally:
+        env.close()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"evstream {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            "--uri",
+            help="MongoDB connection string \\[env: EVSTREAM_URI, then MONGODB_URI]. "
+            "Without one, the embedded dev store is used.",
+            show_default=False,
+        ),
+    ] = None,
+    db: Annotated[
+        str, typer.Option("--db", envvar="EVSTREAM_DB", help="Database name.")
+    ] = DEFAULT_DB,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="EVSTREAM_OUTPUT",
+            help="auto: pretty on a terminal, JSON lines when piped.",
+            case_sensitive=False,
+        ),
+    ] = "auto",
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
+    output = output.lower()
+    if output not in OUTPUT_MODES:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(OUTPUT_MODES)}", param_hint="'--output'"
+        )
+    ctx.obj = Env(Settings(uri=resolve_uri(uri), db=db, output=output, debug=debug))
+
+
+# --- publish -------------------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    ctx: typer.Context,
+    event_type: Annotated[
+        str | None,
+        typer.Argument(metavar="[TYPE]", help="Event type, e.g. login.", show_default=False),
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option("--stream", "-s", help="Stream the event belongs to, e.g. alice."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Payload: a JSON object.")
+    ] = None,
+    meta: Annotated[str | None, typer.Option("--meta", help="Metadata: a JSON object.")] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Event id (idempotency key); generated if absent.")
+    ] = None,
+    expected_version: Annotated[
+        int | None,
+        typer.Option(
+            "--expected-version",
+            "-e",
+            min=0,
+            help="Append only if the stream is at this version (0: a new stream); else exit 5.",
+        ),
+    ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file", "-f", help="NDJSON file of events, one object per line; - for stdin."
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="With --file: write the good lines, report the bad."),
+    ] = False,
+    keep_secrets: Annotated[
+        bool, typer.Option("--keep-secrets", help="Store secret-looking fields as given.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
+    ] = 1000,
+) -> None:
+    """Append events to the log: one from options, or many from an NDJSON file or stdin.
+
+    [bold]Examples[/bold]
+
+      evstream publish login --stream alice --data '{"username": "alice"}'
+
+      evstream publish profile.updated -s alice -d '{"email": "a@example.org"}' --expected-version 2
+
+      evstream publish --file events.ndjson
+
+      cat events.ndjson | evstream publish --file -
+    """
+    with running(ctx) as env:
+        if file is not None:
+            if event_type or stream or data or meta or event_id or expected_version is not None:
+                raise InvalidInput(
+                    "--file takes events from the file; TYPE, --stream, --data, --meta, --id and "
+                    "--expected-version are for a single event"
+                )
+            _publish_file(
+                env,
+                file,
+                skip_invalid=skip_invalid,
+                keep_secrets=keep_secrets,
+                batch_size=batch_size,
+            )
+            return
+        if skip_invalid:
+            raise InvalidInput("--skip-invalid applies to --file only")
+        if not event_type or not stream:
+            raise InvalidInput("give an event TYPE and --stream, or --file PATH")
+        _publish_one(env, event_type, stream, data, meta, event_id, expected_version, keep_secrets)
+
+
+def _publish_one(
+    env: Env,
+    event_type: str,
+    stream: str,
+    data: str | None,
+    meta: str | None,
+    event_id: str | None,
+    expected_version: int | None,
+    keep_secrets: bool,
+) -> None:
+    from evstream.events import event_from_object, parse_json_object, redact_event
+    from evstream.output import event_line
+    from evstream.publishing import loads
+    from evstream.store import append_one, ensure_indexes
+
+    fields: dict[str, Any] = {
+        "type": event_type,
+        "stream": stream,
+        "expected_version": expected_version,
+    }
+    fields["data"] = parse_json_object(data, "--data", loads) if data is not None else {}
+    if meta is not None:
+        fields["meta"] = parse_json_object(meta, "--meta", loads)
+    if event_id is not None:
+        fields["id"] = event_id
+    event = event_from_object(fields)
+    redacted = [] if keep_secrets else redact_event(event)
+    out = env.output
+    if redacted:
+        out.warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
+    store = env.store()
+    ensure_indexes(store)
+    result = append_one(store, event)
+    if result.duplicate:
+        out.notice(f"event {result.doc['_id']} was already stored; nothing was written")
+    if out.json:
+        out.emit(result.doc)
+    else:
+        out.show(event_line(result.doc))
+
+
+def _publish_file(
+    env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
+) -> None:
+    from evstream.output import summary_text
+    from evstream.publishing import Hooks, publish_stream, validate_all
+    from evstream.store import ensure_indexes
+
+    out = env.output
+    with _open_input(path) as (source, size):
+        store = env.store()
+        ensure_indexes(store)
+        seekable = path != "-" and source.seekable()
+        if seekable and not skip_invalid:
+            with out.progress("checking", total=size) as advance:
+                validate_all(source, advance)
+            source.seek(0)
+        with out.progress("publishing", total=size if seekable else None) as advance:
+            report = publish_stream(
+                store,
+                source,
+                keep_secrets=keep_secrets,
+                skip_invalid=skip_invalid,
+                batch_size=batch_size,
+                hooks=Hooks(progress=advance, warning=out.warning),
+            )
+    if report.read == 0 and report.skipped == 0:
+        out.warning("the input had no events")
+    if out.json:
+        out.emit(report.as_dict())
+    else:
+        out.show(
+            summary_text(
+                "Published",
+                {
+                    "published": report.published,
+                    "duplicates": report.duplicates,
+                    "skipped": report.skipped,
+                    "events/s": round(report.rate),
+                },
+            )
+        )
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInput(f"{path} is a directory, not an NDJSON file")
+    try:
+        handle = open(target, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        size = target.stat().st_size if target.is_file() else None
+        yield handle, size
+
+
+# --- seed ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def seed(
+    ctx: typer.Context,
+    users: Annotated[
+        int | None, typer.Option("--users", min=1, help="Generate synthetic data for N users.")
+    ] = None,
+    events_per_user: Annotated[
+        int, typer.Option("--events-per-user", min=1, help="With --users: events per user.")
+    ] = 10,
+    random_seed: Annotated[
+        int, typer.Option("--random-seed", help="With --users: seed for reproducible data.")
+    ] = 1,
+    drop: Annotated[
+        bool, typer.Option("--drop", help="Delete the log, sessions and checkpoints first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --drop.")] = False,
+) -> None:
+    """Store sample data: Alice and Bob, or a large synthetic log with --users.
+
+    Seeded events have fixed ids, so running the same seed again stores nothing new.
+
+    [bold]Examples[/bold]
+
+      evstream seed
+
+      evstream seed --users 3000 --events-per-user 10 --random-seed 7
+    """
+    from evstream.seeding import sample_events, synthetic_events
+
+    with running(ctx) as env:
+        out = env.output
+        if drop:
+            _confirm_drop(env, yes)
+        store = env.store()
+        from evstream.output import event_line, summary_text
+        from evstream.publishing import Hooks, publish_events
+        from evstream.store import drop_owned, ensure_indexes
+
+        if drop:
+            dropped = drop_owned(store)
+            out.notice(f"dropped {', '.join(dropped) or 'nothing (the database was empty)'}")
+        ensure_indexes(store)
+        if users is None:
+            events = sample_events()
+            total: int | None = len(events)
+        else:
+            events = synthetic_events(users, events_per_user, random_seed)  # type: ignore[assignment]
+            total = users * events_per_user
+        with out.progress("seeding", total=total) as advance:
+            report = publish_events(
+                store, events, hooks=Hooks(progress=advance, warning=out.warning)
+            )
+        if users is None and not out.json:
+            ids = [e.id for e in sample_events()]
+            for doc in store.events.find({"_id": {"$in": ids}}).sort(
+                [("stream", 1), ("version", 1)]
+            ):
+                out.show(event_line(doc))
+        fields = {"published": report.published, "already stored": report.duplicates}
+        if out.json:
+            out.emit({"published": report.published, "duplicates": report.duplicates})
+        else:
+            out.show(summary_text("Seeded", fields))
+
+
+def _confirm_drop(env: Env, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidInput("--drop deletes the log, sessions and checkpoints; add --yes to confirm")
+    question = f"Delete the events, sessions and checkpoints in database {env.settings.db!r}?"
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(ExitCode.OK)
+
+
+# --- server --------------------------------------------------------------------------------------
+
+server_app = typer.Typer(
+    cls=TyperGroup,
+    help="Manage the embedded dev store (used when no --uri is configured).",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(ctx: typer.Context) -> None:
+    """Start the embedded dev store, or say where it already runs.
+
+    [bold]Example[/bold]
+
+      evstream server start
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        record, started = DevStore(env.settings.data_home).start()
+        verb = "started" if started else "already running:"
+        env.output.notice(
+            f"{verb} embedded dev store at {record.uri} "
+            f"(pid {record.pid}, data in {record.data_dir})"
+        )
+        if env.output.json:
+            env.output.emit(
+                {"running": True, "started": started, "uri": record.uri, "pid": record.pid}
+            )
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the embedded dev store (its data stays).
+
+    [bold]Example[/bold]
+
+      evstream server stop
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        record = DevStore(env.settings.data_home).stop()
+        if record:
+            env.output.notice(
+                f"stopped the embedded dev store (pid {record.pid}); "
+                f"its data stays in {record.data_dir}"
+            )
+        else:
+            env.output.notice("the embedded dev store was not running")
+        if env.output.json:
+            env.output.emit({"stopped": record is not None})
+
+
+@server_app.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the embedded dev store runs, where, and how big its data is.
+
+    [bold]Example[/bold]
+
+      evstream server status
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        record = dev.running()
+        info = {
+            "running": record is not None,
+            "uri": record.uri if record else None,
+            "pid": record.pid if record else None,
+            "data_dir": str(dev.data_dir),
+            "data_bytes": dev.data_size(),
+            "log_file": str(dev.log_file),
+        }
+        if env.output.json:
+            env.output.emit(info)
+            return
+        from evstream.output import server_status_text
+
+        env.output.show(server_status_text(info))
+        if record is None:
+            raise typer.Exit(ExitCode.UNREACHABLE)
+
+
+def main() -> None:
+    """Entry point of the `evstream` command."""
+    app(prog_name="evstream")

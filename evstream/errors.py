@@ -1,0 +1,62 @@
+"""The error hierarchy and the exit codes of DESIGN.md, in one place."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the contract users script against."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    UNSUPPORTED = 4
+    CONFLICT = 5
+    INTERRUPTED = 130
+
+
+class EvstreamError(Exception):
+    """An error with a user-facing message; the CLI prints it as one line and exits."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The one line shown on stderr."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InvalidInput(EvstreamError):
+    """Bad options, bad event input, bad URI: exit 2."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ServerUnreachable(EvstreamError):
+    """The server cannot be reached or refuses our credentials: exit 3."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class FeatureUnsupported(EvstreamError):
+    """The server lacks something the command needs (e.g. change streams): exit 4."""
+
+    exit_code = ExitCode.UNSUPPORTED
+
+
+class ConcurrencyConflict(EvstreamError):
+    """An expected-version check failed; nothing was written: exit 5."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class Interrupted(EvstreamError):
+    """The user pressed Ctrl-C: exit 130."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,312 @@
+"""The event model: input parsing, validation, ids and secret redaction. Standard library only."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from evstream.errors import InvalidInput
+
+MAX_NAME_LENGTH = 256
+MAX_ID_LENGTH = 256
+# MongoDB's document limit; the server adds a little of its own to each insert command.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+REDACTED = "[redacted]"
+INPUT_FIELDS = frozenset({"type", "stream", "data", "meta", "id", "_id", "expected_version", "ts"})
+
+
+class InvalidEvent(InvalidInput):
+    """One event's input is wrong; the message says what and, where known, on which line."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.reason = message
+        self.lineno = line
+
+    def at_line(self, line: int) -> InvalidEvent:
+        """The same error, located on an input line."""
+        return InvalidEvent(self.reason, line=line)
+
+
+@dataclass(slots=True)
+class EventInput:
+    """What a caller asks to append: a validated event without its version or timestamp yet."""
+
+    type: str
+    stream: str
+    data: dict[str, Any]
+    meta: dict[str, Any] | None = None
+    id: str | None = None
+    expected_version: int | None = None
+    ts: datetime | None = None
+    line: int | None = None
+
+
+# --- ids -------------------------------------------------------------------------------------
+
+_id_lock = threading.Lock()
+_id_state = {"ms": -1, "counter": 0}
+
+
+def new_event_id() -> str:
+    """A UUIDv7-style id: time-ordered as a string, monotonic within this process."""
+    ms = time.time_ns() // 1_000_000
+    with _id_lock:
+        if ms > _id_state["ms"]:
+            # Start each millisecond low in the 12-bit counter space so it rarely overflows.
+            _id_state["ms"], _id_state["counter"] = ms, int.from_bytes(os.urandom(2), "big") & 0x3FF
+        else:
+            ms = _id_state["ms"]
+            _id_state["counter"] += 1
+            if _id_state["counter"] > 0xFFF:
+                ms += 1
+                _id_state["ms"], _id_state["counter"] = ms, 0
+        counter = _id_state["counter"]
+    tail = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | tail
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def event_id_time_ms(event_id: str) -> int | None:
+    """The millisecond timestamp inside an evstream-generated id, or None for other ids."""
+    h = event_id.replace("-", "")
+    if len(h) != 32 or h[12] != "7":
+        return None
+    try:
+        return int(h[:12], 16)
+    except ValueError:
+        return None
+
+
+# --- validation ------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
+    """Validate a stream name, event type or event id; returns it unchanged."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{kind} must be a string, not {_type_name(value)}")
+    if not value.strip():
+        raise InvalidEvent(f"{kind} must not be empty")
+    if len(value) > limit:
+        raise InvalidEvent(f"{kind} is {len(value)} characters long; the limit is {limit}")
+    if value.startswith("$"):
+        raise InvalidEvent(f"{kind} {value[:40]!r} must not start with '$'")
+    if "\x00" in value:
+        raise InvalidEvent(f"{kind} must not contain a NUL character")
+    if _CONTROL.search(value):
+        raise InvalidEvent(f"{kind} {value[:40]!r} must not contain control characters")
+    return value
+
+
+def check_version(kind: str, value: Any) -> int:
+    """Validate an expected version: an integer, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            return int(value)
+        raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
+    if value < 0:
+        raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
+    return value
+
+
+def _check_keys(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 100:
+        raise InvalidEvent(f"{where} is nested more than 100 levels deep")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEvent(f"{where} has a non-string key {key!r}")
+            if key.startswith("$"):
+                raise InvalidEvent(f"{where} has a key {key[:40]!r} starting with '$'")
+            if "\x00" in key:
+                raise InvalidEvent(f"{where} has a key containing a NUL character")
+            if isinstance(item, (dict, list)):
+                _check_keys(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _check_keys(item, where, depth + 1)
+
+
+def check_object(kind: str, value: Any, *, optional: bool) -> dict[str, Any] | None:
+    """Validate `data` or `meta`: a JSON object whose keys MongoDB can store."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{kind} must be a JSON object, not {_type_name(value)}")
+    _check_keys(value, kind)
+    return value
+
+
+def parse_json_object(text: str, kind: str, loads: Callable[[str], Any]) -> dict[str, Any]:
+    """Parse an option value such as --data into a JSON object, or say what is wrong with it."""
+    try:
+        value = loads(text)
+    except ValueError as exc:
+        raise InvalidEvent(f"{kind} is not valid JSON: {exc}") from None
+    checked = check_object(kind, value, optional=False)
+    assert checked is not None
+    return checked
+
+
+def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
+    """Validate one decoded NDJSON line (or command-line options gathered into a dict)."""
+    try:
+        if not isinstance(obj, dict):
+            raise InvalidEvent(f"expected a JSON object, got {_type_name(obj)}")
+        unknown = sorted(set(obj) - INPUT_FIELDS)
+        if unknown:
+            raise InvalidEvent(
+                f"unknown field {unknown[0]!r}; expected type, stream, data, meta, id, "
+                "expected_version"
+            )
+        if "type" not in obj:
+            raise InvalidEvent("missing field 'type'")
+        if "stream" not in obj:
+            raise InvalidEvent("missing field 'stream'")
+        event_id = obj.get("id", obj.get("_id"))
+        ts = obj.get("ts")
+        if ts is not None and not isinstance(ts, datetime):
+            raise InvalidEvent('ts must be a date ({"$date": "..."}), not ' + _type_name(ts))
+        expected = obj.get("expected_version")
+        data = obj.get("data")
+        return EventInput(
+            type=check_name("type", obj["type"]),
+            stream=check_name("stream", obj["stream"]),
+            data={} if data is None else check_object("data", data, optional=False) or {},
+            meta=check_object("meta", obj.get("meta"), optional=True),
+            id=None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH),
+            expected_version=None
+            if expected is None
+            else check_version("expected_version", expected),
+            ts=ts,
+            line=line,
+        )
+    except InvalidEvent as exc:
+        raise exc.at_line(line) if line is not None else exc from None
+
+
+LINE_LIMIT = MAX_DOCUMENT_BYTES + 1024 * 1024
+
+
+def decode_line(raw: bytes | None, line: int) -> str | None:
+    """Decode one input line as UTF-8 text; None for a blank line, which is skipped."""
+    if raw is None:
+        raise InvalidEvent(
+            f"line is over {LINE_LIMIT // (1024 * 1024)} MB; MongoDB stores documents up to 16 MB",
+            line=line,
+        )
+    if b"\x00" in raw:
+        raise InvalidEvent("binary data (a NUL byte); expected one JSON object per line", line=line)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"not UTF-8 text (byte {exc.start + 1})", line=line) from None
+    if line == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    text = text.strip()
+    return text or None
+
+
+def iter_lines(stream: Any, *, limit: int = LINE_LIMIT) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, raw bytes) from a binary file; None for a line over `limit` bytes.
+
+    A line too long is skipped without being held in memory, so memory stays flat.
+    """
+    number = 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(1024 * 1024)
+            yield number, None
+            continue
+        yield number, raw
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "authorization",
+    "credential",
+    "privatekey",
+    "accesskey",
+    "cookie",
+)
+_SECRET_EXACT = frozenset({"pwd", "pass", "auth", "jwt", "otp", "pin"})
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field name looks like it holds a secret (password, api_key, X-Auth-Token …)."""
+    norm = re.sub(r"[^a-z0-9]", "", key.lower())
+    return norm in _SECRET_EXACT or any(word in norm for word in _SECRET_WORDS)
+
+
+def redact(value: Any, where: str = "", *, mask: str = REDACTED) -> tuple[Any, list[str]]:
+    """A copy of `value` with secret-looking fields replaced by `mask`, and the paths replaced."""
+    found: list[str] = []
+
+    def walk(item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            out = {}
+            for key, sub in item.items():
+                sub_path = f"{path}.{key}" if path else str(key)
+                if (
+                    isinstance(key, str)
+                    and is_secret_key(key)
+                    and sub not in (None, "", mask, REDACTED)
+                ):
+                    out[key] = mask
+                    found.append(sub_path)
+                else:
+                    out[key] = walk(sub, sub_path)
+            return out
+        if isinstance(item, list):
+            return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(item)]
+        return item
+
+    return walk(value, where), found
+
+
+def redact_event(event: EventInput) -> list[str]:
+    """Redact an event's data and meta in place; returns the paths that were replaced."""
+    event.data, in_data = redact(event.data, "data")
+    found = list(in_data)
+    if event.meta is not None:
+        event.meta, in_meta = redact(event.meta, "meta")
+        found.extend(in_meta)
+    return found

@@ -1,0 +1,206 @@
+"""Bulk publishing: NDJSON lines in, validated, batched appends out, with an exact account."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from bson import json_util
+
+from evstream.errors import ConcurrencyConflict, InvalidInput
+from evstream.events import (
+    LINE_LIMIT,
+    EventInput,
+    InvalidEvent,
+    decode_line,
+    event_from_object,
+    iter_lines,
+    redact_event,
+)
+from evstream.store import Appender, Store, build_document, check_size, now_utc
+
+BATCH_SIZE = 1000
+# Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
+SIZE_CHECK_FROM = 4 * 1024 * 1024
+
+
+def loads(text: str) -> Any:
+    """Parse JSON, reading MongoDB Extended JSON ($date, $oid …) where the text has any."""
+    if '"$' in text:
+        return json_util.loads(text)
+    return json.loads(text)
+
+
+def parse_line(raw: bytes | None, line: int) -> EventInput | None:
+    """One NDJSON line to a validated event (None for a blank line)."""
+    text = decode_line(raw, line)
+    if text is None:
+        return None
+    try:
+        obj = loads(text)
+    except ValueError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
+    event = event_from_object(obj, line=line)
+    if raw is not None and len(raw) >= SIZE_CHECK_FROM:
+        check_size(build_document(event, 1, now_utc()), line)
+    return event
+
+
+@dataclass
+class PublishReport:
+    """The account of a bulk publish, shown as its summary."""
+
+    published: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    read: int = 0
+    seconds: float = 0.0
+    redacted: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Events stored per second."""
+        return self.published / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object."""
+        return {
+            "published": self.published,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "read": self.read,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.rate, 1),
+        }
+
+    def written_so_far(self) -> str:
+        """What is stored already, for an error that stops the run midway."""
+        if not self.published and not self.duplicates:
+            return "nothing was written"
+        return f"{self.published} event(s) before it were stored" + (
+            f" and {self.duplicates} were already stored" if self.duplicates else ""
+        )
+
+
+@dataclass
+class Hooks:
+    """What publishing reports as it goes: progress (bytes read) and warnings."""
+
+    progress: Callable[[int], None] = lambda n: None
+    warning: Callable[[str], None] = lambda message: None
+
+
+def validate_all(source: IO[bytes], progress: Callable[[int], None] = lambda n: None) -> None:
+    """Read a whole file once, checking every line; raises one error naming the first bad line."""
+    first: InvalidEvent | None = None
+    bad = 0
+    for number, raw in iter_lines(source):
+        progress(len(raw) if raw is not None else LINE_LIMIT)
+        try:
+            parse_line(raw, number)
+        except InvalidEvent as exc:
+            bad += 1
+            first = first or exc
+    if first is not None:
+        more = f" (and {bad - 1} more invalid line(s))" if bad > 1 else ""
+        raise InvalidInput(f"{first}{more}; nothing was written")
+
+
+def publish_stream(
+    store: Store,
+    source: IO[bytes],
+    *,
+    keep_secrets: bool = False,
+    skip_invalid: bool = False,
+    batch_size: int = BATCH_SIZE,
+    hooks: Hooks | None = None,
+) -> PublishReport:
+    """Append the NDJSON events of `source` in batches; stops at the first bad line unless skipping.
+
+    Everything before a bad line is stored, and the error says exactly how much that was.
+    """
+    hooks = hooks or Hooks()
+    report = PublishReport()
+    return publish_events(
+        store,
+        _events(source, report, skip_invalid, hooks),
+        keep_secrets=keep_secrets,
+        batch_size=batch_size,
+        hooks=hooks,
+        report=report,
+    )
+
+
+def publish_events(
+    store: Store,
+    events: Iterable[EventInput | tuple[int, EventInput | None]],
+    *,
+    keep_secrets: bool = False,
+    batch_size: int = BATCH_SIZE,
+    hooks: Hooks | None = None,
+    report: PublishReport | None = None,
+) -> PublishReport:
+    """Append events in batches of one insert each; items may be (bytes read, event) pairs."""
+    hooks = hooks or Hooks()
+    report = report or PublishReport()
+    appender = Appender(store)
+    started = time.perf_counter()
+    batch: list[EventInput] = []
+
+    def flush() -> None:
+        if batch:
+            result = appender.write(batch)
+            report.published += len(result.inserted)
+            report.duplicates += len(result.duplicates)
+            batch.clear()
+
+    try:
+        for item in events:
+            if isinstance(item, tuple):
+                size, event = item
+                hooks.progress(size)
+            else:
+                event = item
+                hooks.progress(1)
+            if event is None:
+                continue
+            report.read += 1
+            if not keep_secrets and redact_event(event):
+                report.redacted += 1
+            batch.append(event)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    except InvalidEvent as exc:
+        flush()  # the good lines before the bad one are stored, and said to be
+        raise InvalidEvent(f"{exc.reason}; {report.written_so_far()}", line=exc.lineno) from None
+    except ConcurrencyConflict as exc:
+        raise ConcurrencyConflict(f"{exc.message}; {report.written_so_far()}") from None
+    finally:
+        report.seconds = time.perf_counter() - started
+    if report.redacted and not keep_secrets:
+        hooks.warning(
+            f"redacted secret-looking fields in {report.redacted} event(s); "
+            "use --keep-secrets to store them as given"
+        )
+    return report
+
+
+def _events(
+    source: IO[bytes], report: PublishReport, skip_invalid: bool, hooks: Hooks
+) -> Iterator[tuple[int, EventInput | None]]:
+    """(bytes read, event or None) for each line; bad lines raise unless skipped."""
+    for number, raw in iter_lines(source):
+        size = len(raw) if raw is not None else LINE_LIMIT
+        try:
+            event = parse_line(raw, number)
+        except InvalidEvent as exc:
+            if not skip_invalid:
+                raise
+            report.skipped += 1
+            hooks.warning(f"skipped {exc}")
+            event = None
+        yield size, event

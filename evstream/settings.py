@@ -1,0 +1,87 @@
+"""Resolved configuration: command-line options first, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+DEFAULT_DB = "evstream"
+OUTPUT_MODES = ("auto", "pretty", "json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every command needs to know about where the data lives and how to show it."""
+
+    uri: str | None
+    db: str
+    output: str = "auto"
+    debug: bool = False
+    home: Path | None = None
+
+    @property
+    def data_home(self) -> Path:
+        """The directory that holds the embedded dev store's data and its server record."""
+        return self.home or default_home()
+
+
+def resolve_uri(option: str | None, env: dict[str, str] | None = None) -> str | None:
+    """--uri, then EVSTREAM_URI, then MONGODB_URI; None means the embedded dev store."""
+    env = os.environ if env is None else env
+    for value in (option, env.get("EVSTREAM_URI"), env.get("MONGODB_URI")):
+        if value:
+            return value
+    return None
+
+
+def default_home(env: dict[str, str] | None = None) -> Path:
+    """EVSTREAM_HOME, else the per-user data directory of the platform."""
+    env = os.environ if env is None else env
+    if env.get("EVSTREAM_HOME"):
+        return Path(env["EVSTREAM_HOME"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "evstream"
+    if sys.platform == "win32":
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "evstream"
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "evstream"
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with any password replaced by ****, safe to print."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:****@{hosts}{slash}{tail}"
+
+
+def uri_password(uri: str | None) -> str | None:
+    """The password embedded in a URI, raw and percent-decoded, so messages can be scrubbed."""
+    if not uri or "://" not in uri:
+        return None
+    authority = uri.split("://", 1)[1].split("/", 1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return None
+    password = userinfo.split(":", 1)[1]
+    return password or None
+
+
+def scrub(message: str, uri: str | None) -> str:
+    """Remove a URI's password from a message, in whichever form it appears."""
+    password = uri_password(uri)
+    if not password:
+        return message
+    for form in {password, unquote(password)}:
+        if form:
+            message = message.replace(form, "****")
+    return message

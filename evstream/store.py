@@ -1,0 +1,433 @@
+"""Everything that talks to MongoDB, through pymongo. Driver errors become evstream errors here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pymongo
+from bson import encode as bson_encode
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidName,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from evstream.errors import (
+    ConcurrencyConflict,
+    EvstreamError,
+    FeatureUnsupported,
+    InvalidInput,
+    ServerUnreachable,
+)
+from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
+from evstream.settings import Settings, mask_uri, scrub
+
+EVENTS = "events"
+SESSIONS = "sessions"
+CHECKPOINTS = "evstream_checkpoints"
+# Collections evstream owns besides `events` and `sessions` start with this prefix.
+OWN_PREFIX = "evstream_"
+DEFAULT_TIMEOUT_MS = 5000
+AUTH_ERROR_CODES = {18, 13, 11}  # AuthenticationFailed, Unauthorized, UserNotFound
+NO_CHANGE_STREAMS_CODES = {40573}  # "The $changeStream stage is only supported on replica sets"
+_DB_NAME = re.compile(r'^[^/\\. "$*<>:|?\x00]{1,63}$')
+
+
+@dataclass
+class Store:
+    """An open connection to the server evstream works against, and the database it uses."""
+
+    client: MongoClient[dict[str, Any]]
+    db: Database[dict[str, Any]]
+    uri: str
+    embedded: bool
+    description: str
+
+    @property
+    def events(self) -> Collection[dict[str, Any]]:
+        """The event log."""
+        return self.db[EVENTS]
+
+    def collection(self, name: str) -> Collection[dict[str, Any]]:
+        """Any collection of the database."""
+        return self.db[name]
+
+    @property
+    def is_nx27017(self) -> bool:
+        """Whether the server is nx-27017 (see `NX27017_QUIRKS`), known from buildInfo."""
+        if self._nx is None:
+            try:
+                info = self.client.server_info()
+            except PyMongoError:
+                info = {}
+            self._nx = not info.get("version")
+        return self._nx
+
+    _nx: bool | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+
+def check_db_name(name: str) -> str:
+    """MongoDB's database-name rules, checked before a server ever sees the name."""
+    if not _DB_NAME.match(name):
+        raise InvalidInput(
+            f"invalid database name {name[:70]!r}: 1 to 63 characters, "
+            'none of / \\ . " $ * < > : | ?'
+            " or spaces"
+        )
+    return name
+
+
+def connect(settings: Settings, notice: Callable[[str], None]) -> Store:
+    """Open the configured store (or the embedded dev store), saying on stderr which one it is."""
+    check_db_name(settings.db)
+    embedded = settings.uri is None
+    if embedded:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(settings.data_home)
+        record, started = dev.ensure_running()
+        uri = record.uri
+        description = f"embedded dev store at 127.0.0.1:{record.port} (data in {record.data_dir})"
+        notice(f"{'started' if started else 'using'} the {description}")
+    else:
+        assert settings.uri is not None
+        uri = settings.uri
+        description = f"MongoDB at {mask_uri(uri)}"
+    timeout = int(os.environ.get("EVSTREAM_TIMEOUT_MS", DEFAULT_TIMEOUT_MS))
+    with translate_errors(uri):
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            uri,
+            serverSelectionTimeoutMS=timeout,
+            connectTimeoutMS=timeout,
+            appname="evstream",
+            tz_aware=True,
+            tzinfo=timezone.utc,
+        )
+    store = Store(client, client[settings.db], uri, embedded, description)
+    if not embedded:
+        notice(f"using {description}, database {settings.db}")
+    return store
+
+
+@contextlib.contextmanager
+def translate_errors(uri: str | None = None) -> Iterator[None]:
+    """Turn pymongo's exceptions into evstream errors with one clear, password-free line."""
+    try:
+        yield
+    except EvstreamError:
+        raise
+    except InvalidURI as exc:
+        raise InvalidInput(f"invalid MongoDB URI: {scrub(str(exc), uri)}") from None
+    except ConfigurationError as exc:
+        raise InvalidInput(f"invalid MongoDB URI or option: {scrub(str(exc), uri)}") from None
+    except InvalidName as exc:
+        raise InvalidInput(scrub(str(exc), uri)) from None
+    except ServerSelectionTimeoutError as exc:
+        where = mask_uri(uri) if uri else "the server"
+        reason = scrub(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0], uri)
+        raise ServerUnreachable(f"cannot reach {where}: {reason[:300]}") from None
+    except ConnectionFailure as exc:
+        raise ServerUnreachable(
+            f"lost the connection to the server: {scrub(str(exc), uri)[:300]}"
+        ) from None
+    except OperationFailure as exc:
+        if exc.code in AUTH_ERROR_CODES:
+            raise ServerUnreachable(
+                f"authentication failed: {scrub(_server_message(exc), uri)}",
+                hint="check the user name, password and authSource in the URI",
+            ) from None
+        if exc.code in NO_CHANGE_STREAMS_CODES:
+            raise FeatureUnsupported(scrub(str(exc), uri)) from None
+        raise EvstreamError(f"the server refused: {scrub(str(exc), uri)[:300]}") from None
+
+
+def _server_message(exc: OperationFailure) -> str:
+    details = exc.details or {}
+    return str(details.get("errmsg") or exc)
+
+
+# --- the event log -----------------------------------------------------------------------------
+
+STREAM_VERSION_INDEX = "stream_1_version_1"
+
+
+def ensure_indexes(store: Store) -> None:
+    """Create the log's indexes if they are missing (idempotent)."""
+    store.events.create_index(
+        [("stream", pymongo.ASCENDING), ("version", pymongo.ASCENDING)],
+        name=STREAM_VERSION_INDEX,
+        unique=True,
+    )
+    store.events.create_index([("ts", pymongo.ASCENDING)], name="ts_1")
+
+
+def now_utc() -> datetime:
+    """The current time at BSON's millisecond precision, so printed and stored agree."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, Any]:
+    """The stored form of an event (DESIGN.md's `events` table)."""
+    doc: dict[str, Any] = {
+        "_id": event.id or new_event_id(),
+        "stream": event.stream,
+        "version": version,
+        "type": event.type,
+        "data": event.data,
+    }
+    if event.meta is not None:
+        doc["meta"] = event.meta
+    doc["ts"] = event.ts or ts
+    return doc
+
+
+def check_size(doc: dict[str, Any], line: int | None = None) -> None:
+    """Refuse a document over MongoDB's 16 MB limit before anything is sent."""
+    size = len(bson_encode(doc))
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidEvent(
+            f"event is {size / 1024 / 1024:.1f} MB; MongoDB stores documents up to 16 MB",
+            line=line,
+        )
+
+
+def is_id_conflict(error: dict[str, Any]) -> bool:
+    """Whether a duplicate-key error is on `_id` (a re-published event), not on the version."""
+    pattern = error.get("keyPattern")
+    if isinstance(pattern, dict):
+        return list(pattern) == ["_id"]
+    message = str(error.get("errmsg", ""))
+    # MongoDB: "... index: _id_ dup key: ..."; nx-27017: "UNIQUE constraint failed: events._id".
+    return " _id_ " in message or message.rstrip().endswith("._id")
+
+
+def stream_head(store: Store, stream: str) -> int:
+    """The stream's current version (0 for a stream with no events)."""
+    doc = store.events.find_one(
+        {"stream": stream},
+        sort=[("version", pymongo.DESCENDING)],
+        projection={"version": 1, "_id": 0},
+    )
+    return int(doc["version"]) if doc else 0
+
+
+def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
+    """The current version of each stream, in one round trip; absent streams are at 0."""
+    wanted = list(streams)
+    if not wanted:
+        return {}
+    if store.is_nx27017:
+        pipeline = NX27017_QUIRKS.heads_pipeline(wanted)
+    else:
+        # $sort then $group/$first lets MongoDB answer from the {stream, version} index
+        # (a DISTINCT_SCAN), without reading every event of the streams.
+        pipeline = [
+            {"$match": {"stream": {"$in": wanted}}},
+            {"$sort": {"stream": 1, "version": -1}},
+            {"$group": {"_id": "$stream", "version": {"$first": "$version"}}},
+        ]
+    heads = dict.fromkeys(wanted, 0)
+    for row in store.events.aggregate(pipeline):
+        heads[row["_id"]] = int(row["version"])
+    return heads
+
+
+class NX27017_QUIRKS:  # noqa: N801 - named after the server whose quirks it holds
+    """Workarounds for nx-27017 (shared/STORES.md), kept in one place."""
+
+    @staticmethod
+    def heads_pipeline(streams: list[str]) -> list[dict[str, Any]]:
+        """nx-27017 runs $sort+$group/$first in Python (~1 s per 1,000 streams); $max is SQL."""
+        return [
+            {"$match": {"stream": {"$in": streams}}},
+            {"$group": {"_id": "$stream", "version": {"$max": "$version"}}},
+        ]
+
+
+@dataclass
+class AppendResult:
+    """The stored event and whether it was already there (same id) before this call."""
+
+    doc: dict[str, Any]
+    duplicate: bool
+
+
+def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
+    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency."""
+    events = store.events
+    if event.id is not None:
+        existing = events.find_one({"_id": event.id})
+        if existing is not None:
+            return AppendResult(existing, True)
+    for attempt in range(max_attempts):
+        head = stream_head(store, event.stream)
+        if event.expected_version is not None and head != event.expected_version:
+            raise conflict(event, head)
+        doc = build_document(event, head + 1, now_utc())
+        check_size(doc)
+        try:
+            events.insert_one(doc)
+            return AppendResult(doc, False)
+        except DuplicateKeyError as exc:
+            if is_id_conflict(exc.details or {}):
+                stored = events.find_one({"_id": doc["_id"]})
+                return AppendResult(stored or doc, True)
+            if event.expected_version is not None:
+                raise conflict(event, stream_head(store, event.stream)) from None
+            backoff(attempt)
+    raise ConcurrencyConflict(
+        f"could not append to stream {event.stream!r}: {max_attempts} attempts lost the race"
+    )
+
+
+def conflict(event: EventInput, actual: int) -> ConcurrencyConflict:
+    """The error for a failed expected-version check."""
+    where = f"line {event.line}: " if event.line is not None else ""
+    return ConcurrencyConflict(
+        f"{where}stream {event.stream!r} is at version {actual}, "
+        f"not the expected version {event.expected_version}; nothing was written"
+        if event.line is None
+        else f"{where}stream {event.stream!r} is at version {actual}, "
+        f"not the expected version {event.expected_version}"
+    )
+
+
+def backoff(attempt: int) -> None:
+    """A short jittered sleep between retries of a lost race."""
+    time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: events stored, and the inputs that were already stored (duplicates)."""
+
+    inserted: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[EventInput] = field(default_factory=list)
+
+
+class Appender:
+    """Appends batches of events with one insert per batch, keeping stream heads between batches.
+
+    Versions follow input order within each stream. A lost race with another writer (a version
+    collision) re-reads the heads of the streams involved and retries the rest of the batch.
+    """
+
+    MAX_CACHED_HEADS = 200_000
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.heads: dict[str, int] = {}
+
+    def write(self, batch: list[EventInput]) -> BatchResult:
+        """Store a batch; raises ConcurrencyConflict at the first failed expected version."""
+        result = BatchResult()
+        pending = self._drop_known_ids(batch, result)
+        for attempt in range(100):
+            if not pending:
+                return result
+            docs, conflict_at = self._assign(pending)
+            inserted, failed = self._insert(docs)
+            result.inserted.extend(docs[:inserted])
+            if failed is None:
+                if conflict_at is not None:
+                    event = pending[conflict_at]
+                    self.heads.pop(event.stream, None)
+                    raise conflict(event, stream_head(self.store, event.stream))
+                return result
+            index, error = failed
+            rest = pending[index:]
+            if is_id_conflict(error):
+                result.duplicates.append(rest[0])
+                rest = rest[1:]
+            elif rest[0].expected_version is not None:
+                raise conflict(rest[0], stream_head(self.store, rest[0].stream))
+            else:
+                backoff(attempt)
+            for event in rest:  # their cached heads ran ahead of what was stored
+                self.heads.pop(event.stream, None)
+            pending = rest
+        raise ConcurrencyConflict("could not append the batch: 100 attempts lost the race")
+
+    def _drop_known_ids(self, batch: list[EventInput], result: BatchResult) -> list[EventInput]:
+        """Leave out events whose caller-given id is already stored (or repeated in the batch)."""
+        ids = [e.id for e in batch if e.id is not None]
+        if not ids:
+            return batch
+        stored = {d["_id"] for d in self.store.events.find({"_id": {"$in": ids}}, {"_id": 1})}
+        keep: list[EventInput] = []
+        seen: set[str] = set()
+        for event in batch:
+            if event.id is not None and (event.id in stored or event.id in seen):
+                result.duplicates.append(event)
+                continue
+            if event.id is not None:
+                seen.add(event.id)
+            keep.append(event)
+        return keep
+
+    def _assign(self, pending: list[EventInput]) -> tuple[list[dict[str, Any]], int | None]:
+        """Versions for the batch in order; stops before the first failed expected version."""
+        unknown = {e.stream for e in pending} - self.heads.keys()
+        if unknown:
+            if len(self.heads) > self.MAX_CACHED_HEADS:
+                self.heads.clear()
+            self.heads.update(stream_heads(self.store, unknown))
+        ts = now_utc()
+        docs = []
+        for i, event in enumerate(pending):
+            head = self.heads[event.stream]
+            if event.expected_version is not None and event.expected_version != head:
+                return docs, i
+            doc = build_document(event, head + 1, ts)
+            self.heads[event.stream] = head + 1
+            docs.append(doc)
+        return docs, None
+
+    def _insert(self, docs: list[dict[str, Any]]) -> tuple[int, tuple[int, dict[str, Any]] | None]:
+        """insert_many in order; (number inserted, (index, error) of the first failure or None)."""
+        if not docs:
+            return 0, None
+        try:
+            self.store.events.insert_many(docs, ordered=True)
+            return len(docs), None
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            errors = details.get("writeErrors") or []
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                raise
+            first = errors[0]
+            return int(first["index"]), (int(first["index"]), first)
+
+
+def drop_owned(store: Store) -> list[str]:
+    """Drop the collections evstream owns (events, sessions, evstream_*); returns their names."""
+    names = [
+        name
+        for name in store.db.list_collection_names()
+        if name in (EVENTS, SESSIONS) or name.startswith(OWN_PREFIX)
+    ]
+    for name in sorted(names):
+        store.db.drop_collection(name)
+    return sorted(names)
