@@ -247,3 +247,10 @@ def server_status_text(info: Mapping[str, Any]) -> Text:
     text.append(f"data: {info['data_dir']} ({human_bytes(info['data_bytes'])})\n", style="dim")
     text.append(f"log:  {info['log_file']}", style="dim")
     return text
+
+
+# --- watch ---------------------------------------------------------------------------------------
+
+# --- rebuild-sessions ----------------------------------------------------------------------------
+
+# --- status --------------------------------------------------------------------------------------
