@@ -297,7 +297,7 @@ def publish(
             return
         if skip_invalid:
             raise InvalidInput("--skip-invalid applies to --file only")
-        if not event_type or not stream:
+        if event_type is None or stream is None:
             raise InvalidInput("give an event TYPE and --stream, or --file PATH")
         _publish_one(env, event_type, stream, data, meta, event_id, expected_version, keep_secrets)
 

@@ -18,7 +18,10 @@ MAX_ID_LENGTH = 256
 # MongoDB's document limit; the server adds a little of its own to each insert command.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 REDACTED = "[redacted]"
-INPUT_FIELDS = frozenset({"type", "stream", "data", "meta", "id", "_id", "expected_version", "ts"})
+INPUT_FIELDS = frozenset(
+    {"type", "stream", "data", "meta", "id", "_id", "expected_version", "version", "ts"}
+)
+CHANGE_FIELDS = frozenset({"op", "collection", "key", "doc"})
 
 
 class InvalidEvent(InvalidInput):
@@ -174,26 +177,57 @@ def parse_json_object(text: str, kind: str, loads: Callable[[str], Any]) -> dict
     return checked
 
 
+def unwrap_change(obj: dict[str, Any]) -> Any:
+    """The event inside a line of `evstream watch --output json`; other objects pass through."""
+    if "op" not in obj or "doc" not in obj or not set(obj) <= CHANGE_FIELDS:
+        return obj
+    if obj["op"] != "insert":
+        raise InvalidEvent(f"a watched {obj['op']!r} change is not an event; only inserts are")
+    return obj["doc"]
+
+
 def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
-    """Validate one decoded NDJSON line (or command-line options gathered into a dict)."""
+    """Validate one decoded NDJSON line (or command-line options gathered into a dict).
+
+    Besides the input fields, a stored event (`_id`, `version`, `ts`, as `watch --output json`
+    or mongoexport print it) is accepted: its `version` becomes the expected version minus one,
+    so a copy keeps the same versions or stops with a conflict.
+    """
     try:
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected a JSON object, got {_type_name(obj)}")
+        obj = unwrap_change(obj)
+        if not isinstance(obj, dict):
+            raise InvalidEvent(f"expected the change's doc to be an object, got {_type_name(obj)}")
         unknown = sorted(set(obj) - INPUT_FIELDS)
         if unknown:
             raise InvalidEvent(
                 f"unknown field {unknown[0]!r}; expected type, stream, data, meta, id, "
-                "expected_version"
+                "expected_version (or a stored event's _id, version, ts)"
             )
         if "type" not in obj:
             raise InvalidEvent("missing field 'type'")
         if "stream" not in obj:
             raise InvalidEvent("missing field 'stream'")
         event_id = obj.get("id", obj.get("_id"))
+        if "id" in obj and "_id" in obj and obj["id"] != obj["_id"]:
+            raise InvalidEvent("id and _id differ; give one of them")
         ts = obj.get("ts")
         if ts is not None and not isinstance(ts, datetime):
             raise InvalidEvent('ts must be a date ({"$date": "..."}), not ' + _type_name(ts))
         expected = obj.get("expected_version")
+        if expected is not None:
+            expected = check_version("expected_version", expected)
+        if obj.get("version") is not None:
+            version = check_version("version", obj["version"])
+            if version < 1:
+                raise InvalidEvent("version must be 1 or more")
+            if expected is not None and expected != version - 1:
+                raise InvalidEvent(
+                    f"version {version} and expected_version {expected} disagree "
+                    "(version must be expected_version + 1)"
+                )
+            expected = version - 1
         data = obj.get("data")
         return EventInput(
             type=check_name("type", obj["type"]),
@@ -201,9 +235,7 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
             data={} if data is None else check_object("data", data, optional=False) or {},
             meta=check_object("meta", obj.get("meta"), optional=True),
             id=None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH),
-            expected_version=None
-            if expected is None
-            else check_version("expected_version", expected),
+            expected_version=expected,
             ts=ts,
             line=line,
         )

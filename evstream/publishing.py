@@ -152,9 +152,10 @@ def publish_events(
 
     def flush() -> None:
         if batch:
-            result = appender.write(batch)
-            report.published += len(result.inserted)
-            report.duplicates += len(result.duplicates)
+            try:
+                appender.write(batch)
+            finally:
+                report.published, report.duplicates = appender.inserted, appender.duplicates
             batch.clear()
 
     try:

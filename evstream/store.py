@@ -14,7 +14,7 @@ from typing import Any
 
 import pymongo
 from bson import encode as bson_encode
-from pymongo import MongoClient
+from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
@@ -116,6 +116,7 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> Store:
         description = f"MongoDB at {mask_uri(uri)}"
     timeout = int(os.environ.get("EVSTREAM_TIMEOUT_MS", DEFAULT_TIMEOUT_MS))
     with translate_errors(uri):
+        check_uri(uri)
         client: MongoClient[dict[str, Any]] = MongoClient(
             uri,
             serverSelectionTimeoutMS=timeout,
@@ -128,6 +129,16 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> Store:
     if not embedded:
         notice(f"using {description}, database {settings.db}")
     return store
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a malformed URI or unknown option value (pymongo itself only warns about those)."""
+    if uri.startswith("mongodb+srv://"):
+        return  # parsing one means a DNS lookup; MongoClient reports those failures itself
+    try:
+        uri_parser.parse_uri(uri, warn=False)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid MongoDB URI: {scrub(str(exc), uri)}") from None
 
 
 @contextlib.contextmanager
@@ -339,6 +350,8 @@ class Appender:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.heads: dict[str, int] = {}
+        self.inserted = 0  # running totals, exact even when a batch stops midway
+        self.duplicates = 0
 
     def write(self, batch: list[EventInput]) -> BatchResult:
         """Store a batch; raises ConcurrencyConflict at the first failed expected version."""
@@ -350,6 +363,7 @@ class Appender:
             docs, conflict_at = self._assign(pending)
             inserted, failed = self._insert(docs)
             result.inserted.extend(docs[:inserted])
+            self.inserted += inserted
             if failed is None:
                 if conflict_at is not None:
                     event = pending[conflict_at]
@@ -360,6 +374,7 @@ class Appender:
             rest = pending[index:]
             if is_id_conflict(error):
                 result.duplicates.append(rest[0])
+                self.duplicates += 1
                 rest = rest[1:]
             elif rest[0].expected_version is not None:
                 raise conflict(rest[0], stream_head(self.store, rest[0].stream))
@@ -381,6 +396,7 @@ class Appender:
         for event in batch:
             if event.id is not None and (event.id in stored or event.id in seen):
                 result.duplicates.append(event)
+                self.duplicates += 1
                 continue
             if event.id is not None:
                 seen.add(event.id)
