@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -302,15 +303,30 @@ _SECRET_WORDS = (
 _SECRET_EXACT = frozenset({"pwd", "pass", "auth", "jwt", "otp", "pin"})
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a field name looks like it holds a secret (password, api_key, X-Auth-Token …)."""
     norm = re.sub(r"[^a-z0-9]", "", key.lower())
     return norm in _SECRET_EXACT or any(word in norm for word in _SECRET_WORDS)
 
 
+def has_secret(value: Any) -> bool:
+    """Whether any field, at any depth, has a secret-looking name (and a value to hide)."""
+    if isinstance(value, dict):
+        return any(
+            (isinstance(k, str) and is_secret_key(k) and v not in (None, "")) or has_secret(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(has_secret(item) for item in value)
+    return False
+
+
 def redact(value: Any, where: str = "", *, mask: str = REDACTED) -> tuple[Any, list[str]]:
     """A copy of `value` with secret-looking fields replaced by `mask`, and the paths replaced."""
     found: list[str] = []
+    if not has_secret(value):
+        return value, found
 
     def walk(item: Any, path: str) -> Any:
         if isinstance(item, dict):

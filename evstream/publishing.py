@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -143,44 +145,46 @@ def publish_events(
     hooks: Hooks | None = None,
     report: PublishReport | None = None,
 ) -> PublishReport:
-    """Append events in batches of one insert each; items may be (bytes read, event) pairs."""
+    """Append events in batches of one insert each; items may be (bytes read, event) pairs.
+
+    Reading and checking the input happens here while a writer thread stores the previous batch,
+    so the server is kept busy; at most two batches wait in between, so memory stays flat.
+    """
     hooks = hooks or Hooks()
     report = report or PublishReport()
-    appender = Appender(store)
+    writer = _BatchWriter(Appender(store), report)
     started = time.perf_counter()
     batch: list[EventInput] = []
-
-    def flush() -> None:
-        if batch:
-            try:
-                appender.write(batch)
-            finally:
-                report.published, report.duplicates = appender.inserted, appender.duplicates
-            batch.clear()
-
     try:
-        for item in events:
-            if isinstance(item, tuple):
-                size, event = item
-                hooks.progress(size)
-            else:
-                event = item
-                hooks.progress(1)
-            if event is None:
-                continue
-            report.read += 1
-            if not keep_secrets and redact_event(event):
-                report.redacted += 1
-            batch.append(event)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-    except InvalidEvent as exc:
-        flush()  # the good lines before the bad one are stored, and said to be
-        raise InvalidEvent(f"{exc.reason}; {report.written_so_far()}", line=exc.lineno) from None
+        try:
+            for item in events:
+                if isinstance(item, tuple):
+                    size, event = item
+                    hooks.progress(size)
+                else:
+                    event = item
+                    hooks.progress(1)
+                if event is None:
+                    continue
+                report.read += 1
+                if not keep_secrets and redact_event(event):
+                    report.redacted += 1
+                batch.append(event)
+                if len(batch) >= batch_size:
+                    writer.submit(batch)
+                    batch = []
+        except InvalidEvent as exc:
+            writer.submit(batch)  # the good lines before the bad one are stored, and said to be
+            writer.finish()
+            raise InvalidEvent(
+                f"{exc.reason}; {report.written_so_far()}", line=exc.lineno
+            ) from None
+        writer.submit(batch)
+        writer.finish()
     except ConcurrencyConflict as exc:
         raise ConcurrencyConflict(f"{exc.message}; {report.written_so_far()}") from None
     finally:
+        writer.abandon()
         report.seconds = time.perf_counter() - started
     if report.redacted and not keep_secrets:
         hooks.warning(
@@ -188,6 +192,54 @@ def publish_events(
             "use --keep-secrets to store them as given"
         )
     return report
+
+
+class _BatchWriter:
+    """Stores submitted batches in order on a thread of its own; the first error stops it."""
+
+    def __init__(self, appender: Appender, report: PublishReport) -> None:
+        self.appender = appender
+        self.report = report
+        self.queue: queue.Queue[list[EventInput] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="evstream-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if self.error is not None or self.stopped:
+                continue  # after a failure or an interrupt, later batches are not written
+            try:
+                self.appender.write(batch)
+            except BaseException as exc:  # handed to the reading thread, which reports it
+                self.error = exc
+            finally:
+                self.report.published = self.appender.inserted
+                self.report.duplicates = self.appender.duplicates
+
+    def submit(self, batch: list[EventInput]) -> None:
+        """Queue a batch (blocking while two wait); raises the writer's error, if any."""
+        self._raise()
+        if batch:
+            self.queue.put(batch)
+
+    def finish(self) -> None:
+        """Wait until everything submitted is stored; raises the writer's error, if any."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Stop after the batch in flight (Ctrl-C, errors) and wait, so the report is exact."""
+        if self.thread.is_alive():
+            self.stopped = True
+            self.queue.put(None)
+            self.thread.join()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _events(

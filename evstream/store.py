@@ -276,6 +276,38 @@ class NX27017_QUIRKS:  # noqa: N801 - named after the server whose quirks it hol
             {"$group": {"_id": "$stream", "version": {"$max": "$version"}}},
         ]
 
+    @staticmethod
+    def bucket_counts(
+        collection: Collection[dict[str, Any]], path: str, edges: list[datetime]
+    ) -> list[int]:
+        """Documents per date range [edges[i], edges[i+1]).
+
+        nx-27017 answers `$bucket` on dates with no buckets at all, has no date arithmetic, and
+        a range count per bucket is a full scan each: group by the exact date in one pass (its
+        `$group` keys come back as `{"$date": …}` strings) and bucket the groups here.
+        """
+        from bisect import bisect_right
+
+        from bson import json_util
+
+        counts = [0] * (len(edges) - 1)
+        pipeline = [
+            {"$match": {path: {"$gte": edges[0], "$lt": edges[-1]}}},
+            {"$group": {"_id": f"${path}", "n": {"$sum": 1}}},
+        ]
+        for row in collection.aggregate(pipeline):
+            key = row["_id"]
+            if isinstance(key, str):
+                key = json_util.loads(key)
+            if not isinstance(key, datetime):
+                continue
+            if key.tzinfo is None:
+                key = key.replace(tzinfo=timezone.utc)
+            at = bisect_right(edges, key) - 1
+            if 0 <= at < len(counts):
+                counts[at] += int(row["n"])
+        return counts
+
 
 @dataclass
 class AppendResult:
@@ -352,6 +384,10 @@ class Appender:
         self.heads: dict[str, int] = {}
         self.inserted = 0  # running totals, exact even when a batch stops midway
         self.duplicates = 0
+        # When the log was empty as the run began, a stream this run has not written can only
+        # exist if another writer created it meanwhile, and then the unique index says so: so
+        # unknown streams start at 0 without asking, and a collision turns the asking back on.
+        self.optimistic: bool | None = None
 
     def write(self, batch: list[EventInput]) -> BatchResult:
         """Store a batch; raises ConcurrencyConflict at the first failed expected version."""
@@ -379,6 +415,7 @@ class Appender:
             elif rest[0].expected_version is not None:
                 raise conflict(rest[0], stream_head(self.store, rest[0].stream))
             else:
+                self.optimistic = False
                 backoff(attempt)
             for event in rest:  # their cached heads ran ahead of what was stored
                 self.heads.pop(event.stream, None)
@@ -407,9 +444,15 @@ class Appender:
         """Versions for the batch in order; stops before the first failed expected version."""
         unknown = {e.stream for e in pending} - self.heads.keys()
         if unknown:
+            if self.optimistic is None:
+                self.optimistic = self.store.events.find_one({}, {"_id": 1}) is None
             if len(self.heads) > self.MAX_CACHED_HEADS:
                 self.heads.clear()
-            self.heads.update(stream_heads(self.store, unknown))
+                self.optimistic = False  # forgotten streams may be ours
+            if self.optimistic and not any(e.expected_version is not None for e in pending):
+                self.heads.update(dict.fromkeys(unknown, 0))
+            else:
+                self.heads.update(stream_heads(self.store, unknown))
         ts = now_utc()
         docs = []
         for i, event in enumerate(pending):

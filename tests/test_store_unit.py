@@ -115,3 +115,22 @@ def test_append_one_with_a_known_id_returns_the_stored_event(store: Store) -> No
 )
 def test_duplicate_key_errors_are_told_apart(error: dict[str, Any], on_id: bool) -> None:
     assert is_id_conflict(error) is on_id
+
+
+def test_an_empty_log_skips_head_lookups_but_still_yields_to_other_writers(store: Store) -> None:
+    appender = Appender(store)
+    appender.write([ev("a")])
+    assert appender.optimistic is True
+    append_one(store, ev("b", data={"other": True}))  # a stream this run has never seen
+    result = appender.write([ev("b", data={"mine": True}), ev("a")])
+    assert [(d["stream"], d["version"]) for d in result.inserted] == [("b", 2), ("a", 2)]
+    assert appender.optimistic is False
+    assert versions(store, "b") == [1, 2]
+
+
+def test_a_log_with_events_asks_for_heads(store: Store) -> None:
+    append_one(store, ev("a"))
+    appender = Appender(store)
+    appender.write([ev("a")])
+    assert appender.optimistic is False
+    assert versions(store, "a") == [1, 2]
