@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from evstream import __version__
-from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
 from evstream.settings import DEFAULT_DB, OUTPUT_MODES, Settings, resolve_uri, scrub
 
 if TYPE_CHECKING:
@@ -149,6 +149,9 @@ def running(ctx: typer.Context) -> Iterator[Env]:
 
         with translate_errors(env.settings.uri):
             yield env
+    except Interrupted as exc:
+        env.output.notice(exc.line())
+        raise typer.Exit(exc.exit_code) from None
     except EvstreamError as exc:
         if env.settings.debug:
             raise

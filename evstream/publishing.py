@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from bson import json_util
 
-from evstream.errors import ConcurrencyConflict, InvalidInput
+from evstream.errors import ConcurrencyConflict, Interrupted, InvalidInput
 from evstream.events import (
     LINE_LIMIT,
     EventInput,
@@ -77,6 +77,10 @@ class PublishReport:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.rate, 1),
         }
+
+    def stored_so_far(self) -> str:
+        """How much is stored, for a run that stopped early."""
+        return f"{self.published} event(s) stored, {self.duplicates} already there"
 
     def written_so_far(self) -> str:
         """What is stored already, for an error that stops the run midway."""
@@ -183,6 +187,9 @@ def publish_events(
         writer.finish()
     except ConcurrencyConflict as exc:
         raise ConcurrencyConflict(f"{exc.message}; {report.written_so_far()}") from None
+    except KeyboardInterrupt:
+        writer.abandon()
+        raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
     finally:
         writer.abandon()
         report.seconds = time.perf_counter() - started
