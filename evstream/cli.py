@@ -488,12 +488,24 @@ def _confirm_drop(env: Env, yes: bool) -> None:
 
 # --- server --------------------------------------------------------------------------------------
 
-server_app = typer.Typer(
-    cls=TyperGroup,
-    help="Manage the embedded dev store (used when no --uri is configured).",
-    no_args_is_help=True,
-)
+server_app = typer.Typer(cls=TyperGroup, no_args_is_help=True)
 app.add_typer(server_app, name="server")
+
+
+@server_app.callback()
+def server_options() -> None:
+    """Manage the embedded dev store, the local server used when no --uri is configured.
+
+    It starts by itself when a command needs it and keeps running for the next ones.
+
+    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream).
+
+    [bold]Examples[/bold]
+
+      evstream server status
+
+      evstream server logs --follow
+    """
 
 
 @server_app.command("start")
@@ -507,21 +519,31 @@ def server_start(ctx: typer.Context) -> None:
     with running(ctx) as env:
         from evstream.embedded import DevStore
 
-        record, started = DevStore(env.settings.data_home).start()
-        verb = "started" if started else "already running:"
-        env.output.notice(
-            f"{verb} embedded dev store at {record.uri} "
-            f"(pid {record.pid}, data in {record.data_dir})"
-        )
+        dev = DevStore(env.settings.data_home)
+        saved = dev.read_record()
+        record, started = dev.start()
+        if saved is not None and started:
+            env.output.notice(f"replaced a stale record of pid {saved.pid}, which had stopped")
+        info = {
+            "running": True,
+            "started": started,
+            "uri": record.uri,
+            "pid": record.pid,
+            "port": record.port,
+            "data_dir": record.data_dir,
+            "log_file": record.log_file,
+        }
         if env.output.json:
-            env.output.emit(
-                {"running": True, "started": started, "uri": record.uri, "pid": record.pid}
-            )
+            env.output.emit(info)
+        else:
+            from evstream.output import server_view
+
+            env.output.show(server_view(info))
 
 
 @server_app.command("stop")
 def server_stop(ctx: typer.Context) -> None:
-    """Stop the embedded dev store (its data stays).
+    """Stop the embedded dev store; its data stays for the next start.
 
     [bold]Example[/bold]
 
@@ -530,47 +552,92 @@ def server_stop(ctx: typer.Context) -> None:
     with running(ctx) as env:
         from evstream.embedded import DevStore
 
-        record = DevStore(env.settings.data_home).stop()
-        if record:
-            env.output.notice(
+        dev = DevStore(env.settings.data_home)
+        record = dev.stop()
+        if env.output.json:
+            env.output.emit(
+                {"stopped": record is not None, "pid": record.pid if record else None}
+            )
+        elif record:
+            env.output.show(
                 f"stopped the embedded dev store (pid {record.pid}); "
                 f"its data stays in {record.data_dir}"
             )
         else:
-            env.output.notice("the embedded dev store was not running")
-        if env.output.json:
-            env.output.emit({"stopped": record is not None})
+            env.output.show("the embedded dev store was not running; nothing to stop")
 
 
 @server_app.command("status")
 def server_status(ctx: typer.Context) -> None:
-    """Say whether the embedded dev store runs, where, and how big its data is.
+    """Say whether the embedded dev store runs, where its data lives and how big it is.
 
-    [bold]Example[/bold]
+    Exits 0 when it runs and 3 when it does not, so scripts can test it.
+
+    [bold]Examples[/bold]
 
       evstream server status
+
+      evstream server status --output json | jq .data_bytes
     """
     with running(ctx) as env:
-        from evstream.embedded import DevStore
+        from evstream.devserver import details
 
-        dev = DevStore(env.settings.data_home)
-        record = dev.running()
-        info = {
-            "running": record is not None,
-            "uri": record.uri if record else None,
-            "pid": record.pid if record else None,
-            "data_dir": str(dev.data_dir),
-            "data_bytes": dev.data_size(),
-            "log_file": str(dev.log_file),
-        }
+        info = details(env.settings.data_home)
         if env.output.json:
             env.output.emit(info)
-            return
-        from evstream.output import server_status_text
+        else:
+            from evstream.output import server_view
 
-        env.output.show(server_status_text(info))
-        if record is None:
+            env.output.show(server_view(info))
+        if not info["running"]:
             raise typer.Exit(ExitCode.UNREACHABLE)
+
+
+@server_app.command("logs")
+def server_logs(
+    ctx: typer.Context,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to show.")
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep showing lines as they are written.")
+    ] = False,
+) -> None:
+    """Show the embedded dev store's log: its last lines, or follow it as it grows.
+
+    [bold]Examples[/bold]
+
+      evstream server logs
+
+      evstream server logs -n 100
+
+      evstream server logs --follow
+    """
+    with running(ctx) as env:
+        from evstream.devserver import follow_lines, tail_lines
+        from evstream.embedded import DevStore
+
+        out = env.output
+        log_file = DevStore(env.settings.data_home).log_file
+
+        def show(line: str) -> None:
+            if out.json:
+                out.emit({"line": line})
+            else:
+                out.stdout.write(line + "\n")
+                out.stdout.flush()
+
+        last, offset = tail_lines(log_file, lines)
+        if not log_file.exists():
+            out.notice(f"no log yet at {log_file}; the dev store writes it when it starts")
+        elif not last and lines:
+            out.notice(f"the log at {log_file} is empty")
+        for line in last:
+            show(line)
+        if follow:
+            out.notice(f"following {log_file} (Ctrl-C to stop)")
+            for line in follow_lines(log_file, offset=offset):
+                show(line)
 
 
 # --- watch ---------------------------------------------------------------------------------------
@@ -579,7 +646,96 @@ def server_status(ctx: typer.Context) -> None:
 
 # --- status --------------------------------------------------------------------------------------
 
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Count from collection metadata instead of scanning the log (for huge logs); "
+            "leaves out streams and types.",
+        ),
+    ] = False,
+) -> None:
+    """Show what is in the store, which server it is, projection lag and checkpoints.
+
+    Counts, events by type, oldest and newest event, and a chart of events over time.
+
+    Lag: how far the sessions projection and each saved watch checkpoint are behind the log.
+
+    [bold]Examples[/bold]
+
+      evstream status
+
+      evstream --db shop status --output json | jq .counts
+    """
+    with running(ctx) as env:
+        from evstream.overview import DEFAULT_BUCKETS, gather
+
+        out = env.output
+        store = env.store()
+        # The activity chart takes one column per bucket beside labels and notes.
+        buckets = DEFAULT_BUCKETS if out.json else max(12, min(60, out.out.width - 34))
+        home = env.settings.data_home if store.embedded else None
+        info = gather(store, home=home, estimate=estimate, max_buckets=buckets)
+        if out.json:
+            out.emit(info)
+        else:
+            from evstream.output import status_view
+
+            out.show(status_view(info))
+
+
 # --- bench ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    workload: Annotated[
+        str, typer.Argument(help="publish, rebuild, watch, or all.", show_default=True)
+    ] = "all",
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=100, help="Events per workload.")
+    ] = 30_000,
+    streams: Annotated[
+        int, typer.Option("--streams", "-m", min=1, help="Streams they spread over.")
+    ] = 3_000,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch databases.")] = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", "-r", min=1, help="Repeat; report medians.")
+    ] = 1,
+) -> None:
+    """Measure evstream against raw pymongo doing the same work on this server.
+
+    Each workload runs in scratch databases (evstream_bench_*), dropped afterwards unless
+    --keep. The ratio to raw pymongo is what carries over between deployments.
+
+    [bold]Examples[/bold]
+
+      evstream bench publish --events 30000 --streams 3000
+
+      evstream --uri "$MONGODB_URI" bench all -o json
+    """
+    with running(ctx) as env:
+        from evstream.bench import RUNNERS, run
+
+        names = list(RUNNERS) if workload == "all" else [workload]
+        if any(name not in RUNNERS for name in names):
+            choices = ", ".join([*RUNNERS, "all"])
+            raise InvalidInput(f"unknown workload {workload!r}; choose {choices}")
+        out = env.output
+        with out.status("benchmarking") as say:
+            results = run(env.settings, names, events, streams, keep, say, rounds)
+        if out.json:
+            for result in results:
+                out.emit(result.as_dict())
+            return
+        from evstream.output import bench_table
+
+        out.show(bench_table(results))
 
 
 def main() -> None:

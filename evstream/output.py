@@ -83,6 +83,15 @@ class Output:
         self.err.print(Text.assemble(("error: ", "bold red"), message))
 
     @contextlib.contextmanager
+    def status(self, message: str) -> Iterator[Callable[[str], None]]:
+        """A spinner with a changing message on stderr when it is a terminal; yields say(text)."""
+        if not self.interactive:
+            yield lambda text: None
+            return
+        with self.err.status(message) as spinner:
+            yield lambda text: spinner.update(text)
+
+    @contextlib.contextmanager
     def progress(
         self, description: str, total: float | None = None
     ) -> Iterator[Callable[[float], None]]:
@@ -254,3 +263,361 @@ def server_status_text(info: Mapping[str, Any]) -> Text:
 # --- rebuild-sessions ----------------------------------------------------------------------------
 
 # --- status --------------------------------------------------------------------------------------
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+TOP_TYPES = 12
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def human_duration(seconds: float) -> str:
+    """3725 → '1 h'; 90 → '1 min'; 5 → '5 s'; 200000 → '2 days'."""
+    seconds = abs(seconds)
+    for size, unit in ((86400 * 365, "year"), (86400, "day"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            n = int(seconds // size)
+            plural = "s" if n != 1 and unit in ("year", "day") else ""
+            return f"{n} {unit}{plural}"
+    return f"{int(seconds)} s"
+
+
+def human_age(moment: Any, now: datetime) -> str:
+    """How long ago a moment was: 'just now', '12 s ago', '5 min ago', 'in 3 min'."""
+    if not isinstance(moment, datetime):
+        return "never"
+    delta = (_as_utc(now) - _as_utc(moment)).total_seconds()
+    if abs(delta) < 2:
+        return "just now"
+    return f"{human_duration(delta)} ago" if delta > 0 else f"in {human_duration(delta)}"
+
+
+def wall_time(moment: Any, tz: Any = None) -> str:
+    """A BSON date as local (or `tz`) wall-clock time, YYYY-MM-DD HH:MM:SS."""
+    if not isinstance(moment, datetime):
+        return "—"
+    return _as_utc(moment).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def column_rows(counts: list[int], height: int = 1) -> list[str]:
+    """A column chart of counts in block characters, `height` rows, top row first.
+
+    Height 1 is a sparkline. Any non-zero count shows at least a sliver; zero shows nothing.
+    """
+    import math
+
+    peak = max(counts, default=0)
+    eighths = [
+        0 if n <= 0 or peak <= 0 else max(1, math.ceil(n / peak * height * 8)) for n in counts
+    ]
+    rows = []
+    for level in range(height - 1, -1, -1):
+        rows.append("".join(BLOCKS[min(max(e - level * 8, 0), 8)] for e in eighths))
+    return rows
+
+
+def sparkline(counts: list[int]) -> str:
+    """One line of block characters, one per count."""
+    return column_rows(counts, 1)[0]
+
+
+def _tick_format(span_seconds: float, size_seconds: float) -> str:
+    if span_seconds > 2 * 86400:
+        return "%Y-%m-%d" if size_seconds >= 86400 else "%m-%d %H:%M"
+    return "%H:%M:%S" if size_seconds < 60 else "%H:%M"
+
+
+def activity_chart(activity: Mapping[str, Any] | None, *, height: int = 3, tz: Any = None) -> Text:
+    """Events per time bucket as a small column chart with its time axis and peak."""
+    if not activity or not activity.get("counts"):
+        return Text("no events yet", style="dim")
+    counts = [int(n) for n in activity["counts"]]
+    start, end = _as_utc(activity["start"]), _as_utc(activity["end"])
+    size = float(activity["bucket_seconds"])
+    peak = max(counts)
+    notes = [
+        f"peak {peak:,}",
+        f"per {human_duration(size)}",
+        f"{sum(counts):,} in all",
+    ]
+    text = Text(no_wrap=True)
+    for i, row in enumerate(column_rows(counts, height)):
+        text.append(row, style="cyan")
+        if i < len(notes):
+            text.append(f"  {notes[i]}", style="dim")
+        text.append("\n")
+    text.append("─" * len(counts), style="dim")
+    text.append("\n")
+    fmt = _tick_format((end - start).total_seconds(), size)
+    left = start.astimezone(tz).strftime(fmt)
+    right = end.astimezone(tz).strftime(fmt)
+    gap = max(len(counts) - len(left) - len(right), 1)
+    text.append(f"{left}{' ' * gap}{right}", style="dim")
+    return text
+
+
+def _server_lines(server: Mapping[str, Any], now: datetime) -> Text:
+    text = Text()
+    if server.get("kind") == "embedded":
+        text.append("embedded dev store", style="bold")
+        text.append(f" · nx-27017 {server.get('version') or ''}".rstrip())
+        if server.get("pid"):
+            text.append(f" · pid {server['pid']}")
+    else:
+        version = server.get("version")
+        text.append(f"{server.get('product', 'MongoDB')} {version or ''}".rstrip(), style="bold")
+        text.append(f" · {server.get('topology', 'unknown topology')}")
+        if server.get("atlas"):
+            text.append(" · Atlas")
+    if server.get("uptime_seconds") is not None:
+        text.append(f" · up {human_duration(server['uptime_seconds'])}")
+    text.append("\n")
+    text.append(str(server.get("uri", "")), style="blue")
+    if server.get("kind") == "embedded":
+        text.append("\n")
+        size = human_bytes(server.get("data_bytes") or 0)
+        text.append(f"data in {server.get('data_dir')} ({size})")
+    return text
+
+
+def _counts_line(status: Mapping[str, Any]) -> Text:
+    counts = status.get("counts") or {}
+    text = Text()
+    events = counts.get("events") or 0
+    approx = "~" if counts.get("estimated") else ""
+    if not events:
+        text.append("none yet", style="yellow")
+        text.append(" · try `evstream seed` or `evstream publish`", style="dim")
+        return text
+    text.append(f"{approx}{events:,}", style="bold cyan")
+    text.append(f" event{'s' * (events != 1)}")
+    if counts.get("streams") is not None:
+        text.append(" in ")
+        text.append(f"{counts['streams']:,}", style="bold cyan")
+        text.append(f" stream{'s' * (counts['streams'] != 1)}")
+    sessions = counts.get("sessions")
+    if sessions is not None:
+        text.append(" · ")
+        text.append(f"{approx}{sessions:,}", style="bold cyan")
+        text.append(f" session{'s' * (sessions != 1)}")
+    if counts.get("estimated"):
+        text.append(" (estimated from collection metadata)", style="dim")
+    return text
+
+
+def _edge_line(doc: Mapping[str, Any] | None, now: datetime, tz: Any) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if not doc:
+        return text.append("—", style="dim")
+    text.append(wall_time(doc.get("ts"), tz))
+    text.append(f" ({human_age(doc.get('ts'), now)})", style="dim")
+    text.append("  ")
+    text.append(str(doc.get("type", "?")), style="bold")
+    text.append(" ")
+    text.append(str(doc.get("stream", "?")), style="bold blue")
+    text.append(f"@{doc.get('version', '?')}", style="blue")
+    return text
+
+
+def _lag_text(lag: Any) -> Text:
+    if isinstance(lag, bool) or lag is None:
+        return Text("lag unknown", style="dim")
+    if isinstance(lag, (int, float)):
+        if lag <= 0:
+            return Text("up to date", style="green")
+        return Text(f"{lag:,} event{'s' * (lag != 1)} behind the log", style="yellow")
+    return Text(str(lag))
+
+
+def _projection_line(projection: Mapping[str, Any] | None, now: datetime) -> Text:
+    if not projection or not projection.get("available"):
+        error = (projection or {}).get("error", "not reported")
+        return Text(f"unknown ({error})", style="dim")
+    if not projection.get("last_run_at"):
+        text = Text("never rebuilt", style="yellow")
+        return text.append(" · run `evstream rebuild-sessions`", style="dim")
+    text = Text(f"rebuilt {human_age(projection['last_run_at'], now)}")
+    if projection.get("mode"):
+        text.append(f" ({projection['mode']})", style="dim")
+    text.append(" · ")
+    text.append_text(_lag_text(projection.get("lag")))
+    return text
+
+
+def types_table(types: list[Mapping[str, Any]], *, limit: int = TOP_TYPES) -> Any:
+    """Events by type: count, share and a bar, most frequent first."""
+    from rich.table import Table
+
+    total = sum(int(row["events"]) for row in types) or 1
+    peak = max((int(row["events"]) for row in types), default=1) or 1
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    table.add_column("type", style="bold", overflow="ellipsis", no_wrap=True, max_width=32)
+    table.add_column("events", justify="right", style="cyan")
+    table.add_column("share", justify="right")
+    table.add_column("", style="cyan", no_wrap=True)
+    for row in types[:limit]:
+        n = int(row["events"])
+        bar = "█" * max(1, round(n / peak * 20)) if n else ""
+        table.add_row(str(row["type"]), f"{n:,}", f"{n / total:.1%}", bar)
+    rest = types[limit:]
+    if rest:
+        n = sum(int(row["events"]) for row in rest)
+        table.add_row(
+            Text(f"… {len(rest):,} more types", style="dim"), f"{n:,}", f"{n / total:.1%}", ""
+        )
+    return table
+
+
+def _behind_text(behind: Any) -> Text:
+    if isinstance(behind, bool) or behind is None:
+        return Text("?", style="dim")
+    if isinstance(behind, (int, float)):
+        if behind <= 0:
+            return Text("caught up", style="green")
+        return Text(f"{behind:,} event{'s' * (behind != 1)}", style="yellow")
+    return Text(str(behind))
+
+
+def checkpoints_table(items: list[Mapping[str, Any]], now: datetime, *, tz: Any = None) -> Any:
+    """Saved watch checkpoints: name, collection, when saved, position and how far behind."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    table.add_column("name", style="bold", overflow="ellipsis", no_wrap=True, max_width=24)
+    table.add_column("collection", overflow="ellipsis", no_wrap=True, max_width=16)
+    table.add_column("saved", no_wrap=True)
+    table.add_column("position", no_wrap=True)
+    table.add_column("behind", justify="right", no_wrap=True)
+    for item in items:
+        table.add_row(
+            str(item.get("name", "?")),
+            str(item.get("collection", "events")),
+            human_age(item.get("updated_at"), now),
+            wall_time(item.get("position_ts"), tz),
+            _behind_text(item.get("behind")),
+        )
+    return table
+
+
+def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
+    """`evstream status` for a person: a rich renderable built from `overview.gather`'s object."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.table import Table
+
+    now = _as_utc(status.get("now") or datetime.now(timezone.utc))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("Server", _server_lines(status.get("server") or {}, now))
+    grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
+    grid.add_row("Events", _counts_line(status))
+    if status.get("oldest"):
+        grid.add_row("Oldest", _edge_line(status.get("oldest"), now, tz))
+        grid.add_row("Newest", _edge_line(status.get("newest"), now, tz))
+    grid.add_row("Sessions", _projection_line(status.get("projection"), now))
+    checkpoints = status.get("checkpoints") or {}
+    items = checkpoints.get("items") or []
+    if not checkpoints.get("available"):
+        summary = Text(f"unknown ({checkpoints.get('error', 'not reported')})", style="dim")
+    elif not items:
+        summary = Text("none saved", style="dim")
+        summary.append(" · `evstream watch --checkpoint NAME` saves one", style="dim")
+    else:
+        summary = Text(f"{len(items)} saved", style="")
+    grid.add_row("Checkpoints", summary)
+    if status.get("activity"):
+        grid.add_row("Activity", activity_chart(status["activity"], tz=tz))
+    parts: list[Any] = [grid]
+    types = status.get("types")
+    if types:
+        parts += [
+            Text(""),
+            Text("Events by type", style="bold"),
+            Padding(types_table(types), (0, 0, 0, 2)),
+        ]
+    if items:
+        parts += [
+            Text(""),
+            Text("Checkpoints", style="bold"),
+            Padding(checkpoints_table(items, now, tz=tz), (0, 0, 0, 2)),
+        ]
+    return Group(*parts)
+
+
+def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
+    """`evstream server status` (and `start`) for a person: whether it runs, where, its data
+    and its log."""
+    from rich.table import Table
+
+    now = _as_utc(now or datetime.now(timezone.utc))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    state = Text()
+    if info.get("running"):
+        if "started" in info:
+            state.append("started" if info["started"] else "already running", style="bold green")
+        else:
+            state.append("running", style="bold green")
+        if info.get("version"):
+            state.append(f" · nx-27017 {info['version']}")
+        state.append(f" · pid {info.get('pid')}")
+        started_at = info.get("started_at")
+        if isinstance(started_at, datetime) and not info.get("started"):
+            up = (now - _as_utc(started_at)).total_seconds()
+            state.append(f" · up {human_duration(up)}")
+        grid.add_row("Status", state)
+        grid.add_row("URI", Text(str(info.get("uri")), style="blue"))
+    else:
+        state.append("not running", style="bold yellow")
+        state.append(" · starts by itself when a command needs it", style="dim")
+        grid.add_row("Status", state)
+        if info.get("stale_pid"):
+            note = f"a stale record of pid {info['stale_pid']} is left; the next start replaces it"
+            grid.add_row("", Text(note, style="dim"))
+    data = Text(str(info.get("data_dir")))
+    if "data_bytes" in info:
+        data.append(f" · {human_bytes(info.get('data_bytes') or 0)}", style="cyan")
+    databases = info.get("databases") or []
+    width = max((len(str(db["name"])) for db in databases), default=0)
+    for db in databases:
+        data.append(f"\n  {db['name']:<{width}}  ", style="dim")
+        data.append(f"{human_bytes(db['bytes']):>9}", style="cyan")
+    grid.add_row("Data", data)
+    log = Text(str(info.get("log_file")))
+    if "log_bytes" in info:
+        log.append(f" · {human_bytes(info.get('log_bytes') or 0)}", style="cyan")
+        log.append(" · evstream server logs", style="dim")
+    grid.add_row("Log", log)
+    return grid
+
+
+# --- bench ---------------------------------------------------------------------------------------
+
+
+def bench_table(results: Any) -> Any:
+    """`evstream bench` figures: evstream time, raw time, ratio, events/s per workload."""
+    from rich.table import Table
+
+    table = Table(title="evstream against raw pymongo, same server, same run", title_justify="left")
+    table.add_column("workload", style="bold")
+    table.add_column("events", justify="right")
+    table.add_column("evstream s", justify="right")
+    table.add_column("raw s", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("events/s", justify="right")
+    table.add_column("raw baseline", style="dim")
+    for r in results:
+        ratio_style = "green" if r.ratio <= 1.2 else "yellow"
+        table.add_row(
+            r.workload,
+            f"{r.events:,}",
+            f"{r.evstream_seconds:.2f}",
+            f"{r.raw_seconds:.2f}",
+            Text(f"{r.ratio:.2f}x", style=ratio_style),
+            f"{r.events_per_second:,.0f}",
+            r.raw_label,
+        )
+    return table

@@ -156,12 +156,11 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
         raise InvalidInput(scrub(str(exc), uri)) from None
     except ServerSelectionTimeoutError as exc:
         where = mask_uri(uri) if uri else "the server"
-        reason = scrub(str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0], uri)
-        raise ServerUnreachable(f"cannot reach {where}: {reason[:300]}") from None
+        reason = scrub(driver_message(exc, 300), uri)
+        raise ServerUnreachable(f"cannot reach {where}: {reason}") from None
     except ConnectionFailure as exc:
-        raise ServerUnreachable(
-            f"lost the connection to the server: {scrub(str(exc), uri)[:300]}"
-        ) from None
+        reason = scrub(driver_message(exc, 300), uri)
+        raise ServerUnreachable(f"lost the connection to the server: {reason}") from None
     except OperationFailure as exc:
         if exc.code in AUTH_ERROR_CODES:
             raise ServerUnreachable(
@@ -171,6 +170,14 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
         if exc.code in NO_CHANGE_STREAMS_CODES:
             raise FeatureUnsupported(scrub(str(exc), uri)) from None
         raise EvstreamError(f"the server refused: {scrub(str(exc), uri)[:300]}") from None
+
+
+def driver_message(exc: BaseException, limit: int = 200) -> str:
+    """pymongo's message without the timeout settings and topology dump it appends."""
+    text = str(exc)
+    for cut in (", Timeout:", " (configured timeouts", ", Topology Description:"):
+        text = text.split(cut)[0]
+    return text[:limit]
 
 
 def _server_message(exc: OperationFailure) -> str:
@@ -282,20 +289,18 @@ class NX27017_QUIRKS:  # noqa: N801 - named after the server whose quirks it hol
     ) -> list[int]:
         """Documents per date range [edges[i], edges[i+1]).
 
-        nx-27017 answers `$bucket` on dates with no buckets at all, has no date arithmetic, and
-        a range count per bucket is a full scan each: group by the exact date in one pass (its
-        `$group` keys come back as `{"$date": …}` strings) and bucket the groups here.
+        nx-27017 answers `$bucket` on dates with no buckets at all, has no date arithmetic,
+        compares dates wrongly in an aggregation's `$match` (`$gte` always true, `$lt` always
+        false), and a range count per bucket is a full scan each: group the whole collection by
+        the exact date in one pass (its `$group` keys come back as `{"$date": …}` strings) and
+        bucket the groups here.
         """
         from bisect import bisect_right
 
         from bson import json_util
 
         counts = [0] * (len(edges) - 1)
-        pipeline = [
-            {"$match": {path: {"$gte": edges[0], "$lt": edges[-1]}}},
-            {"$group": {"_id": f"${path}", "n": {"$sum": 1}}},
-        ]
-        for row in collection.aggregate(pipeline):
+        for row in collection.aggregate([{"$group": {"_id": f"${path}", "n": {"$sum": 1}}}]):
             key = row["_id"]
             if isinstance(key, str):
                 key = json_util.loads(key)

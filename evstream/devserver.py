@@ -1,0 +1,153 @@
+"""What `evstream server status|logs` shows about the embedded dev store: where it runs, where
+its data lives and how big it is, and its log (the last lines, or followed as it grows).
+
+Stdlib only, so that the `server` commands never load pymongo.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evstream.embedded import DevStore
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def details(home: Path) -> dict[str, Any]:
+    """Whether the embedded dev store runs, where, and where and how big its data and log are."""
+    dev = DevStore(home)
+    record = dev.running()
+    info: dict[str, Any] = {
+        "running": record is not None,
+        "pid": record.pid if record else None,
+        "port": record.port if record else None,
+        "uri": record.uri if record else None,
+        "started_at": (
+            datetime.fromtimestamp(record.started_at, tz=timezone.utc) if record else None
+        ),
+        "home": str(dev.home),
+        "data_dir": str(dev.data_dir),
+        "data_bytes": dev.data_size(),
+        "databases": database_files(dev.data_dir),
+        "log_file": str(dev.log_file),
+        "log_bytes": file_size(dev.log_file),
+        "version": package_version("nx-27017"),
+    }
+    saved = dev.read_record()
+    if record is None and saved is not None:
+        # A record whose process is gone: the next start replaces it.
+        info["stale_pid"] = saved.pid
+    return info
+
+
+def database_files(data_dir: Path) -> list[dict[str, Any]]:
+    """The databases in an nx-27017 data directory (one SQLite file each) with their sizes."""
+    sizes: dict[str, int] = {}
+    if data_dir.is_dir():
+        for path in data_dir.iterdir():
+            if not path.is_file():
+                continue
+            # SQLite keeps `name.db-wal` and `name.db-shm` beside `name.db`.
+            base, dot, _ = path.name.partition(".db")
+            if base and dot:
+                sizes[base] = sizes.get(base, 0) + file_size(path)
+    return [{"name": name, "bytes": sizes[name]} for name in sorted(sizes)]
+
+
+def file_size(path: Path) -> int:
+    """Bytes in a file; 0 when it does not exist."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# --- the log -------------------------------------------------------------------------------------
+
+
+def tail_lines(path: Path, count: int, *, block: int = 8192) -> tuple[list[str], int]:
+    """The last `count` lines of a text file, read from its end (the log may be large), and the
+    offset they end at, from which `follow_lines` continues."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return [], 0
+    with handle:
+        handle.seek(0, os.SEEK_END)
+        end = position = handle.tell()
+        data = b""
+        while count > 0 and position > 0 and data.count(b"\n") <= count:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    if count <= 0:
+        return [], end
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[-count:], end
+
+
+def follow_lines(
+    path: Path,
+    *,
+    offset: int | None = None,
+    poll: float = 0.2,
+    stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[str]:
+    """Lines written to a file after `offset` (default: its current end), as `tail -F` shows them.
+
+    A file that is replaced or truncated (the server restarted with a fresh log) is read again
+    from its start; one that does not exist yet is waited for.
+    """
+    handle: Any = None
+    inode = None
+    pending = b""
+    first = True
+    try:
+        while not stop():
+            if handle is None:
+                try:
+                    handle = open(path, "rb")  # noqa: SIM115
+                except FileNotFoundError:
+                    first = False
+                    sleep(poll)
+                    continue
+                inode = os.fstat(handle.fileno()).st_ino
+                if first:
+                    size = os.fstat(handle.fileno()).st_size
+                    handle.seek(size if offset is None or offset > size else offset)
+                first = False
+            chunk = handle.read()
+            if chunk:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", errors="replace")
+                continue
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is None or current.st_ino != inode or current.st_size < handle.tell():
+                handle.close()
+                handle = None
+                pending = b""
+                continue
+            sleep(poll)
+    finally:
+        if handle is not None:
+            handle.close()
