@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from bson import json_util
+from pymongo.errors import ConnectionFailure
 
-from evstream.errors import ConcurrencyConflict, Interrupted, InvalidInput
+from evstream.errors import ConcurrencyConflict, Interrupted, InvalidInput, ServerUnreachable
 from evstream.events import (
     LINE_LIMIT,
     EventInput,
@@ -22,7 +23,14 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
-from evstream.store import Appender, Store, build_document, check_size, now_utc
+from evstream.store import (
+    Appender,
+    Store,
+    build_document,
+    check_size,
+    driver_message,
+    now_utc,
+)
 
 BATCH_SIZE = 1000
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
@@ -190,6 +198,11 @@ def publish_events(
     except KeyboardInterrupt:
         writer.abandon()
         raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
+    except ConnectionFailure as exc:
+        raise ServerUnreachable(
+            f"lost the connection to the server ({driver_message(exc)}): {report.stored_so_far()}",
+            hint="publish the same input again once it is back: events with ids are stored once",
+        ) from None
     finally:
         writer.abandon()
         report.seconds = time.perf_counter() - started
