@@ -262,6 +262,34 @@ def server_status_text(info: Mapping[str, Any]) -> Text:
 
 # --- rebuild-sessions ----------------------------------------------------------------------------
 
+
+def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
+    """The end of `evstream rebuild-sessions` for a person (from RebuildReport.as_dict())."""
+    mode = summary["mode"]
+    if summary["dry_run"]:
+        return summary_text(
+            f"Dry run ({mode}), nothing written",
+            {
+                "streams": summary["streams"],
+                "events": summary["events"],
+                "to create": summary["created"],
+                "to update": summary["updated"],
+                "to remove": summary["removed"],
+                "unchanged": summary["unchanged"],
+            },
+        )
+    fields: dict[str, Any] = {
+        "streams": summary["streams"],
+        "events": summary["events"],
+        "sessions written": summary["written"],
+        "removed": summary["removed"],
+    }
+    if summary["superseded"]:
+        fields["already newer"] = summary["superseded"]
+    fields["events/s"] = round(summary["events_per_second"])
+    fields["s"] = float(summary["seconds"])
+    return summary_text(f"Rebuilt sessions ({mode})", fields)
+
 # --- status --------------------------------------------------------------------------------------
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -322,9 +350,13 @@ def sparkline(counts: list[int]) -> str:
     return column_rows(counts, 1)[0]
 
 
-def _tick_format(span_seconds: float, size_seconds: float) -> str:
-    if span_seconds > 2 * 86400:
-        return "%Y-%m-%d" if size_seconds >= 86400 else "%m-%d %H:%M"
+def _tick_format(start: datetime, end: datetime, size_seconds: float) -> str:
+    from datetime import timedelta
+
+    if size_seconds >= 86400:
+        return "%Y-%m-%d"
+    if start.date() != (end - timedelta(microseconds=1)).date():
+        return "%m-%d %H:%M"  # the window crosses midnight: say which day
     return "%H:%M:%S" if size_seconds < 60 else "%H:%M"
 
 
@@ -349,9 +381,9 @@ def activity_chart(activity: Mapping[str, Any] | None, *, height: int = 3, tz: A
         text.append("\n")
     text.append("─" * len(counts), style="dim")
     text.append("\n")
-    fmt = _tick_format((end - start).total_seconds(), size)
-    left = start.astimezone(tz).strftime(fmt)
-    right = end.astimezone(tz).strftime(fmt)
+    start, end = start.astimezone(tz), end.astimezone(tz)
+    fmt = _tick_format(start, end, size)
+    left, right = start.strftime(fmt), end.strftime(fmt)
     gap = max(len(counts) - len(left) - len(right), 1)
     text.append(f"{left}{' ' * gap}{right}", style="dim")
     return text
