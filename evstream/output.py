@@ -278,12 +278,14 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
                 "unchanged": summary["unchanged"],
             },
         )
-    fields: dict[str, Any] = {
-        "streams": summary["streams"],
-        "events": summary["events"],
-        "sessions written": summary["written"],
-        "removed": summary["removed"],
-    }
+    fields: dict[str, Any] = (
+        {"events read": summary["events"], "new": summary["applied"]}
+        if mode == "incremental"
+        else {"events": summary["events"]}
+    )
+    fields["streams"] = summary["streams"]
+    fields["sessions written"] = summary["written"]
+    fields["removed"] = summary["removed"]
     if summary["superseded"]:
         fields["already newer"] = summary["superseded"]
     fields["events/s"] = round(summary["events_per_second"])
@@ -532,16 +534,42 @@ def checkpoints_table(items: list[Mapping[str, Any]], now: datetime, *, tz: Any 
     return table
 
 
+class Fields:
+    """Labelled lines ("Label   value"), continuation lines indented under the value.
+
+    Built as plain Text rather than a table, so that a long path or URI is never folded into
+    pieces: on a terminal it wraps as the terminal wraps it and stays whole when copied.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, Text]] = []
+
+    def add_row(self, label: str, value: Text | str) -> None:
+        """One field; a value with newlines continues under itself."""
+        self.rows.append((label, value if isinstance(value, Text) else Text(value)))
+
+    def text(self) -> Text:
+        """All fields, labels padded to the longest one."""
+        width = max((len(label) for label, _ in self.rows), default=0) + 2
+        out = Text()
+        for i, (label, value) in enumerate(self.rows):
+            if i:
+                out.append("\n")
+            out.append(label.ljust(width), style="bold")
+            for j, line in enumerate(value.split("\n", allow_blank=True)):
+                if j:
+                    out.append("\n" + " " * width)
+                out.append_text(line)
+        return out
+
+
 def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     """`evstream status` for a person: a rich renderable built from `overview.gather`'s object."""
     from rich.console import Group
     from rich.padding import Padding
-    from rich.table import Table
 
     now = _as_utc(status.get("now") or datetime.now(timezone.utc))
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = Fields()
     grid.add_row("Server", _server_lines(status.get("server") or {}, now))
     grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
     grid.add_row("Events", _counts_line(status))
@@ -561,19 +589,19 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     grid.add_row("Checkpoints", summary)
     if status.get("activity"):
         grid.add_row("Activity", activity_chart(status["activity"], tz=tz))
-    parts: list[Any] = [grid]
+    parts: list[Any] = [grid.text()]
     types = status.get("types")
     if types:
         parts += [
             Text(""),
             Text("Events by type", style="bold"),
-            Padding(types_table(types), (0, 0, 0, 2)),
+            Padding(types_table(types), (0, 0, 0, 2), expand=False),
         ]
     if items:
         parts += [
             Text(""),
             Text("Checkpoints", style="bold"),
-            Padding(checkpoints_table(items, now, tz=tz), (0, 0, 0, 2)),
+            Padding(checkpoints_table(items, now, tz=tz), (0, 0, 0, 2), expand=False),
         ]
     return Group(*parts)
 
@@ -581,12 +609,8 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
 def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
     """`evstream server status` (and `start`) for a person: whether it runs, where, its data
     and its log."""
-    from rich.table import Table
-
     now = _as_utc(now or datetime.now(timezone.utc))
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = Fields()
     state = Text()
     if info.get("running"):
         if "started" in info:
@@ -621,9 +645,8 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
     log = Text(str(info.get("log_file")))
     if "log_bytes" in info:
         log.append(f" · {human_bytes(info.get('log_bytes') or 0)}", style="cyan")
-        log.append(" · evstream server logs", style="dim")
     grid.add_row("Log", log)
-    return grid
+    return grid.text()
 
 
 # --- bench ---------------------------------------------------------------------------------------
