@@ -104,7 +104,7 @@ app = typer.Typer(
     epilog="With no --uri, evstream uses its embedded dev store (for trying it out and tests).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -189,7 +189,7 @@ def main_options(
         str | None,
         typer.Option(
             "--uri",
-            help="MongoDB connection string \\[env: EVSTREAM_URI, then MONGODB_URI]. "
+            help="MongoDB connection string [env: EVSTREAM_URI, then MONGODB_URI]. "
             "Without one, the embedded dev store is used.",
             show_default=False,
         ),
@@ -232,7 +232,7 @@ def publish(
     ctx: typer.Context,
     event_type: Annotated[
         str | None,
-        typer.Argument(metavar="[TYPE]", help="Event type, e.g. login.", show_default=False),
+        typer.Argument(metavar="TYPE", help="Event type, e.g. login.", show_default=False),
     ] = None,
     stream: Annotated[
         str | None,
@@ -273,14 +273,12 @@ def publish(
 ) -> None:
     """Append events to the log: one from options, or many from an NDJSON file or stdin.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream publish login --stream alice --data '{"username": "alice"}'
-
       evstream publish profile.updated -s alice -d '{"email": "a@example.org"}' --expected-version 2
-
       evstream publish --file events.ndjson
-
       cat events.ndjson | evstream publish --file -
     """
     with running(ctx) as env:
@@ -432,10 +430,10 @@ def seed(
 
     Seeded events have fixed ids, so running the same seed again stores nothing new.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream seed
-
       evstream seed --users 3000 --events-per-user 10 --random-seed 7
     """
     from evstream.seeding import sample_events, synthetic_events
@@ -500,10 +498,10 @@ def server_options() -> None:
 
     Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream).
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream server status
-
       evstream server logs --follow
     """
 
@@ -512,8 +510,9 @@ def server_options() -> None:
 def server_start(ctx: typer.Context) -> None:
     """Start the embedded dev store, or say where it already runs.
 
-    [bold]Example[/bold]
+    Example:
 
+    \b
       evstream server start
     """
     with running(ctx) as env:
@@ -545,8 +544,9 @@ def server_start(ctx: typer.Context) -> None:
 def server_stop(ctx: typer.Context) -> None:
     """Stop the embedded dev store; its data stays for the next start.
 
-    [bold]Example[/bold]
+    Example:
 
+    \b
       evstream server stop
     """
     with running(ctx) as env:
@@ -573,10 +573,10 @@ def server_status(ctx: typer.Context) -> None:
 
     Exits 0 when it runs and 3 when it does not, so scripts can test it.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream server status
-
       evstream server status --output json | jq .data_bytes
     """
     with running(ctx) as env:
@@ -605,12 +605,11 @@ def server_logs(
 ) -> None:
     """Show the embedded dev store's log: its last lines, or follow it as it grows.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream server logs
-
       evstream server logs -n 100
-
       evstream server logs --follow
     """
     with running(ctx) as env:
@@ -644,6 +643,67 @@ def server_logs(
 
 # --- rebuild-sessions ----------------------------------------------------------------------------
 
+
+@app.command("rebuild-sessions")
+def rebuild_sessions(
+    ctx: typer.Context,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            "-i",
+            help="Apply only what the log gained since the last rebuild (a full rebuild when "
+            "there is none, or when events landed behind it).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", "-n", help="Say what would change (created, updated, removed)."),
+    ] = False,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin",
+            min=0,
+            help="Seconds of the log that the next --incremental reads again, for events that "
+            "land late or from clocks slightly behind.",
+        ),
+    ] = 30.0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
+    ] = 1000,
+) -> None:
+    """Rebuild the sessions projection from the event log, online: readers never see it empty.
+
+    Safe to interrupt (even kill -9): the next run makes the projection exact.
+
+    Examples:
+
+    \b
+      evstream rebuild-sessions
+      evstream rebuild-sessions --incremental
+      evstream rebuild-sessions --dry-run -o json
+    """
+    with running(ctx) as env:
+        from evstream.output import rebuild_summary_text
+        from evstream.projection import plan_rebuild, rebuild
+        from evstream.store import ensure_indexes
+
+        out = env.output
+        store = env.store()
+        if not dry_run:
+            ensure_indexes(store)  # the (stream, version) order and the ts window use them
+        plan = plan_rebuild(store, incremental=incremental, margin=margin)
+        if plan.reason:
+            out.notice(f"rebuilding in full: {plan.reason}")
+        label = "applying new events" if plan.mode == "incremental" else "rebuilding sessions"
+        with out.progress(label, total=plan.total or None) as advance:
+            report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
+        if out.json:
+            out.emit(report.as_dict())
+        else:
+            out.show(rebuild_summary_text(report.as_dict()))
+
 # --- status --------------------------------------------------------------------------------------
 
 
@@ -665,10 +725,10 @@ def status(
 
     Lag: how far the sessions projection and each saved watch checkpoint are behind the log.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream status
-
       evstream --db shop status --output json | jq .counts
     """
     with running(ctx) as env:
@@ -713,10 +773,10 @@ def bench(
     Each workload runs in scratch databases (evstream_bench_*), dropped afterwards unless
     --keep. The ratio to raw pymongo is what carries over between deployments.
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream bench publish --events 30000 --streams 3000
-
       evstream --uri "$MONGODB_URI" bench all -o json
     """
     with running(ctx) as env:

@@ -260,6 +260,63 @@ def server_status_text(info: Mapping[str, Any]) -> Text:
 
 # --- watch ---------------------------------------------------------------------------------------
 
+
+def watch_record(
+    op: str,
+    collection: str,
+    key: Mapping[str, Any],
+    doc: Mapping[str, Any] | None,
+    *,
+    show_secrets: bool = False,
+) -> dict[str, Any]:
+    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
+    return {
+        "op": op,
+        "collection": collection,
+        "key": dict(key),
+        "doc": None if doc is None else masked(doc, show_secrets),
+    }
+
+
+def watch_line(
+    op: str,
+    collection: str,
+    key: Mapping[str, Any],
+    doc: Mapping[str, Any] | None,
+    when: Any = None,
+    *,
+    show_secrets: bool = False,
+    width: int | None = None,
+) -> Text:
+    """A change on one line, cut to `width`: an event as `event_line`, else time, op, key, doc."""
+    if collection == "events" and doc is not None:
+        line = event_line(doc, show_secrets=show_secrets, op=op)
+    else:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(local_time(when), style="dim")
+        line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        line.append(" ")
+        line.append(collection, style="bold")
+        line.append(" ")
+        line.append_text(_key_text(key))
+        body = {k: v for k, v in (doc or {}).items() if k != "_id"}
+        if body:
+            line.append(" ")
+            line.append_text(compact_value(masked(body, show_secrets), width=200))
+    if width and len(line) > width:
+        line.truncate(max(width - 1, 1))
+        line.append("…", style="dim")
+    return line
+
+
+def _key_text(key: Mapping[str, Any]) -> Text:
+    """A document key: its _id alone when that is all it has, strings unquoted."""
+    value: Any = key.get("_id") if list(key) == ["_id"] else dict(key)
+    if isinstance(value, str):
+        return Text(value, style="bold blue")
+    return compact_value(value, width=60)
+
+
 # --- rebuild-sessions ----------------------------------------------------------------------------
 
 
