@@ -1,0 +1,1 @@
+complete --command evstream --no-files --arguments "(env _EVSTREAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) evstream)" --condition "env _EVSTREAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) evstream"
