@@ -357,17 +357,19 @@ def _publish_file(
         ensure_indexes(store)
         seekable = path != "-" and source.seekable()
         if seekable and not skip_invalid:
-            with out.progress("checking", total=size) as advance:
+            with out.progress("checking", total=size, unit="bytes") as advance:
                 validate_all(source, advance)
             source.seek(0)
-        with out.progress("publishing", total=size if seekable else None) as advance:
+        total, unit = (size, "bytes") if seekable else (None, "")
+        with out.progress("publishing", total=total, unit=unit) as advance:
+            count_lines = advance if seekable else lambda n: advance(1)
             report = publish_stream(
                 store,
                 source,
                 keep_secrets=keep_secrets,
                 skip_invalid=skip_invalid,
                 batch_size=batch_size,
-                hooks=Hooks(progress=advance, warning=out.warning),
+                hooks=Hooks(progress=count_lines, warning=out.warning),
             )
     if report.read == 0 and report.skipped == 0:
         out.warning("the input had no events")
@@ -640,6 +642,120 @@ def server_logs(
 
 
 # --- watch ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    collection: Annotated[
+        str, typer.Argument(help="Collection to follow.", show_default=True)
+    ] = "events",
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", "-t", help="Only events of this type (repeatable)."),
+    ] = None,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", "-s", help="Only events of this stream (repeatable)."),
+    ] = None,
+    op: Annotated[
+        list[str] | None,
+        typer.Option("--op", help="Only these operations: insert, update, replace, delete."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="now (default), start (replay what is there, then live), or an ISO-8601 time "
+            "(events with ts at or after it; local time without an offset).",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Save progress under this name; restarted with it, the watch continues "
+            "where it stopped.",
+        ),
+    ] = None,
+    reset_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--reset-checkpoint", help="Forget the checkpoint's position first, then use --from."
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Exit after N changes.")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-timeout", min=0.0, help="Exit after this many seconds without a change."
+        ),
+    ] = None,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Show secret-looking fields unmasked.")
+    ] = False,
+    poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
+) -> None:
+    """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
+
+    History then live with --from start (or a time), with no gap and no duplicate;
+    --checkpoint NAME survives kill -9. Ctrl-C stops (exit 130).
+
+    [bold]Examples[/bold]
+
+      evstream watch
+
+      evstream watch --type login --stream alice --from start
+
+      evstream watch --checkpoint mailer -o json | ./send-mails
+
+      evstream watch sessions --limit 1
+    """
+    with running(ctx) as env:
+        from evstream.watching import Hooks, WatchOptions, check_ops, parse_start
+        from evstream.watching import watch as follow
+
+        options = WatchOptions(
+            collection=collection,
+            types=list(event_type or []),
+            streams=list(stream or []),
+            ops=check_ops(op or []),
+            start=parse_start(start),
+            start_given=start is not None,
+            checkpoint=checkpoint,
+            reset_checkpoint=reset_checkpoint,
+            limit=limit,
+            idle_timeout=idle_timeout,
+            poll=poll,
+        )
+        out = env.output
+        follow(
+            env.store(),
+            options,
+            Hooks(
+                deliver=_watch_printer(env, show_secrets), notice=out.notice, warning=out.warning
+            ),
+        )
+
+
+def _watch_printer(env: Env, show_secrets: bool) -> Any:
+    from evstream.output import watch_line, watch_record
+
+    out = env.output
+    if out.json:
+        return lambda c: out.emit(
+            watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+        )
+    return lambda c: out.show(
+        watch_line(
+            c.op, c.collection, c.key, c.doc, c.when, show_secrets=show_secrets, width=out.out.width
+        )
+    )
+
 
 # --- rebuild-sessions ----------------------------------------------------------------------------
 

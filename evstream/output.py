@@ -93,9 +93,12 @@ class Output:
 
     @contextlib.contextmanager
     def progress(
-        self, description: str, total: float | None = None
+        self, description: str, total: float | None = None, unit: str = ""
     ) -> Iterator[Callable[[float], None]]:
-        """A progress bar on stderr when it is a terminal; yields advance(n). Silent otherwise."""
+        """A progress bar on stderr when it is a terminal; yields advance(n). Silent otherwise.
+
+        With unit "bytes" the rate reads in MB/s; otherwise it counts items per second.
+        """
         if not self.interactive:
             yield lambda n: None
             return
@@ -125,7 +128,9 @@ class Output:
             def advance(n: float) -> None:
                 done[0] += n
                 elapsed = max(time.monotonic() - started, 1e-6)
-                bar.update(task, advance=n, rate=f"{done[0] / elapsed:,.0f}/s")
+                rate = done[0] / elapsed
+                text = f"{rate / 1e6:,.1f} MB/s" if unit == "bytes" else f"{rate:,.0f}/s"
+                bar.update(task, advance=n, rate=text)
 
             yield advance
 
@@ -303,9 +308,8 @@ def watch_line(
         if body:
             line.append(" ")
             line.append_text(compact_value(masked(body, show_secrets), width=200))
-    if width and len(line) > width:
-        line.truncate(max(width - 1, 1))
-        line.append("…", style="dim")
+    if width:
+        line.truncate(width, overflow="ellipsis")
     return line
 
 
@@ -562,7 +566,7 @@ def types_table(types: list[Mapping[str, Any]], *, limit: int = TOP_TYPES) -> An
 
 def _behind_text(behind: Any) -> Text:
     if isinstance(behind, bool) or behind is None:
-        return Text("?", style="dim")
+        return Text("—", style="dim")  # not counted (collections other than the log)
     if isinstance(behind, (int, float)):
         if behind <= 0:
             return Text("caught up", style="green")
