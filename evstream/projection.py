@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -69,6 +69,7 @@ class Plan:
     last_event_ts: datetime | None = None
     reason: str | None = None
     margin: float = DEFAULT_MARGIN
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -210,6 +211,7 @@ def plan_rebuild(store: Store, *, incremental: bool, margin: float = DEFAULT_MAR
 
     Counts are taken before the log is read, so nothing counted can escape the read.
     """
+    started = time.perf_counter()
     horizon = now_utc()
     newest = newest_ts(store)
     if newest is not None and newest < horizon:
@@ -233,6 +235,7 @@ def plan_rebuild(store: Store, *, incremental: bool, margin: float = DEFAULT_MAR
                 total=count_events(store, {"ts": {"$gte": since}}),
                 last_event_ts=last if isinstance(last, datetime) else None,
                 margin=margin,
+                started=started,
             )
     return Plan(
         mode="full",
@@ -241,6 +244,7 @@ def plan_rebuild(store: Store, *, incremental: bool, margin: float = DEFAULT_MAR
         total=store.events.estimated_document_count(),
         reason=reason,
         margin=margin,
+        started=started,
     )
 
 
@@ -273,9 +277,11 @@ def rebuild(
     batch_size: int = WRITE_BATCH,
     progress: Callable[[int], None] = lambda n: None,
 ) -> RebuildReport:
-    """Carry out a plan; then, unless it is a dry run, save the checkpoint."""
+    """Carry out a plan; then, unless it is a dry run, save the checkpoint.
+
+    The report's seconds count from the start of planning.
+    """
     report = RebuildReport(mode=plan.mode, dry_run=dry_run, reason=plan.reason)
-    started = time.perf_counter()
     writer = SessionWriter(store, report, dry_run=dry_run, full=plan.mode == "full")
     writer.batch_size = batch_size
     if plan.mode == "full":
@@ -284,7 +290,7 @@ def rebuild(
         report.last_event_ts = plan.last_event_ts
         _incremental(store, plan, writer, report, progress)
     writer.finish()
-    report.seconds = time.perf_counter() - started
+    report.seconds = time.perf_counter() - plan.started
     if not dry_run:
         save_checkpoint(store, plan, report)
     return report
@@ -530,9 +536,15 @@ class SessionWriter:
         puts, self._puts = self._puts, []
         if not puts:
             return
+        # A session that was not there when read is inserted (cheaper than an upsert); if a
+        # concurrent run inserted it meanwhile, the duplicate key sends it to _resolve.
         ops = [
-            ReplaceOne({"_id": doc["_id"], "version": {"$lte": doc["version"]}}, doc, upsert=True)
-            for doc, _ in puts
+            InsertOne(doc)
+            if old is None
+            else ReplaceOne(
+                {"_id": doc["_id"], "version": {"$lte": doc["version"]}}, doc, upsert=True
+            )
+            for doc, old in puts
         ]
         failed: set[int] = set()
         try:
