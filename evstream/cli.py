@@ -652,15 +652,21 @@ def watch(
     ] = "events",
     event_type: Annotated[
         list[str] | None,
-        typer.Option("--type", "-t", help="Only events of this type (repeatable)."),
+        typer.Option(
+            "--type", "-t", metavar="<str>", help="Only events of this type (repeatable)."
+        ),
     ] = None,
     stream: Annotated[
         list[str] | None,
-        typer.Option("--stream", "-s", help="Only events of this stream (repeatable)."),
+        typer.Option(
+            "--stream", "-s", metavar="<str>", help="Only events of this stream (repeatable)."
+        ),
     ] = None,
     op: Annotated[
         list[str] | None,
-        typer.Option("--op", help="Only these operations: insert, update, replace, delete."),
+        typer.Option(
+            "--op", metavar="<op>", help="Only insert, update, replace or delete (repeatable)."
+        ),
     ] = None,
     start: Annotated[
         str | None,
@@ -705,14 +711,12 @@ def watch(
     History then live with --from start (or a time), with no gap and no duplicate;
     --checkpoint NAME survives kill -9. Ctrl-C stops (exit 130).
 
-    [bold]Examples[/bold]
+    Examples:
 
+    \b
       evstream watch
-
       evstream watch --type login --stream alice --from start
-
       evstream watch --checkpoint mailer -o json | ./send-mails
-
       evstream watch sessions --limit 1
     """
     with running(ctx) as env:

@@ -43,10 +43,13 @@ When the server can no longer resume from one, evstream says so and stops (`Chec
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -101,6 +104,48 @@ class CollectionGone(EvstreamError):
 
 class _Stop(Exception):
     """--limit reached or --idle-timeout passed: a normal end."""
+
+
+class _CtrlC:
+    """Ctrl-C while a change is being printed and saved waits until both are done.
+
+    Then a Ctrl-C never leaves a printed change unsaved (shown again by the next run). Only
+    in the main thread, and only over Python's own SIGINT handler.
+    """
+
+    def __init__(self) -> None:
+        self.critical = False
+        self.pending = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.critical:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Any:
+        """Hold Ctrl-C back for the length of the block, then act on it."""
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
 
 
 # --- what was asked ------------------------------------------------------------------------------
@@ -418,9 +463,12 @@ def poll_pause(idle_for: float) -> float:
 # --- nx-27017 ------------------------------------------------------------------------------------
 
 
-class NX27017_CHANGE_STREAMS:  # noqa: N801 - named after the server whose quirks it holds
-    """nx-27017's change-stream quirks (shared/STORES.md), worked around here and only here.
+class NX27017_WATCH_QUIRKS:  # noqa: N801 - named after the server whose quirks it holds
+    """nx-27017's quirks that touch watching (shared/STORES.md), worked around here and only here.
 
+    - Dates compare at whole-second precision: {ts: {$gte: T}} matches all of T's second, and
+      {ts: {$gt: T}} skips the rest of it (silently losing events) → `ts_since` asks for the
+      whole second, readers re-check `ts >= T` themselves, and nothing here uses $gt on a date.
     - `fullDocument` is decoded JSON: datetimes come as {"$date": "..."} and ObjectIds as
       {"__neosqlite_objectid__": true, "id": "<hex>"} → `full_document` restores them.
     - `documentKey._id` is right for strings and ObjectIds only → `document_key` takes the
@@ -464,6 +512,11 @@ class NX27017_CHANGE_STREAMS:  # noqa: N801 - named after the server whose quirk
         if doc is not None and "_id" in doc:
             key["_id"] = doc["_id"]
         return key
+
+    @staticmethod
+    def ts_since(lower: datetime) -> dict[str, Any]:
+        """A `ts` condition that matches at least everything at or after `lower` there."""
+        return {"$gte": aware(lower).replace(microsecond=0)}
 
     @staticmethod
     def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
@@ -521,12 +574,14 @@ def list_checkpoints(store: Store) -> list[dict[str, Any]]:
             pos = doc.get("position") or {}
             ts = pos.get("ts")
             row["position_ts"] = ts if isinstance(ts, datetime) else None
-            query = _log_query(doc.get("filters") or {})
+            filters = doc.get("filters") or {}
             if isinstance(ts, datetime):
-                query["$or"] = [{"ts": {"$gt": ts}}, {"ts": ts, "_id": {"$gt": pos.get("id")}}]
-            elif isinstance(doc.get("origin"), datetime):
-                query["ts"] = {"$gte": doc["origin"]}
-            row["behind"] = _count(store, query)
+                after = (aware(ts), id_key(pos.get("id")))
+                row["behind"] = _count_after(store, filters, after)
+            else:
+                origin = doc.get("origin")
+                start = (aware(origin), (0, None)) if isinstance(origin, datetime) else None
+                row["behind"] = _count_after(store, filters, start, inclusive=True)
         else:
             ts = doc.get("position_ts")
             row["position_ts"] = ts if isinstance(ts, datetime) else None
@@ -534,12 +589,29 @@ def list_checkpoints(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def _count(store: Store, query: dict[str, Any]) -> int:
-    if store.is_nx27017:
-        # nx-27017 counts in Python after an aggregation (seconds per 100,000 events);
-        # fetching the matching ids is several times faster there.
-        return sum(1 for _ in store.events.find(query, {"_id": 1}).batch_size(10_000))
-    return int(store.events.count_documents(query))
+def _count_after(
+    store: Store, filters: Mapping[str, Any], after: Position | None, *, inclusive: bool = False
+) -> int:
+    """How many of the log's events (with these filters) come after a position in log order."""
+    query = _log_query(filters)
+    if after is None:
+        return int(store.events.count_documents(query))
+    if not store.is_nx27017:
+        ts, (_, raw) = after
+        later: dict[str, Any] = {"$gte" if inclusive else "$gt": ts}
+        if inclusive:
+            query["ts"] = later
+        else:
+            query["$or"] = [{"ts": later}, {"ts": ts, "_id": {"$gt": raw}}]
+        return int(store.events.count_documents(query))
+    # nx-27017: no $gt on dates (NX27017_WATCH_QUIRKS), and counting there runs in Python after
+    # an aggregation; fetching (_id, ts) of the second onwards and comparing here is faster.
+    query["ts"] = NX27017_WATCH_QUIRKS.ts_since(after[0])
+    return sum(
+        1
+        for doc in store.events.find(query, {"_id": 1, "ts": 1}).batch_size(10_000)
+        if (position(doc) >= after if inclusive else position(doc) > after)
+    )
 
 
 def change_match(options: WatchOptions) -> dict[str, Any]:
@@ -606,6 +678,7 @@ class Watcher:
         self.scan_ids: dict[str, int] | None = None  # other collections: docs read by --from start
         self._checkpoint_base: dict[str, Any] | None = None
         self.resumed_from: datetime | None = None  # updated_at of the checkpoint continued
+        self.ctrl_c = _CtrlC()
 
     # --- setup ---
 
@@ -693,8 +766,7 @@ class Watcher:
         assert self.ledger is not None
         origin = utcnow() - self.ledger.margin
         self.ledger.origin = origin
-        query = self._query(origin)
-        for doc in self.store.events.find(query, {"_id": 1, "ts": 1}).batch_size(5000):
+        for doc in self._log_since(origin, {"_id": 1, "ts": 1}):
             self.ledger.admit_read(doc)
 
     # --- the run ---
@@ -702,21 +774,8 @@ class Watcher:
     def run(self) -> int:
         """Follow until --limit, --idle-timeout, an error, or Ctrl-C; returns changes shown."""
         try:
-            self.prepare()
-            while True:
-                try:
-                    if self.polling:
-                        self._poll_session()
-                    else:
-                        self._stream_session()
-                except ConnectionFailure as exc:
-                    self._ride_out(exc)
-                except OperationFailure as exc:
-                    if exc.code in HISTORY_LOST_CODES:
-                        raise self._lost(exc) from None
-                    if not _retryable(exc):
-                        raise
-                    self._ride_out(exc)
+            with self.ctrl_c:
+                self._run()
         except _Stop:
             return self.count
         except KeyboardInterrupt:
@@ -726,6 +785,24 @@ class Watcher:
                 except Exception:  # noqa: BLE001 - best effort on the way out
                     pass
             raise
+        return self.count
+
+    def _run(self) -> None:
+        self.prepare()
+        while True:
+            try:
+                if self.polling:
+                    self._poll_session()
+                else:
+                    self._stream_session()
+            except ConnectionFailure as exc:
+                self._ride_out(exc)
+            except OperationFailure as exc:
+                if exc.code in HISTORY_LOST_CODES:
+                    raise self._lost(exc) from None
+                if not _retryable(exc):
+                    raise
+                self._ride_out(exc)
 
     def _ride_out(self, exc: Exception) -> None:
         """A lost connection or a restarting server: say so once, wait, and try again."""
@@ -770,7 +847,7 @@ class Watcher:
         if not match:
             return []
         if self.store.is_nx27017:
-            return NX27017_CHANGE_STREAMS.pipeline(match)
+            return NX27017_WATCH_QUIRKS.pipeline(match)
         return [{"$match": {"$or": [match, {"operationType": {"$in": sorted(INVALIDATING_OPS)}}]}}]
 
     def _open(self) -> Any:
@@ -805,6 +882,10 @@ class Watcher:
             self._poll_session()
             return
         with stream:
+            if self.store.is_nx27017 and not self.seen_existing:
+                self.seen_existing = not NX27017_WATCH_QUIRKS.collection_gone(
+                    self.store, self.options.collection
+                )
             self._reconnected()
             if self.dirty:
                 self._save()
@@ -873,8 +954,8 @@ class Watcher:
         doc = change.get("fullDocument")
         nx = self.store.is_nx27017
         if nx:
-            doc = NX27017_CHANGE_STREAMS.full_document(doc)
-            key = NX27017_CHANGE_STREAMS.document_key(change, doc)
+            doc = NX27017_WATCH_QUIRKS.full_document(doc)
+            key = NX27017_WATCH_QUIRKS.document_key(change, doc)
         else:
             key = dict(change.get("documentKey") or {})
         if op == "delete":
@@ -918,7 +999,7 @@ class Watcher:
         if now < self.next_gone_check or not self.store.is_nx27017:
             return
         self.next_gone_check = now + 2.0
-        if NX27017_CHANGE_STREAMS.collection_gone(self.store, self.options.collection):
+        if NX27017_WATCH_QUIRKS.collection_gone(self.store, self.options.collection):
             if self.seen_existing:
                 raise CollectionGone(
                     f"the collection {self.options.collection!r} was dropped; the watch ends"
@@ -928,29 +1009,34 @@ class Watcher:
 
     # --- reading what is already there ---
 
-    def _query(self, lower: datetime | None) -> dict[str, Any]:
+    def _log_since(
+        self, lower: datetime | None, projection: dict[str, int] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The log's events (with the filters) at or after `lower`, in log order."""
         query = _log_query(self.options.filters())
         if lower is not None:
-            query["ts"] = {"$gte": lower}
-        return query
-
-    def _read_log(self) -> None:
-        """Show the log's events not shown yet, in log order (see the module docstring)."""
-        assert self.ledger is not None
-        if self.options.ops and "insert" not in self.options.ops:
-            return
-        cursor = (
-            self.store.events.find(self._query(self.ledger.read_from()))
-            .sort("ts", 1)
-            .batch_size(1000)
-        )
+            nx = self.store.is_nx27017
+            query["ts"] = NX27017_WATCH_QUIRKS.ts_since(lower) if nx else {"$gte": lower}
+        cursor = self.store.events.find(query, projection).sort("ts", 1).batch_size(1000)
         with cursor:
             for doc in cursor:
-                if self.ledger.admit_read(doc):
-                    ts = doc.get("ts")
-                    when = ts if isinstance(ts, datetime) else None
-                    self._deliver(Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when))
-                self._check_idle()
+                if lower is None or position(doc)[0] >= lower:
+                    yield doc
+
+    def _read_log(self) -> int:
+        """Show the log's events not shown yet, in log order; how many (module docstring)."""
+        assert self.ledger is not None
+        if self.options.ops and "insert" not in self.options.ops:
+            return 0
+        shown = 0
+        for doc in self._log_since(self.ledger.read_from()):
+            if self.ledger.admit_read(doc):
+                shown += 1
+                ts = doc.get("ts")
+                when = ts if isinstance(ts, datetime) else None
+                self._deliver(Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when))
+            self._check_idle()
+        return shown
 
     def _scan_collection(self) -> None:
         """--from start on another collection: its documents as inserts, then live.
@@ -981,19 +1067,7 @@ class Watcher:
         idle_since = self.clock()
         while True:
             self._check_idle()
-            shown = 0
-            cursor = (
-                self.store.events.find(self._query(self.ledger.read_from()))
-                .sort("ts", 1)
-                .batch_size(1000)
-            )
-            with cursor:
-                for doc in cursor:
-                    if self.ledger.admit_read(doc):
-                        shown += 1
-                        ts = doc.get("ts")
-                        when = ts if isinstance(ts, datetime) else None
-                        self._deliver(Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when))
+            shown = self._read_log()
             now = self.clock()
             if shown:
                 idle_since = now
@@ -1004,12 +1078,13 @@ class Watcher:
     # --- showing and saving ---
 
     def _deliver(self, change: Change) -> None:
-        self.hooks.deliver(change)
-        self.count += 1
-        self.last_change = self.clock()
-        if self.options.checkpoint is not None:
-            self.dirty = True
-            self._save()
+        with self.ctrl_c.deferred():
+            self.hooks.deliver(change)
+            self.count += 1
+            self.last_change = self.clock()
+            if self.options.checkpoint is not None:
+                self.dirty = True
+                self._save()
         if self.options.limit is not None and self.count >= self.options.limit:
             raise _Stop
 

@@ -22,7 +22,7 @@ from evstream.errors import InvalidInput
 from evstream.output import Output, json_line, watch_line, watch_record
 from evstream.watching import (
     MARGIN,
-    NX27017_CHANGE_STREAMS,
+    NX27017_WATCH_QUIRKS,
     PACE_MAX,
     PACE_MIN,
     Ledger,
@@ -225,7 +225,7 @@ def test_nx27017_full_document_gets_its_bson_types_back():
             "list": [{"$date": 1714557600000}, 1, "x"],
         },
     }
-    doc = NX27017_CHANGE_STREAMS.full_document(raw)
+    doc = NX27017_WATCH_QUIRKS.full_document(raw)
     assert doc == {
         "_id": "e1",
         "ts": T + timedelta(milliseconds=123),
@@ -235,7 +235,7 @@ def test_nx27017_full_document_gets_its_bson_types_back():
             "list": [T, 1, "x"],
         },
     }
-    assert NX27017_CHANGE_STREAMS.document_key({"documentKey": {"_id": "junk"}}, {"_id": 5}) == {
+    assert NX27017_WATCH_QUIRKS.document_key({"documentKey": {"_id": "junk"}}, {"_id": 5}) == {
         "_id": 5
     }
 
