@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from evstream.devserver import details, package_version
 from evstream.settings import mask_uri
@@ -86,7 +86,10 @@ def _aware(moment: datetime) -> datetime:
 
 def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
     """Which server this is: the embedded dev store, or MongoDB's version and topology."""
-    hello = store.client.admin.command("hello")
+    try:
+        hello = store.client.admin.command("hello")
+    except OperationFailure:  # MongoDB before 4.4.2 knows it as isMaster
+        hello = store.client.admin.command("isMaster")
     info: dict[str, Any] = {"uri": mask_uri(store.uri)}
     if store.embedded:
         info.update(kind="embedded", product="nx-27017", version=package_version("nx-27017"))
@@ -168,7 +171,7 @@ def activity_counts(store: Store, plan: BucketPlan) -> list[int]:
     if store.is_nx27017:
         return NX27017_QUIRKS.bucket_counts(store.events, "ts", edges)
     counts = [0] * plan.count
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {"$match": {"ts": {"$gte": edges[0], "$lt": edges[-1]}}},
         {"$bucket": {"groupBy": "$ts", "boundaries": edges, "output": {"n": {"$sum": 1}}}},
     ]

@@ -220,7 +220,10 @@ def test_force_color_does_not_draw_progress_into_a_pipe(cli, db, tmp_path):
         stderr_tty=False,
     )
     assert code == 0, err
-    assert b"publishing" not in err and b"checking" not in err
+    assert b"publishing" not in err and b"checking" not in err, (
+        "a progress bar was drawn into a pipe because FORCE_COLOR makes rich's Console claim a "
+        "terminal; progress should follow whether stderr is a terminal"
+    )
     assert json.loads(out)["published"] == 3000
 
 
@@ -258,7 +261,11 @@ def test_force_color_keeps_json_when_piped(cli, db):
         stderr_tty=False,
     )
     assert code == 0, err
-    assert json.loads(out)["stream"] == "alice", out
+    assert out.startswith(b"{"), (
+        "FORCE_COLOR turned piped output pretty (rich's Console.is_terminal is forced true by "
+        f"FORCE_COLOR; the format should follow whether stdout is a terminal): {out!r}"
+    )
+    assert json.loads(out)["stream"] == "alice"
 
 
 def test_status_on_a_terminal_is_coloured_and_fits(cli, db):
