@@ -4,8 +4,6 @@ Heavy imports (pymongo, bson, rich rendering) happen inside commands, so `--help
 completion stay fast and never touch the network.
 """
 
-from __future__ import annotations
-
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -114,11 +112,11 @@ class Env:
     """What every command gets: resolved settings, the output, and a lazily opened store."""
 
     settings: Settings
-    _output: Output | None = None
-    _store: Store | None = field(default=None, repr=False)
+    _output: "Output | None" = None
+    _store: "Store | None" = field(default=None, repr=False)
 
     @property
-    def output(self) -> Output:
+    def output(self) -> "Output":
         """The output of this invocation."""
         if self._output is None:
             from evstream.output import Output
@@ -126,7 +124,7 @@ class Env:
             self._output = Output(self.settings.output)
         return self._output
 
-    def store(self) -> Store:
+    def store(self) -> "Store":
         """Connect (starting the embedded dev store if no URI is configured)."""
         if self._store is None:
             from evstream.store import connect

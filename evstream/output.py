@@ -23,6 +23,13 @@ from evstream.events import REDACTED, redact
 JSON_OPTIONS = RELAXED_JSON_OPTIONS
 
 
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def json_line(doc: Mapping[str, Any]) -> str:
     """One document as relaxed Extended JSON on one line, as other MongoDB tools read it."""
     return json_util.dumps(doc, json_options=JSON_OPTIONS, ensure_ascii=False)
@@ -43,7 +50,8 @@ class Output:
         self.out = Console(file=self.stdout, soft_wrap=True)
         self.err = Console(file=self.stderr, soft_wrap=True, highlight=False)
         if mode == "auto":
-            mode = "pretty" if self.out.is_terminal else "json"
+            # A real terminal, not rich's is_terminal: FORCE_COLOR must colour, not change format.
+            mode = "pretty" if _isatty(self.stdout) else "json"
         self.mode = mode
 
     @property
@@ -54,7 +62,7 @@ class Output:
     @property
     def interactive(self) -> bool:
         """Whether stderr is a terminal, so progress bars make sense there."""
-        return self.err.is_terminal
+        return _isatty(self.stderr)
 
     # --- data on stdout ---
 
