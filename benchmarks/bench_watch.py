@@ -179,8 +179,9 @@ def idle_cpu(kind: str, seconds: float, home: Path) -> tuple[float, float]:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    if status.returncode != 0:
+        raise SystemExit(f"evstream server start failed: {status.stderr.strip()}")
     record = json.loads(status.stdout)
     server_pid, uri = record["pid"], record["uri"]
     if kind == "raw":

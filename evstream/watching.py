@@ -42,8 +42,8 @@ When the server can no longer resume from one, evstream says so and stops (`Chec
 
 from __future__ import annotations
 
-import bisect
 import contextlib
+import heapq
 import json
 import random
 import signal
@@ -55,6 +55,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId, json_util
+from bson.tz_util import utc as bson_utc
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from evstream.errors import EvstreamError, ExitCode, FeatureUnsupported, InvalidInput
@@ -263,7 +264,10 @@ def id_key(value: Any) -> tuple[int, Any]:
 
 def aware(when: datetime) -> datetime:
     """A datetime in UTC; naive ones are taken to be UTC already (as BSON dates are)."""
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    tz = when.tzinfo
+    if tz is UTC or tz is bson_utc:
+        return when
+    return when.replace(tzinfo=UTC) if tz is None else when.astimezone(UTC)
 
 
 def position(doc: Mapping[str, Any]) -> Position:
@@ -292,6 +296,8 @@ class Ledger:
         self._entries: list[Position] = []
         self._ids: dict[tuple[int, Any], Any] = {}  # id key -> the raw _id
         self.newest: Position | None = settled
+        self.window = 2 * margin
+        self._adds = 0
         self.floor: datetime | None = None
         self.read_ended: datetime | None = None
         for pos, raw in recent:
@@ -345,7 +351,7 @@ class Ledger:
             return
         if idle or (ts is not None and aware(ts) >= self.read_ended + self.margin):
             self.floor = None
-            self._trim(force=True)
+            self._trim()
 
     def read_from(self) -> datetime | None:
         """Where a log read must start: everything below is known to be shown (None: all)."""
@@ -358,37 +364,37 @@ class Ledger:
         return self._ids.get(pos[1])
 
     def _add(self, pos: Position, raw: Any) -> None:
-        bisect.insort(self._entries, pos)
+        heapq.heappush(self._entries, pos)
         self._ids[pos[1]] = raw
         if self.newest is None or pos > self.newest:
             self.newest = pos
-        self._trim()
+        self._adds += 1
+        if self._adds % 64 == 0:
+            self._trim()
 
     def _threshold(self) -> datetime | None:
         if self.newest is None:
             return None
-        threshold = self.newest[0] - 2 * self.margin
+        threshold = self.newest[0] - self.window
         if self.floor is not None:
             threshold = min(threshold, self.floor)
         return threshold
 
-    def _trim(self, *, force: bool = False) -> None:
-        """Summarise entries below the window into the settled position (in batches: cheap)."""
+    def _trim(self) -> None:
+        """Summarise entries below the window into the settled position (smallest first)."""
         threshold = self._threshold()
+        entries = self._entries
         if threshold is None:
             return
-        cut = bisect.bisect_left(self._entries, (threshold,))  # type: ignore[arg-type]
-        if cut == 0 or (cut < 256 and not force):
-            return
-        self._settle(self._entries[cut - 1])
-        for pos in self._entries[:cut]:
+        while entries and entries[0][0] < threshold:
+            pos = heapq.heappop(entries)
+            self._settle(pos)  # before its id is forgotten: the settled position keeps it
             self._ids.pop(pos[1], None)
-        del self._entries[:cut]
 
     def _settle(self, pos: Position) -> None:
         if self.settled is None or pos > self.settled:
             self.settled = pos
-            self._settled_raw = self._ids.get(pos[1])
+            self._settled_raw = self._ids.get(pos[1], self._settled_raw)
 
     _settled_raw: Any = None
 
@@ -398,27 +404,21 @@ class Ledger:
         More than `limit` ids in the window: the oldest are summarised too, except above the
         overlap floor, where they are left out instead (they may show again; none is lost).
         """
-        threshold = self._threshold()
-        entries = self._entries
-        cut = bisect.bisect_left(entries, (threshold,)) if threshold else 0  # type: ignore[arg-type]
+        self._trim()
         settled, settled_raw = self.settled, self._settled_raw
-        if cut:
-            settled, settled_raw = entries[cut - 1], self._ids.get(entries[cut - 1][1])
-            if self.settled is not None and self.settled > settled:
-                settled, settled_raw = self.settled, self._settled_raw
-        keep = entries[cut:]
+        keep = heapq.nlargest(limit + 1, self._entries)
         if len(keep) > limit:
-            dropped = keep[len(keep) - limit - 1]
-            keep = keep[len(keep) - limit :]
+            dropped = keep[limit]
+            keep = keep[:limit]
             if self.floor is None or dropped[0] < self.floor:
                 if settled is None or dropped > settled:
                     settled, settled_raw = dropped, self._ids.get(dropped[1])
+        keep.reverse()
+        newest_raw = self._ids.get(self.newest[1], settled_raw) if self.newest else None
         return {
             "settled": None if settled is None else {"ts": settled[0], "id": settled_raw},
             "recent": [[pos[0], self._ids.get(pos[1])] for pos in keep],
-            "position": None
-            if self.newest is None
-            else {"ts": self.newest[0], "id": self.raw_id(self.newest) or settled_raw},
+            "position": None if self.newest is None else {"ts": self.newest[0], "id": newest_raw},
             "origin": self.origin,
         }
 
@@ -439,14 +439,6 @@ class Ledger:
         )
         if settled_doc:
             ledger._settled_raw = settled_doc.get("id")
-        position_doc = saved.get("position")
-        if position_doc and isinstance(position_doc.get("ts"), datetime):
-            newest = (aware(position_doc["ts"]), id_key(position_doc.get("id")))
-            if ledger.newest is None or newest > ledger.newest:
-                ledger.newest = newest
-                ledger._ids.setdefault(newest[1], position_doc.get("id"))
-                if newest not in ledger._entries and (settled is None or newest > settled):
-                    bisect.insort(ledger._entries, newest)
         return ledger
 
 
@@ -480,18 +472,22 @@ class NX27017_WATCH_QUIRKS:  # noqa: N801 - named after the server whose quirks 
 
     @classmethod
     def full_document(cls, value: Any) -> Any:
-        """A change's fullDocument with its dates and ObjectIds as BSON types again."""
-        if isinstance(value, dict):
+        """A change's fullDocument with its dates and ObjectIds as BSON types again (in place)."""
+        if type(value) is dict:
+            if len(value) == 1 and "$date" in value:
+                return cls._date(value["$date"], value)
             if value.get("__neosqlite_objectid__") is True and isinstance(value.get("id"), str):
                 try:
                     return ObjectId(value["id"])
                 except Exception:  # noqa: BLE001 - not an ObjectId after all: leave as is
                     return value
-            if len(value) == 1 and "$date" in value:
-                return cls._date(value["$date"], value)
-            return {k: cls.full_document(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [cls.full_document(v) for v in value]
+            for k, v in value.items():
+                if type(v) is dict or type(v) is list:
+                    value[k] = cls.full_document(v)
+        elif type(value) is list:
+            for i, v in enumerate(value):
+                if type(v) is dict or type(v) is list:
+                    value[i] = cls.full_document(v)
         return value
 
     @staticmethod
@@ -1078,13 +1074,20 @@ class Watcher:
     # --- showing and saving ---
 
     def _deliver(self, change: Change) -> None:
-        with self.ctrl_c.deferred():
+        guard = self.ctrl_c
+        guard.critical = True  # as guard.deferred(), inline: this runs for every change
+        try:
             self.hooks.deliver(change)
             self.count += 1
             self.last_change = self.clock()
             if self.options.checkpoint is not None:
                 self.dirty = True
                 self._save()
+        finally:
+            guard.critical = False
+            if guard.pending:
+                guard.pending = False
+                raise KeyboardInterrupt
         if self.options.limit is not None and self.count >= self.options.limit:
             raise _Stop
 
