@@ -19,7 +19,16 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from evstream.errors import InvalidInput
-from evstream.output import Output, json_line, watch_line, watch_record
+from evstream.events import has_secret
+from evstream.output import (
+    Output,
+    _has_secret,
+    json_line,
+    masked,
+    watch_json_line,
+    watch_line,
+    watch_record,
+)
 from evstream.watching import (
     MARGIN,
     NX27017_WATCH_QUIRKS,
@@ -439,3 +448,44 @@ def test_kill_and_restart_from_the_snapshot_loses_and_repeats_nothing(
     assert sorted(before + after) == sorted(d["_id"] for _, d in log.events)
     assert not set(before) & set(after)
     assert len(after) == len(set(after))
+
+
+# --- the fast paths agree with the reference implementations ------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=2))]),
+    )
+    | st.builds(ObjectId),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["a", "password", "api_key", "Token", "n", "data", "x-auth-token"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=6), json_values, max_size=5))
+def test_watch_json_line_is_json_line_byte_for_byte(doc):
+    record = watch_record("insert", "events", {"_id": "x"}, doc, show_secrets=True)
+    assert watch_json_line(record) == json_line(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=json_values)
+def test_cached_secret_check_agrees_with_the_events_module(doc):
+    assert _has_secret(doc) == has_secret(doc)
+    masked_record = watch_record("insert", "events", {"_id": "x"}, {"d": doc})
+    assert masked_record["doc"] == masked({"d": doc}, False)
