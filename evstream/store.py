@@ -116,14 +116,18 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> Store:
         description = f"MongoDB at {mask_uri(uri)}"
     timeout = int(os.environ.get("EVSTREAM_TIMEOUT_MS", DEFAULT_TIMEOUT_MS))
     with translate_errors(uri):
-        check_uri(uri)
+        given = check_uri(uri)
+        # Short timeouts so an unreachable server fails in seconds, unless the URI sets its own.
+        defaults = {
+            "serverSelectionTimeoutMS": timeout,
+            "connectTimeoutMS": timeout,
+            "appname": "evstream",
+        }
         client: MongoClient[dict[str, Any]] = MongoClient(
             uri,
-            serverSelectionTimeoutMS=timeout,
-            connectTimeoutMS=timeout,
-            appname="evstream",
             tz_aware=True,
             tzinfo=timezone.utc,
+            **{k: v for k, v in defaults.items() if k.lower() not in given},
         )
     store = Store(client, client[settings.db], uri, embedded, description)
     if not embedded:
@@ -131,14 +135,17 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> Store:
     return store
 
 
-def check_uri(uri: str) -> None:
-    """Refuse a malformed URI or unknown option value (pymongo itself only warns about those)."""
+def check_uri(uri: str) -> set[str]:
+    """Refuse a malformed URI or bad option value (pymongo only warns); the options it sets."""
     if uri.startswith("mongodb+srv://"):
-        return  # parsing one means a DNS lookup; MongoClient reports those failures itself
+        # Parsing one means a DNS lookup; MongoClient reports those failures itself.
+        query = uri.partition("?")[2]
+        return {part.split("=", 1)[0].lower() for part in query.split("&") if part}
     try:
-        uri_parser.parse_uri(uri, warn=False)
+        parsed = uri_parser.parse_uri(uri, warn=False)
     except ValueError as exc:
         raise InvalidInput(f"invalid MongoDB URI: {scrub(str(exc), uri)}") from None
+    return {name.lower() for name in parsed["options"]}
 
 
 @contextlib.contextmanager
