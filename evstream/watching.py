@@ -31,10 +31,12 @@ late event always finds the ledger still holding the ids around it: it is shown,
 - An event that breaks the bound (its `ts` is older than the settled position, e.g. imported
   with its original timestamp) is shown anyway, with a warning that it may repeat: evstream
   never drops an event it cannot prove it has shown.
-- A checkpoint is the ledger: the settled position plus the ids of the window (at most
-  `CHECKPOINT_RECENT_LIMIT` of them), saved after every printed change. A restarted watcher runs
-  the same three steps from it: nothing is lost, and only the change printed right before a
-  `kill -9` (printed, not yet saved) can show again.
+- A checkpoint is the ledger: one document per name in `evstream_checkpoints` (the settled
+  position, the newest shown event, filters, updated_at) plus the ids of the window, one small
+  document each in `evstream_checkpoint_window`, written after every printed change. Every few
+  hundred changes (or second) the document is rewritten and ids below the settled position
+  deleted. A restarted watcher runs the same three steps from it: nothing is lost, and only the
+  change printed right before a `kill -9` (printed, not yet saved) can show again.
 
 Other collections are not append-only logs: their checkpoints are the server's resume tokens.
 When the server can no longer resume from one, evstream says so and stops (`CheckpointLost`).
@@ -59,15 +61,16 @@ from bson.tz_util import utc as bson_utc
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from evstream.errors import EvstreamError, ExitCode, FeatureUnsupported, InvalidInput
-from evstream.store import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, Store
+from evstream.store import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, OWN_PREFIX, Store
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")
 # How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
 # batches, publishers' clocks). The ledger keeps exact ids for twice this below the newest `ts`.
 MARGIN = timedelta(seconds=2)
-# At most this many ids of the window are saved with a checkpoint (each save rewrites them).
-CHECKPOINT_RECENT_LIMIT = 500
+# The ids of a log checkpoint's window: one small document per printed event, so that saving
+# after every change stays one small insert however busy the log is (see `record_shown`).
+CHECKPOINT_WINDOW = OWN_PREFIX + "checkpoint_window"
 # A getMore may wait this long for changes on a server that honours maxAwaitTimeMS.
 AWAIT_MS = 500
 # When the server answers at once with nothing (nx-27017 does), wait before asking again:
@@ -398,26 +401,15 @@ class Ledger:
 
     _settled_raw: Any = None
 
-    def snapshot(self, limit: int = CHECKPOINT_RECENT_LIMIT) -> dict[str, Any]:
-        """The ledger as a checkpoint saves it: settled position, window ids, newest, origin.
-
-        More than `limit` ids in the window: the oldest are summarised too, except above the
-        overlap floor, where they are left out instead (they may show again; none is lost).
-        """
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger as data: settled position, window entries (ts, _id), newest, origin."""
         self._trim()
-        settled, settled_raw = self.settled, self._settled_raw
-        keep = heapq.nlargest(limit + 1, self._entries)
-        if len(keep) > limit:
-            dropped = keep[limit]
-            keep = keep[:limit]
-            if self.floor is None or dropped[0] < self.floor:
-                if settled is None or dropped > settled:
-                    settled, settled_raw = dropped, self._ids.get(dropped[1])
-        keep.reverse()
-        newest_raw = self._ids.get(self.newest[1], settled_raw) if self.newest else None
+        newest_raw = self._ids.get(self.newest[1], self._settled_raw) if self.newest else None
         return {
-            "settled": None if settled is None else {"ts": settled[0], "id": settled_raw},
-            "recent": [[pos[0], self._ids.get(pos[1])] for pos in keep],
+            "settled": None
+            if self.settled is None
+            else {"ts": self.settled[0], "id": self._settled_raw},
+            "recent": [[pos[0], self._ids.get(pos[1])] for pos in sorted(self._entries)],
             "position": None if self.newest is None else {"ts": self.newest[0], "id": newest_raw},
             "origin": self.origin,
         }
@@ -530,8 +522,34 @@ class NX27017_WATCH_QUIRKS:  # noqa: N801 - named after the server whose quirks 
 
 
 def load_checkpoint(store: Store, name: str) -> dict[str, Any] | None:
-    """The saved checkpoint of this name, or None."""
-    return store.db[CHECKPOINTS].find_one({"_id": name})
+    """The saved checkpoint of this name, or None; a log checkpoint with its window as `recent`."""
+    doc = store.db[CHECKPOINTS].find_one({"_id": name})
+    if doc is not None and doc.get("collection") == EVENTS:
+        window = store.db[CHECKPOINT_WINDOW].find({"c": name}, {"_id": 0, "ts": 1, "id": 1})
+        doc["recent"] = [
+            [w["ts"], w.get("id")] for w in window if isinstance(w.get("ts"), datetime)
+        ]
+    return doc
+
+
+def record_shown(store: Store, name: str, entries: Iterable[tuple[datetime, Any]]) -> None:
+    """Add printed events (ts, _id) to a log checkpoint's window."""
+    docs = [{"c": name, "ts": ts, "id": raw} for ts, raw in entries]
+    if len(docs) == 1:
+        store.db[CHECKPOINT_WINDOW].insert_one(docs[0])
+    elif docs:
+        store.db[CHECKPOINT_WINDOW].insert_many(docs, ordered=False)
+
+
+def forget_below(store: Store, name: str, settled_ts: datetime) -> None:
+    """Delete window ids the checkpoint's settled position now covers.
+
+    Below the start of the settled position's second: a subset of `ts < settled_ts` on any
+    server, and exact on nx-27017, whose date comparisons are whole-second (keeping a few ids
+    too many is harmless; deleting one the position does not cover would repeat it).
+    """
+    before = NX27017_WATCH_QUIRKS.ts_since(settled_ts)["$gte"]
+    store.db[CHECKPOINT_WINDOW].delete_many({"c": name, "ts": {"$lt": before}})
 
 
 def save_checkpoint(store: Store, doc: dict[str, Any]) -> None:
@@ -546,7 +564,8 @@ def save_checkpoint(store: Store, doc: dict[str, Any]) -> None:
 
 
 def delete_checkpoint(store: Store, name: str) -> bool:
-    """Forget a checkpoint; whether there was one."""
+    """Forget a checkpoint and its window; whether there was one."""
+    store.db[CHECKPOINT_WINDOW].delete_many({"c": name})
     return store.db[CHECKPOINTS].delete_one({"_id": name}).deleted_count > 0
 
 
@@ -675,6 +694,9 @@ class Watcher:
         self._checkpoint_base: dict[str, Any] | None = None
         self.resumed_from: datetime | None = None  # updated_at of the checkpoint continued
         self.ctrl_c = _CtrlC()
+        self.unsaved: list[tuple[datetime, Any]] = []  # printed log events not yet in the window
+        self.saved_since = 0  # window inserts since the checkpoint document was last written
+        self.written_at = clock()
 
     # --- setup ---
 
@@ -721,7 +743,13 @@ class Watcher:
                 "created_at": utcnow(),
             }
             if opts.is_log:
-                self._save()
+                assert self.ledger is not None
+                window = self.store.db[CHECKPOINT_WINDOW]
+                window.delete_many({"c": opts.checkpoint})  # a stale one of a deleted checkpoint
+                window.create_index([("c", 1), ("ts", 1)])
+                baseline = self.ledger.snapshot()["recent"]
+                record_shown(self.store, opts.checkpoint, [(ts, raw) for ts, raw in baseline])
+                self._write_checkpoint()
 
     def _resume(self, saved: dict[str, Any]) -> None:
         opts = self.options
@@ -773,15 +801,24 @@ class Watcher:
             with self.ctrl_c:
                 self._run()
         except _Stop:
+            self._finish()
             return self.count
         except KeyboardInterrupt:
-            if self.dirty:
-                try:
-                    self._save()
-                except Exception:  # noqa: BLE001 - best effort on the way out
-                    pass
+            self._finish()
             raise
         return self.count
+
+    def _finish(self) -> None:
+        """On the way out: the last printed change's save, and a fresh checkpoint document."""
+        if self._checkpoint_base is None:
+            return
+        try:
+            if self.dirty:
+                self._save()
+            if self.ledger is not None and self.saved_since:
+                self._write_checkpoint()
+        except Exception:  # noqa: BLE001 - best effort: every printed change was saved already
+            pass
 
     def _run(self) -> None:
         self.prepare()
@@ -958,6 +995,7 @@ class Watcher:
             doc = None
         wall = change.get("wallTime")
         when = wall if isinstance(wall, datetime) else None
+        shown = None
         if self.ledger is not None and op == "insert" and doc is not None:
             verdict = self.ledger.admit_live(doc)
             ts = doc.get("ts")
@@ -972,13 +1010,15 @@ class Watcher:
                     "it is shown, and may have been shown before"
                 )
             when = ts if isinstance(ts, datetime) else when
+            if verdict == "new":
+                shown = (position(doc)[0], doc.get("_id"))
         elif self.scan_ids is not None and op == "insert" and doc is not None:
             seen = self.scan_ids.pop(_doc_hash_key(key), None)
             if seen is not None and seen == _doc_hash(doc):
                 return
         self.token = change.get("_id")
         self.position_ts = when or utcnow()
-        self._deliver(Change(op, self.options.collection, key, doc, when))
+        self._deliver(Change(op, self.options.collection, key, doc, when), shown)
 
     def _gone(self, change: Mapping[str, Any]) -> CollectionGone:
         name = self.options.collection
@@ -1030,7 +1070,8 @@ class Watcher:
                 shown += 1
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
-                self._deliver(Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when))
+                change = Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when)
+                self._deliver(change, (position(doc)[0], doc.get("_id")))
             self._check_idle()
         return shown
 
@@ -1073,7 +1114,10 @@ class Watcher:
 
     # --- showing and saving ---
 
-    def _deliver(self, change: Change) -> None:
+    def _deliver(self, change: Change, shown: tuple[datetime, Any] | None = None) -> None:
+        """Print a change, then save it (a log event: `shown`, its ts and _id) if checkpointing."""
+        if shown is not None and self._checkpoint_base is not None:
+            self.unsaved.append(shown)
         guard = self.ctrl_c
         guard.critical = True  # as guard.deferred(), inline: this runs for every change
         try:
@@ -1097,20 +1141,43 @@ class Watcher:
             raise _Stop
 
     def _save(self) -> None:
+        """Save what was printed: log events into the window, else the resume token."""
         if self._checkpoint_base is None:
             return
-        doc = dict(self._checkpoint_base)
         if self.ledger is not None:
-            doc.update(self.ledger.snapshot())
-        else:
-            if self.token is None:
-                # Still reading the collection (--from start): a restart reads it again.
-                self.dirty = False
-                return
-            doc["token"] = self.token
-            doc["position_ts"] = self.position_ts
+            if self.unsaved:
+                record_shown(self.store, self._checkpoint_base["_id"], self.unsaved)
+                self.saved_since += len(self.unsaved)
+                self.unsaved = []
+            self.dirty = False
+            if self.saved_since >= max(256, len(self.ledger)) or (
+                self.saved_since and self.clock() - self.written_at >= 1.0
+            ):
+                self._write_checkpoint()
+            return
+        if self.token is None:
+            # Still reading the collection (--from start): a restart reads it again.
+            self.dirty = False
+            return
+        doc = dict(self._checkpoint_base)
+        doc["token"] = self.token
+        doc["position_ts"] = self.position_ts
         save_checkpoint(self.store, doc)
         self.dirty = False
+
+    def _write_checkpoint(self) -> None:
+        """Rewrite a log checkpoint's document, then drop the window ids it now covers.
+
+        Every max(256, window) printed events, or second: amortised, a few bytes per event.
+        """
+        assert self.ledger is not None and self._checkpoint_base is not None
+        snap = self.ledger.snapshot()
+        doc = {**self._checkpoint_base, **{k: v for k, v in snap.items() if k != "recent"}}
+        save_checkpoint(self.store, doc)
+        if snap["settled"] is not None:
+            forget_below(self.store, doc["_id"], snap["settled"]["ts"])
+        self.saved_since = 0
+        self.written_at = self.clock()
 
 
 def _retryable(exc: OperationFailure) -> bool:

@@ -238,3 +238,30 @@ def test_idle_timeout_counts_quiet_time_and_paces_empty_answers():
     rec = Recorder()
     assert run(store, rec, clock, collection="sessions", idle_timeout=3) == 0
     assert 3 <= clock.now < 3.2
+
+
+def test_log_checkpoint_window_stays_small_and_resumes_exactly():
+    store = FakeStore()
+    base = datetime(2024, 5, 1, tzinfo=UTC)
+    log = [
+        {"_id": f"e{i:04d}", "stream": "s", "version": i + 1, "type": "t", "data": {},
+         "ts": base + timedelta(milliseconds=20 * i)}
+        for i in range(1000)
+    ]  # fmt: skip
+    store.events.insert_many(log)
+    first = Recorder()
+    assert run(store, first, start="start", checkpoint="c", limit=600) == 600
+    doc = store.db.evstream_checkpoints.find_one({"_id": "c"})
+    assert doc["position"]["id"] == "e0599"
+    assert doc["updated_at"].tzinfo is not None
+    window = [w["id"] for w in store.db.evstream_checkpoint_window.find({"c": "c"})]
+    # only the ids the settled position does not cover: about the last 4 s (200 events)
+    assert 150 <= len(window) <= 300
+    assert doc["settled"]["ts"] <= log[599]["ts"] - timedelta(seconds=4)
+    second = Recorder()
+    assert run(store, second, checkpoint="c", idle_timeout=1) == 400
+    assert [c.doc["_id"] for c in second.changes] == [d["_id"] for d in log[600:]]
+    third = Recorder()
+    run(store, third, checkpoint="c", reset_checkpoint=True, start="start", limit=3)
+    assert [c.doc["_id"] for c in third.changes] == ["e0000", "e0001", "e0002"]
+    assert any("checkpoint 'c' reset" in n for n in third.notices)
