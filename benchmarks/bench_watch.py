@@ -1,7 +1,8 @@
 """`evstream watch` against a raw pymongo change-stream loop on the same server, same run.
 
     python benchmarks/bench_watch.py [--latency-events 600] [--throughput-events 20000]
-                                     [--rounds 3] [--idle-seconds 10] [--uri URI]
+                                     [--rounds 3] [--checkpoint-events 5000]
+                                     [--idle-seconds 10] [--uri URI]
 
 Latency: one event at a time (5-15 ms apart) inserted from this process; the time from just
 before insert_one to the line arriving on the watcher's stdout (a pipe), for `evstream watch
@@ -10,7 +11,8 @@ each a real process. p50 and p99 over all rounds.
 
 Throughput: the watcher opens its stream, is stopped (SIGSTOP), N events are inserted, and it
 is continued (SIGCONT): the time until it has written N lines to /dev/null (`--limit N`, so it
-exits) is pure consumption. Same for the raw loop. Medians over rounds.
+exits) is pure consumption. Same for the raw loop, as written plainly and with evstream's
+getMore batch size (1,000). Medians over rounds. Then once with `--checkpoint` (information).
 
 Idle CPU: `evstream watch` on the embedded dev store (no URI), idle for --idle-seconds after a
 warm-up; CPU time of the watcher and of the dev store's server process, as % of one core. The
@@ -74,6 +76,7 @@ def event(i: int) -> dict[str, Any]:
 
 
 def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subprocess.Popen:
+    """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint; waits until ready."""
     env = {**os.environ, "EVSTREAM_URI": uri, "EVSTREAM_DB": db}
     if kind.startswith("raw"):
         argv = [sys.executable, "-c", RAW_LOOP, uri, db, str(limit)]
@@ -81,6 +84,8 @@ def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subp
             argv.append("1000")
     else:
         argv = [sys.executable, "-m", "evstream", "watch", "-o", "json"]
+        if kind == "evstream-checkpoint":
+            argv += ["--checkpoint", "bench"]
         if limit:
             argv += ["--limit", str(limit)]
     proc = subprocess.Popen(
@@ -217,6 +222,7 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=600)
     parser.add_argument("--throughput-events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--checkpoint-events", type=int, default=5_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--uri", default=None, help="a MongoDB to use instead of a fresh nx-27017")
     args = parser.parse_args()
@@ -259,6 +265,12 @@ def main() -> None:
     print(
         f"  evstream / raw: {ratio:.2f}x; / raw with evstream's batch size: {fair:.2f}x "
         "(target >= 0.8x)"
+    )
+    with server(args.uri) as uri:
+        saved = throughput_round("evstream-checkpoint", uri, args.checkpoint_events)
+    print(
+        f"  evstream --checkpoint {saved:9,.0f} events/s (one save per printed change; "
+        f"{args.checkpoint_events:,} events, one round)"
     )
     with tempfile.TemporaryDirectory(prefix="evstream-bench-home-") as tmp:
         home = Path(tmp)

@@ -1010,7 +1010,7 @@ class Watcher:
                     "it is shown, and may have been shown before"
                 )
             when = ts if isinstance(ts, datetime) else when
-            if verdict == "new":
+            if verdict == "new" and self._checkpoint_base is not None:
                 shown = (position(doc)[0], doc.get("_id"))
         elif self.scan_ids is not None and op == "insert" and doc is not None:
             seen = self.scan_ids.pop(_doc_hash_key(key), None)
@@ -1071,7 +1071,8 @@ class Watcher:
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
                 change = Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when)
-                self._deliver(change, (position(doc)[0], doc.get("_id")))
+                shown = (position(doc)[0], doc.get("_id")) if self._checkpoint_base else None
+                self._deliver(change, shown)
             self._check_idle()
         return shown
 
@@ -1116,7 +1117,7 @@ class Watcher:
 
     def _deliver(self, change: Change, shown: tuple[datetime, Any] | None = None) -> None:
         """Print a change, then save it (a log event: `shown`, its ts and _id) if checkpointing."""
-        if shown is not None and self._checkpoint_base is not None:
+        if shown is not None:
             self.unsaved.append(shown)
         guard = self.ctrl_c
         guard.critical = True  # as guard.deferred(), inline: this runs for every change
