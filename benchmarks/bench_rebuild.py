@@ -1,6 +1,6 @@
 """`evstream rebuild-sessions` against the limit and against the naive way, at two log sizes.
 
-    python benchmarks/bench_rebuild.py [--scale 1.0] [--naive-events 5000] [--uri URI]
+    python benchmarks/bench_rebuild.py [--scale 1.0] [--rounds 3] [--naive-events 5000] [--uri URI]
 
 For 30,000 events over 3,000 streams and 300,000 over 30,000 (times --scale), on one server:
 
@@ -8,6 +8,7 @@ For 30,000 events over 3,000 streams and 300,000 over 30,000 (times --scale), on
   insert_many of all sessions into an empty collection; in-process, nothing else.
 - full rebuild into an empty `sessions`, as a real process (`rebuild-sessions -o json`): the
   command's own seconds (from its summary), its wall time with start-up, and its peak RSS.
+  Limit and rebuild alternate for --rounds rounds; the table shows medians.
 - full rebuild again over the finished projection (nothing changed), and --incremental after 1%
   more events.
 - naive: one update_one per event, in log order, for the first --naive-events events into an
@@ -32,7 +33,7 @@ from typing import Any
 import pymongo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import run_measured, server  # noqa: E402
+from _common import median, run_measured, server  # noqa: E402
 
 from evstream import sessions  # noqa: E402
 from evstream.projection import EVENT_FIELDS, READ_BATCH  # noqa: E402
@@ -160,7 +161,9 @@ def rebuild_process(uri: str, db_name: str, *args: str) -> tuple[dict[str, Any],
     return json.loads(stdout.strip().splitlines()[-1]), seconds, rss
 
 
-def bench_size(uri: str, events: int, streams: int, naive_events: int) -> dict[str, Any]:
+def bench_size(
+    uri: str, events: int, streams: int, naive_events: int, rounds: int
+) -> dict[str, Any]:
     db_name = f"bench_rebuild_{events}"
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True)
     client.drop_database(db_name)
@@ -172,17 +175,26 @@ def bench_size(uri: str, events: int, streams: int, naive_events: int) -> dict[s
     rate = generate(db, events, streams, since=timedelta(hours=2))
     print(f"  generated with insert_many at {rate:,.0f} events/s", flush=True)
     row: dict[str, Any] = {"events": events, "streams": streams}
-    row["limit"] = limit(db)
-    print(f"  limit (scan + fold + insert_many): {row['limit']:.2f} s", flush=True)
-    first, wall, rss = rebuild_process(uri, db_name)
-    assert first["written"] == streams, first
-    row.update(full=first["seconds"], full_wall=wall, rss=rss)
-    print(
-        f"  rebuild, empty sessions: {first['seconds']:.2f} s in the command "
-        f"({wall:.2f} s wall with start-up), {first['events_per_second']:,.0f} events/s, "
-        f"peak RSS {rss / 1024:.1f} MiB",
-        flush=True,
-    )
+    limits, fulls, walls, rsss = [], [], [], []
+    for i in range(rounds):  # interleaved, first one then the other first, on a shared machine
+        if i % 2 == 0:
+            limits.append(limit(db))
+        db.drop_collection("sessions")
+        db.drop_collection("evstream_projections")
+        first, wall, rss = rebuild_process(uri, db_name)
+        assert first["written"] == streams, first
+        if i % 2 == 1:
+            limits.append(limit(db))
+        fulls.append(first["seconds"])
+        walls.append(wall)
+        rsss.append(rss)
+        print(
+            f"  limit (scan + fold + insert_many) {limits[-1]:.2f} s; rebuild into an empty "
+            f"sessions {first['seconds']:.2f} s in the command ({wall:.2f} s wall with start-up),"
+            f" peak RSS {rss / 1024:.1f} MiB",
+            flush=True,
+        )
+    row.update(limit=median(limits), full=median(fulls), full_wall=median(walls), rss=max(rsss))
     again, wall, rss = rebuild_process(uri, db_name)
     row.update(again=again["seconds"], again_rss=rss)
     print(f"  rebuild again, nothing changed: {again['seconds']:.2f} s, {again['written']} written")
@@ -212,12 +224,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply both sizes by this")
     parser.add_argument("--naive-events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="limit/rebuild pairs per size")
     parser.add_argument("--uri", help="a MongoDB URI (default: a throwaway nx-27017 server)")
     args = parser.parse_args()
     sizes = [(int(30_000 * args.scale), int(3_000 * args.scale))]
     sizes.append((sizes[0][0] * 10, sizes[0][1] * 10))
     with server(args.uri) as uri:
-        rows = [bench_size(uri, events, streams, args.naive_events) for events, streams in sizes]
+        rows = [
+            bench_size(uri, events, streams, args.naive_events, args.rounds)
+            for events, streams in sizes
+        ]
     print(
         "\nevents   streams  limit s  rebuild s  x limit  again s  incr s  naive s*  gain  RSS MiB"
     )

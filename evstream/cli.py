@@ -793,8 +793,8 @@ def rebuild_sessions(
         ),
     ] = 30.0,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
-    ] = 1000,
+        int | None, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
+    ] = None,
 ) -> None:
     """Rebuild the sessions projection from the event log, online: readers never see it empty.
 

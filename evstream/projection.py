@@ -39,7 +39,7 @@ from evstream.store import NX27017_QUIRKS, SESSIONS, Store, now_utc, stream_head
 PROJECTIONS = "evstream_projections"
 PROJECTION_ID = "sessions"
 DEFAULT_MARGIN = 30.0
-WRITE_BATCH = 1000
+WRITE_BATCH = 5000
 READ_BATCH = 2000
 # An incremental run reads new events in chunks of this many, so its memory stays bounded.
 CHUNK_EVENTS = 20_000
@@ -274,7 +274,7 @@ def rebuild(
     plan: Plan,
     *,
     dry_run: bool = False,
-    batch_size: int = WRITE_BATCH,
+    batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> RebuildReport:
     """Carry out a plan; then, unless it is a dry run, save the checkpoint.
@@ -282,8 +282,13 @@ def rebuild(
     The report's seconds count from the start of planning.
     """
     report = RebuildReport(mode=plan.mode, dry_run=dry_run, reason=plan.reason)
-    writer = SessionWriter(store, report, dry_run=dry_run, full=plan.mode == "full")
-    writer.batch_size = batch_size
+    writer = SessionWriter(
+        store,
+        report,
+        dry_run=dry_run,
+        full=plan.mode == "full",
+        batch_size=batch_size or WRITE_BATCH,
+    )
     if plan.mode == "full":
         _full(store, writer, report, progress)
     else:
