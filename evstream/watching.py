@@ -1071,8 +1071,8 @@ class Watcher:
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
                 change = Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when)
-                shown = (position(doc)[0], doc.get("_id")) if self._checkpoint_base else None
-                self._deliver(change, shown)
+                entry = (position(doc)[0], doc.get("_id")) if self._checkpoint_base else None
+                self._deliver(change, entry)
             self._check_idle()
         return shown
 
