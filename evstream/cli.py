@@ -791,7 +791,7 @@ def rebuild_sessions(
             help="Seconds of the log that the next --incremental reads again, for events that "
             "land late or from clocks slightly behind.",
         ),
-    ] = 30.0,
+    ] = 10.0,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
     ] = None,

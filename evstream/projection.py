@@ -38,7 +38,7 @@ from evstream.store import NX27017_QUIRKS, SESSIONS, Store, now_utc, stream_head
 
 PROJECTIONS = "evstream_projections"
 PROJECTION_ID = "sessions"
-DEFAULT_MARGIN = 30.0
+DEFAULT_MARGIN = 10.0
 WRITE_BATCH = 5000
 READ_BATCH = 2000
 # An incremental run reads new events in chunks of this many, so its memory stays bounded.
@@ -209,7 +209,10 @@ def plan_rebuild(store: Store, *, incremental: bool, margin: float = DEFAULT_MAR
     3. Gaps: if a stream's new events do not continue its session's version (an event of it
        landed behind the window), that stream is refolded from the log past its version.
 
-    Counts are taken before the log is read, so nothing counted can escape the read.
+    Counts are taken before the log is read, so nothing counted can escape the read. The log is
+    append-only: an incremental run does not look for deletions inside the window (nor for one
+    deletion that a late event behind the checkpoint cancels out); a full rebuild after deleting
+    events from the log makes the projection exact again.
     """
     started = time.perf_counter()
     horizon = now_utc()
