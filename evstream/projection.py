@@ -30,7 +30,7 @@ from typing import Any
 
 from pymongo import InsertOne, ReplaceOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, CursorNotFound, DuplicateKeyError
 
 from evstream import sessions
 from evstream.errors import EvstreamError
@@ -313,9 +313,7 @@ def _full(
         .sort([("stream", 1), ("version", 1)])
         .batch_size(READ_BATCH)
     )
-    existing = SortedSessions(
-        store.collection(SESSIONS).find({}).sort("_id", 1).batch_size(READ_BATCH)
-    )
+    existing = SortedSessions(sessions_by_id(store.collection(SESSIONS)))
     for stream, state in fold_streams(log, report, progress):
         report.streams += 1
         for gone in existing.before(stream):
@@ -366,6 +364,25 @@ def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
         f"the server returned {what} {after!r} after {before!r}: not in the binary string "
         "order a merge needs (is a non-simple collation set on the collection?)"
     )
+
+
+def sessions_by_id(coll: Collection[Doc]) -> Iterator[Doc]:
+    """All sessions in `_id` order, through one cursor.
+
+    The cursor can sit idle while the log is read (long streams) and the server may time it out;
+    it is then reopened past the last session seen.
+    """
+    last: str | None = None
+    while True:
+        query = {} if last is None else {"_id": {"$gt": last}}
+        try:
+            for doc in coll.find(query).sort("_id", 1).batch_size(READ_BATCH):
+                if isinstance(doc["_id"], str):
+                    last = doc["_id"]
+                yield doc
+            return
+        except CursorNotFound:
+            continue
 
 
 class SortedSessions:

@@ -357,3 +357,38 @@ def test_projection_status(cli, db):
 def test_bad_options_exit_2(cli, db, args):
     result = cli("rebuild-sessions", *args)
     assert result.exit_code == 2
+
+
+def test_a_timed_out_sessions_cursor_is_reopened_past_the_last_session():
+    from pymongo.errors import CursorNotFound
+
+    from evstream.projection import sessions_by_id
+
+    docs = [{"_id": 1}, *({"_id": f"s{i}"} for i in range(5))]
+    queries: list[dict[str, Any]] = []
+
+    class Cursor:
+        def __init__(self, query: dict[str, Any]) -> None:
+            self.query = query
+
+        def sort(self, *args: Any) -> Cursor:
+            return self
+
+        def batch_size(self, n: int) -> Cursor:
+            return self
+
+        def __iter__(self) -> Any:
+            after = self.query.get("_id", {}).get("$gt")
+            items = [d for d in docs if after is None or (str(d["_id"]) > after)]
+            for i, doc in enumerate(items):
+                if len(queries) == 1 and i == 3:
+                    raise CursorNotFound("cursor id 7 not found")
+                yield doc
+
+    class Sessions:
+        def find(self, query: dict[str, Any]) -> Cursor:
+            queries.append(query)
+            return Cursor(query)
+
+    assert [d["_id"] for d in sessions_by_id(Sessions())] == [1, "s0", "s1", "s2", "s3", "s4"]
+    assert queries == [{}, {"_id": {"$gt": "s1"}}]
