@@ -509,7 +509,7 @@ class SessionWriter:
     batch_size: int = WRITE_BATCH
     _puts: list[tuple[Doc, Doc | None]] = field(default_factory=list)
     _gone: list[Any] = field(default_factory=list)
-    _preview: dict[str, tuple[bool, Doc]] = field(default_factory=dict)
+    _preview: dict[str, Doc] = field(default_factory=dict)
 
     @property
     def coll(self) -> Collection[Doc]:
@@ -518,8 +518,7 @@ class SessionWriter:
 
     def preview_of(self, stream: str) -> Doc | None:
         """In an incremental dry run, the session this run would have written for `stream`."""
-        held = self._preview.get(stream)
-        return held[1] if held else None
+        return self._preview.get(stream)
 
     def put(self, stream: str, state: sessions.State, old: Doc | None) -> None:
         """Make `stream`'s session `state`, unless it already is."""
@@ -529,10 +528,10 @@ class SessionWriter:
             return
         if self.dry_run:
             if not self.full:
-                if stream in self._preview:
-                    self._preview[stream] = (self._preview[stream][0], doc)
+                seen = stream in self._preview  # counted already, in an earlier chunk
+                self._preview[stream] = doc
+                if seen:
                     return
-                self._preview[stream] = (old is None, doc)
             self._count(old is None)
             return
         self._puts.append((doc, old))

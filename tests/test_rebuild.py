@@ -239,7 +239,9 @@ def test_dry_run_says_what_would_change_and_writes_nothing(cli, db):
     assert "Dry run (full), nothing written" in pretty and "1 to remove" in pretty
 
 
-def test_incremental_dry_run_counts_each_session_once(cli, db):
+@pytest.mark.parametrize("chunk", [20_000, 2])
+def test_incremental_dry_run_counts_each_session_once(cli, db, monkeypatch, chunk):
+    monkeypatch.setattr("evstream.projection.CHUNK_EVENTS", chunk)  # streams across chunks
     log = Log(db)
     log.publish("a", "session.started", {"name": "A"})
     rebuild(cli)
@@ -249,6 +251,8 @@ def test_incremental_dry_run_counts_each_session_once(cli, db):
     assert report["mode"] == "incremental"
     assert (report["created"], report["updated"], report["removed"]) == (1, 1, 0)
     assert db.sessions.count_documents({}) == 1
+    assert rebuild(cli, "--incremental")["mode"] == "incremental"
+    assert_exact(db)
 
 
 # --- incremental ---------------------------------------------------------------------------------
