@@ -141,8 +141,8 @@ def latency_round(kind: str, uri: str, events: int, seed: int) -> list[float]:
     return [(got[i] - sent[i]) * 1000 for i in sent]
 
 
-def throughput_round(kind: str, uri: str, events: int) -> float:
-    """Events/s a watcher consumes from a backlog, writing its lines to /dev/null."""
+def throughput_round(kind: str, uri: str, events: int) -> tuple[float, float]:
+    """(events/s, CPU µs per event) of a watcher consuming a backlog into /dev/null."""
     db = f"bench_watch_tp_{kind}_{uuid.uuid4().hex[:6]}"
     client: pymongo.MongoClient = pymongo.MongoClient(uri, tz_aware=True)
     coll = client[db]["events"]
@@ -154,8 +154,16 @@ def throughput_round(kind: str, uri: str, events: int) -> float:
             os.kill(proc.pid, signal.SIGSTOP)
             for i in range(0, events, 1000):
                 coll.insert_many(docs[i : i + 1000], ordered=False)
+            cpu_before = cpu_seconds(proc.pid)
+            cpu_last = cpu_before
             started = time.perf_counter()
             os.kill(proc.pid, signal.SIGCONT)
+            while proc.poll() is None:  # its CPU time, sampled until it exits
+                try:
+                    cpu_last = cpu_seconds(proc.pid)
+                except (OSError, IndexError):
+                    break
+                time.sleep(0.01)
             code = proc.wait(600)
             seconds = time.perf_counter() - started
             if code != 0:
@@ -165,7 +173,7 @@ def throughput_round(kind: str, uri: str, events: int) -> float:
                 proc.kill()
             client.drop_database(db)
             client.close()
-    return events / seconds
+    return events / seconds, (cpu_last - cpu_before) / events * 1e6
 
 
 def cpu_seconds(pid: int) -> float:
@@ -229,15 +237,16 @@ def main() -> None:
 
     lat: dict[str, list[float]] = {"raw": [], "evstream": []}
     tput: dict[str, list[float]] = {"raw": [], "raw-batch1000": [], "evstream": []}
+    cpu: dict[str, list[float]] = {"raw": [], "raw-batch1000": [], "evstream": []}
     with server(args.uri) as uri:
         for r in range(args.rounds):
             per_round = max(1, args.latency_events // args.rounds)
             for kind in ("raw", "evstream") if r % 2 == 0 else ("evstream", "raw"):
                 lat[kind] += latency_round(kind, uri, per_round, seed=r)
-                tput[kind].append(throughput_round(kind, uri, args.throughput_events))
-            tput["raw-batch1000"].append(
-                throughput_round("raw-batch1000", uri, args.throughput_events)
-            )
+            for kind in ("raw", "raw-batch1000", "evstream"):
+                rate, cpu_us = throughput_round(kind, uri, args.throughput_events)
+                tput[kind].append(rate)
+                cpu[kind].append(cpu_us)
     print(
         f"server: {'given URI' if args.uri else 'nx-27017 (fresh, local)'}; "
         f"{args.rounds} rounds, alternating order"
@@ -257,7 +266,8 @@ def main() -> None:
     )
     for kind in ("raw", "raw-batch1000", "evstream"):
         print(
-            f"  {kind:<13} {median(tput[kind]):9,.0f} events/s   rounds: "
+            f"  {kind:<13} {median(tput[kind]):9,.0f} events/s  "
+            f"{median(cpu[kind]):5.1f} µs CPU/event   rounds: "
             + ", ".join(f"{v:,.0f}" for v in tput[kind])
         )
     ratio = median(tput["evstream"]) / median(tput["raw"])
@@ -267,7 +277,7 @@ def main() -> None:
         "(target >= 0.8x)"
     )
     with server(args.uri) as uri:
-        saved = throughput_round("evstream-checkpoint", uri, args.checkpoint_events)
+        saved, _ = throughput_round("evstream-checkpoint", uri, args.checkpoint_events)
     print(
         f"  evstream --checkpoint {saved:9,.0f} events/s (one save per printed change; "
         f"{args.checkpoint_events:,} events, one round)"

@@ -44,9 +44,9 @@ When the server can no longer resume from one, evstream says so and stops (`Chec
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
+import queue
 import random
 import signal
 import threading
@@ -139,17 +139,75 @@ class _CtrlC:
             return
         raise KeyboardInterrupt
 
-    @contextlib.contextmanager
-    def deferred(self) -> Any:
-        """Hold Ctrl-C back for the length of the block, then act on it."""
-        self.critical = True
+
+_IDLE = object()  # the reader found the stream caught up
+_QUIET = object()  # nothing from the reader for a while
+
+
+class _Prefetch:
+    """Reads a change stream in a thread, so the server works on the next batch while the
+    current one is printed (pymongo asks for a batch only when the last one is used up).
+
+    Changes go through a bounded queue in order; the main thread handles, prints and saves
+    them, so what is saved is still exactly what was printed. The reader paces empty answers
+    (see PACE_MIN), marks the moment the stream is caught up, and hands errors over.
+    """
+
+    def __init__(
+        self, stream: Any, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.sleep = sleep
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C: cheap per change
+        self.stopping = threading.Event()
+        self.token: Any = None  # the resume token at the last empty answer
+        self.thread = threading.Thread(target=self._run, name="evstream-watch", daemon=True)
+        self.thread.start()
+
+    def get(self, timeout: float) -> Any:
+        """The next change, _IDLE, or an exception to raise; queue.Empty after `timeout`."""
+        return self.queue.get(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop reading (before the stream is closed)."""
+        self.stopping.set()
+        self.thread.join(AWAIT_MS / 1000 + 2)
+
+    def _put(self, item: Any) -> bool:
+        """Queue an item; wait while 4,096 are waiting (memory stays bounded on a backlog)."""
+        while self.queue.qsize() >= 4096:
+            if self.stopping.wait(0.005):
+                return False
+        if self.stopping.is_set():
+            return False
+        self.queue.put(item)
+        return True
+
+    def _run(self) -> None:
+        idle_since = self.clock()
+        was_idle = False
         try:
-            yield
-        finally:
-            self.critical = False
-            if self.pending:
-                self.pending = False
-                raise KeyboardInterrupt
+            while not self.stopping.is_set():
+                asked = self.clock()
+                change = self.stream.try_next()
+                if change is not None:
+                    was_idle = False
+                    idle_since = self.clock()
+                    if not self._put(change):
+                        return
+                    continue
+                now = self.clock()
+                self.token = self.stream.resume_token
+                if not was_idle:
+                    was_idle = True
+                    if not self._put(_IDLE):
+                        return
+                if now - asked < AWAIT_MS / 2000:
+                    self.sleep(idle_pause(now - idle_since))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread to raise
+            if not self.stopping.is_set():
+                self._put(exc)
 
 
 # --- what was asked ------------------------------------------------------------------------------
@@ -361,10 +419,6 @@ class Ledger:
         if self.settled is not None:
             return self.settled[0]
         return self.origin
-
-    def raw_id(self, pos: Position) -> Any:
-        """The _id of a remembered position."""
-        return self._ids.get(pos[1])
 
     def _add(self, pos: Position, raw: Any) -> None:
         heapq.heappush(self._entries, pos)
@@ -954,29 +1008,47 @@ class Watcher:
         self.hooks.notice(f"watching {where} from {start}, {how} (Ctrl-C to stop)")
 
     def _follow(self, stream: Any) -> None:
-        idle_since = self.clock()
+        """Print the stream's changes as they come; a reader thread fetches the next ones."""
+        reader = _Prefetch(stream, self.clock, self.sleep)
         token_saved_at = float("-inf")
-        while True:
-            self._check_idle()
-            asked = self.clock()
-            change = stream.try_next()
-            if change is None:
-                now = self.clock()
-                if self.ledger is not None:
-                    self.ledger.live_progress(idle=True)
-                self.scan_ids = None
-                self._check_gone(now)
-                if self.options.checkpoint and not self.options.is_log and now - token_saved_at > 1:
-                    token = stream.resume_token
-                    if token is not None and token != self.token:
-                        self.token = token
-                        self._save()
-                    token_saved_at = now
-                if now - asked < AWAIT_MS / 2000:
-                    self.sleep(idle_pause(now - idle_since))
-                continue
-            idle_since = self.clock()
-            self._handle(change, stream)
+        try:
+            while True:
+                self._check_idle()
+                try:
+                    item = reader.get(self._wait())
+                except queue.Empty:
+                    item = _QUIET
+                if item is _IDLE or item is _QUIET:
+                    # The stream is caught up (or still quiet): housekeeping between changes.
+                    now = self.clock()
+                    if self.ledger is not None:
+                        self.ledger.live_progress(idle=True)
+                    self.scan_ids = None
+                    self._check_gone(now)
+                    if (
+                        self.options.checkpoint
+                        and not self.options.is_log
+                        and now - token_saved_at > 1
+                    ):
+                        token = reader.token
+                        if token is not None and token != self.token:
+                            self.token = token
+                            self._save()
+                        token_saved_at = now
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                self._handle(item, stream)
+        finally:
+            reader.close()
+
+    def _wait(self) -> float:
+        """How long to wait for the next change before housekeeping (and --idle-timeout)."""
+        timeout = self.options.idle_timeout
+        if timeout is None:
+            return 0.25
+        left = timeout - (self.clock() - self.last_change)
+        return min(0.25, max(left, 0.001))
 
     def _handle(self, change: Mapping[str, Any], stream: Any) -> None:
         op = change.get("operationType")
@@ -1120,7 +1192,7 @@ class Watcher:
         if shown is not None:
             self.unsaved.append(shown)
         guard = self.ctrl_c
-        guard.critical = True  # as guard.deferred(), inline: this runs for every change
+        guard.critical = True  # Ctrl-C now waits until the change is printed and saved
         try:
             self.hooks.deliver(change)
             self.count += 1

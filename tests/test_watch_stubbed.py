@@ -15,6 +15,8 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from evstream.errors import ExitCode, FeatureUnsupported
 from evstream.watching import (
+    PACE_MAX,
+    PACE_MIN,
     CheckpointLost,
     CollectionGone,
     Hooks,
@@ -96,11 +98,13 @@ class Recorder:
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         self.now += seconds
 
 
@@ -232,12 +236,15 @@ def test_delete_has_no_document_and_replace_keeps_its_name():
     ]
 
 
-def test_idle_timeout_counts_quiet_time_and_paces_empty_answers():
+def test_idle_timeout_ends_the_watch_and_empty_answers_are_paced():
     clock = FakeClock()
     store = FakeStore([FakeStream([])])
     rec = Recorder()
     assert run(store, rec, clock, collection="sessions", idle_timeout=3) == 0
-    assert 3 <= clock.now < 3.2
+    assert clock.now >= 3
+    # a server that answers at once is asked again after a pause that grows with the quiet
+    assert clock.sleeps and all(PACE_MIN <= p <= PACE_MAX for p in clock.sleeps)
+    assert clock.sleeps[0] == PACE_MIN and max(clock.sleeps) == PACE_MAX
 
 
 def test_log_checkpoint_window_stays_small_and_resumes_exactly():
