@@ -41,6 +41,7 @@ import pymongo
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, server  # noqa: E402
 
+from evstream.embedded import terminate  # noqa: E402
 from evstream.store import now_utc  # noqa: E402
 
 RAW_LOOP = r"""
@@ -182,8 +183,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_cpu(kind: str, seconds: float, home: Path) -> tuple[float, float]:
-    """(% of a core for the watcher, for the server) while idle on the embedded dev store."""
+def idle_cpu(kind: str, seconds: float, home: Path, servers: list[int]) -> tuple[float, float]:
+    """(% of a core for the watcher, for the server) while idle on the embedded dev store.
+
+    The dev store's pid goes into `servers`, so that the caller can be sure to stop it.
+    """
     env = {**os.environ, "EVSTREAM_HOME": str(home)}
     for name in ("EVSTREAM_URI", "MONGODB_URI"):
         env.pop(name, None)
@@ -196,6 +200,7 @@ def idle_cpu(kind: str, seconds: float, home: Path) -> tuple[float, float]:
     if status.returncode != 0:
         raise SystemExit(f"evstream server start failed: {status.stderr.strip()}")
     record = json.loads(status.stdout)
+    servers.append(record["pid"])
     server_pid, uri = record["pid"], record["uri"]
     if kind == "raw":
         argv = [sys.executable, "-c", RAW_LOOP, uri, "evstream", "0"]
@@ -284,15 +289,18 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="evstream-bench-home-") as tmp:
         home = Path(tmp)
+        servers: list[int] = []
         try:
-            ours = idle_cpu("evstream", args.idle_seconds, home)
-            raw = idle_cpu("raw", args.idle_seconds, home)
+            ours = idle_cpu("evstream", args.idle_seconds, home, servers)
+            raw = idle_cpu("raw", args.idle_seconds, home, servers)
         finally:
             subprocess.run(
                 [sys.executable, "-m", "evstream", "server", "stop"],
                 env={**os.environ, "EVSTREAM_HOME": str(home)},
                 capture_output=True,
             )
+            for pid in servers:  # in case `server stop` could not
+                terminate(pid)
     print(
         f"idle CPU on the embedded dev store, {args.idle_seconds:g} s after a 2 s warm-up "
         "(% of one core):"
