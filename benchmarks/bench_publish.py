@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import uuid
@@ -24,45 +23,15 @@ import pymongo
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, run_measured, server, timed  # noqa: E402
 
-from evstream.events import new_event_id  # noqa: E402
+from evstream.bench import documents_for, synthetic_lines  # noqa: E402
 from evstream.publishing import publish_stream  # noqa: E402
 from evstream.settings import Settings  # noqa: E402
-from evstream.store import connect, ensure_indexes, now_utc  # noqa: E402
+from evstream.store import connect, ensure_indexes  # noqa: E402
 
 
-def write_file(path: Path, events: int, streams: int, seed: int = 1) -> None:
-    """Events interleaved across streams, as a live system writes them."""
-    rng = random.Random(seed)
-    types = ("login", "logout", "profile.updated", "page.viewed")
-    with path.open("w") as out:
-        for i in range(events):
-            stream = f"user-{rng.randrange(streams):06d}"
-            data = {"username": stream, "path": rng.choice(("/", "/docs", "/pricing")), "n": i}
-            out.write(
-                json.dumps({"type": rng.choice(types), "stream": stream, "data": data}) + "\n"
-            )
-
-
-def raw_documents(path: Path) -> list[dict]:
-    """The documents evstream would store for the file, built ahead of the timed insert."""
-    heads: dict[str, int] = {}
-    docs = []
-    ts = now_utc()
-    with path.open() as lines:
-        for line in lines:
-            row = json.loads(line)
-            heads[row["stream"]] = version = heads.get(row["stream"], 0) + 1
-            docs.append(
-                {
-                    "_id": new_event_id(),
-                    "stream": row["stream"],
-                    "version": version,
-                    "type": row["type"],
-                    "data": row["data"],
-                    "ts": ts,
-                }
-            )
-    return docs
+def write_file(path: Path, events: int, streams: int) -> None:
+    """The synthetic NDJSON log of `evstream bench`, interleaved across streams."""
+    path.write_bytes(synthetic_lines(events, streams))
 
 
 def raw_insert(client: pymongo.MongoClient, db: str, docs: list[dict]) -> None:
@@ -87,7 +56,7 @@ def main() -> None:
         client: pymongo.MongoClient = pymongo.MongoClient(uri)
         raw_times, cli_times, lib_times = [], [], []
         for _ in range(args.rounds):
-            docs = raw_documents(path)
+            docs = documents_for(path.read_bytes())
             db = f"bench_raw_{uuid.uuid4().hex[:8]}"
             raw_times.append(timed(lambda db=db, docs=docs: raw_insert(client, db, docs)))
             client.drop_database(db)

@@ -35,8 +35,8 @@ import pymongo
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, run_measured, server  # noqa: E402
 
-from evstream import sessions  # noqa: E402
-from evstream.projection import EVENT_FIELDS, READ_BATCH  # noqa: E402
+from evstream.bench import rebuild_limit  # noqa: E402
+from evstream.projection import EVENT_FIELDS  # noqa: E402
 from evstream.settings import Settings  # noqa: E402
 from evstream.store import connect, ensure_indexes  # noqa: E402
 
@@ -86,32 +86,6 @@ def generate(
     if batch:
         db.events.insert_many(batch)
     return events / (time.perf_counter() - began)
-
-
-def limit(db: Any) -> float:
-    """Seconds for the floor: sorted scan, fold in memory, insert_many into an empty collection."""
-    db.drop_collection("limit_sessions")
-    began = time.perf_counter()
-    docs: list[dict[str, Any]] = []
-    stream, pending = None, []
-    cursor = (
-        db.events.find({}, EVENT_FIELDS)
-        .sort([("stream", 1), ("version", 1)])
-        .batch_size(READ_BATCH)
-    )
-    for event in cursor:
-        if event["stream"] != stream:
-            if stream is not None:
-                docs.append({"_id": stream, **sessions.fold(pending)})
-            stream, pending = event["stream"], []
-        pending.append(event)
-    if stream is not None:
-        docs.append({"_id": stream, **sessions.fold(pending)})
-    for i in range(0, len(docs), 1000):
-        db.limit_sessions.insert_many(docs[i : i + 1000])
-    seconds = time.perf_counter() - began
-    db.drop_collection("limit_sessions")
-    return seconds
 
 
 NAIVE = {
@@ -178,13 +152,13 @@ def bench_size(
     limits, fulls, walls, rsss = [], [], [], []
     for i in range(rounds):  # interleaved, first one then the other first, on a shared machine
         if i % 2 == 0:
-            limits.append(limit(db))
+            limits.append(rebuild_limit(db))
         db.drop_collection("sessions")
         db.drop_collection("evstream_projections")
         first, wall, rss = rebuild_process(uri, db_name)
         assert first["written"] == streams, first
         if i % 2 == 1:
-            limits.append(limit(db))
+            limits.append(rebuild_limit(db))
         fulls.append(first["seconds"])
         walls.append(wall)
         rsss.append(rss)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -41,146 +40,14 @@ import pymongo
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, server  # noqa: E402
 
+from evstream.bench import (  # noqa: E402
+    RAW_LOOP,
+    cpu_seconds,
+    latency_round,
+    percentile,
+    throughput_round,
+)
 from evstream.embedded import terminate  # noqa: E402
-from evstream.store import now_utc  # noqa: E402
-
-RAW_LOOP = r"""
-import os, sys, time
-import pymongo
-from bson import json_util
-uri, db, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-batch = int(sys.argv[4]) if len(sys.argv) > 4 else None
-coll = pymongo.MongoClient(uri, tz_aware=True)[db]["events"]
-out = sys.stdout
-with coll.watch(full_document="updateLookup", batch_size=batch) as stream:
-    sys.stderr.write("raw: ready\n"); sys.stderr.flush()
-    n = 0
-    for change in stream:
-        out.write(json_util.dumps(change["fullDocument"]) + "\n")
-        out.flush()
-        n += 1
-        if limit and n >= limit:
-            break
-"""
-
-
-def event(i: int) -> dict[str, Any]:
-    return {
-        "_id": str(uuid.uuid4()),
-        "stream": f"user-{i % 100:03d}",
-        "version": i // 100 + 1,
-        "type": "login",
-        "data": {"username": f"user-{i % 100:03d}", "method": "password", "n": i},
-        "meta": {"source": "bench"},
-        "ts": now_utc(),
-    }
-
-
-def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subprocess.Popen:
-    """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint; waits until ready."""
-    env = {**os.environ, "EVSTREAM_URI": uri, "EVSTREAM_DB": db}
-    if kind.startswith("raw"):
-        argv = [sys.executable, "-c", RAW_LOOP, uri, db, str(limit)]
-        if kind == "raw-batch1000":
-            argv.append("1000")
-    else:
-        argv = [sys.executable, "-m", "evstream", "watch", "-o", "json"]
-        if kind == "evstream-checkpoint":
-            argv += ["--checkpoint", "bench"]
-        if limit:
-            argv += ["--limit", str(limit)]
-    proc = subprocess.Popen(
-        argv, stdout=stdout, stderr=subprocess.PIPE, env=env, text=True, bufsize=1
-    )
-    for line in proc.stderr:  # wait until the stream is open
-        if "ready" in line or "(Ctrl-C to stop)" in line:
-            break
-    else:
-        raise SystemExit(f"{kind} watcher did not start")
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
-    return proc
-
-
-def latency_round(kind: str, uri: str, events: int, seed: int) -> list[float]:
-    """Milliseconds from insert to line, one event at a time."""
-    db = f"bench_watch_lat_{kind}_{uuid.uuid4().hex[:6]}"
-    client: pymongo.MongoClient = pymongo.MongoClient(uri, tz_aware=True)
-    coll = client[db]["events"]
-    coll.insert_one(event(-1))  # the collection exists before the watcher opens
-    proc = start_watcher(kind, uri, db, 0, subprocess.PIPE)
-    sent: dict[str, float] = {}
-    got: dict[str, float] = {}
-    done = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            now = time.perf_counter()
-            doc = json.loads(line)
-            doc = doc.get("doc", doc)
-            got[doc["_id"]] = now
-            if len(got) >= events:
-                done.set()
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    rng = random.Random(seed)
-    docs = [event(i) for i in range(events)]
-    try:
-        for doc in docs:
-            time.sleep(rng.uniform(0.005, 0.015))
-            doc["ts"] = now_utc()
-            sent[doc["_id"]] = time.perf_counter()
-            coll.insert_one(doc)
-        if not done.wait(30):
-            raise SystemExit(f"{kind}: only {len(got)} of {events} lines arrived")
-    finally:
-        proc.kill()
-        proc.wait()
-        client.drop_database(db)
-        client.close()
-    return [(got[i] - sent[i]) * 1000 for i in sent]
-
-
-def throughput_round(kind: str, uri: str, events: int) -> tuple[float, float]:
-    """(events/s, CPU µs per event) of a watcher consuming a backlog into /dev/null."""
-    db = f"bench_watch_tp_{kind}_{uuid.uuid4().hex[:6]}"
-    client: pymongo.MongoClient = pymongo.MongoClient(uri, tz_aware=True)
-    coll = client[db]["events"]
-    coll.insert_one(event(-1))
-    docs = [event(i) for i in range(events)]
-    with open(os.devnull, "w") as devnull:
-        proc = start_watcher(kind, uri, db, events, devnull)
-        try:
-            os.kill(proc.pid, signal.SIGSTOP)
-            for i in range(0, events, 1000):
-                coll.insert_many(docs[i : i + 1000], ordered=False)
-            cpu_before = cpu_seconds(proc.pid)
-            cpu_last = cpu_before
-            started = time.perf_counter()
-            os.kill(proc.pid, signal.SIGCONT)
-            while proc.poll() is None:  # its CPU time, sampled until it exits
-                try:
-                    cpu_last = cpu_seconds(proc.pid)
-                except (OSError, IndexError):
-                    break
-                time.sleep(0.01)
-            code = proc.wait(600)
-            seconds = time.perf_counter() - started
-            if code != 0:
-                raise SystemExit(f"{kind} watcher exited {code}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            client.drop_database(db)
-            client.close()
-    return events / seconds, (cpu_last - cpu_before) / events * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu(kind: str, seconds: float, home: Path, servers: list[int]) -> tuple[float, float]:
@@ -225,9 +92,27 @@ def idle_cpu(kind: str, seconds: float, home: Path, servers: list[int]) -> tuple
     return 100 * (w1 - w0) / elapsed, 100 * (s1 - s0) / elapsed
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+def latency(kind: str, uri: str, events: int, seed: int) -> list[float]:
+    return in_scratch(
+        uri, f"bench_watch_lat_{kind}", lambda db: latency_round(kind, uri, db, events, seed)
+    )
+
+
+def throughput(kind: str, uri: str, events: int) -> tuple[float, float]:
+    return in_scratch(
+        uri, f"bench_watch_tp_{kind}", lambda db: throughput_round(kind, uri, db, events)
+    )
+
+
+def in_scratch(uri: str, prefix: str, work: Any) -> Any:
+    """work(db name) in a fresh database, dropped afterwards."""
+    db = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
+    try:
+        return work(db)
+    finally:
+        client.drop_database(db)
+        client.close()
 
 
 def main() -> None:
@@ -247,9 +132,9 @@ def main() -> None:
         for r in range(args.rounds):
             per_round = max(1, args.latency_events // args.rounds)
             for kind in ("raw", "evstream") if r % 2 == 0 else ("evstream", "raw"):
-                lat[kind] += latency_round(kind, uri, per_round, seed=r)
+                lat[kind] += latency(kind, uri, per_round, seed=r)
             for kind in ("raw", "raw-batch1000", "evstream"):
-                rate, cpu_us = throughput_round(kind, uri, args.throughput_events)
+                rate, cpu_us = throughput(kind, uri, args.throughput_events)
                 tput[kind].append(rate)
                 cpu[kind].append(cpu_us)
     print(
@@ -282,7 +167,7 @@ def main() -> None:
         "(target >= 0.8x)"
     )
     with server(args.uri) as uri:
-        saved, _ = throughput_round("evstream-checkpoint", uri, args.checkpoint_events)
+        saved, _ = throughput("evstream-checkpoint", uri, args.checkpoint_events)
     print(
         f"  evstream --checkpoint {saved:9,.0f} events/s (one save per printed change; "
         f"{args.checkpoint_events:,} events, one round)"

@@ -9,18 +9,34 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pymongo
 
 from evstream.settings import Settings
 from evstream.store import Store, connect, ensure_indexes, now_utc
 
 WORKLOADS = ("publish", "rebuild", "watch")
 TYPES = ("login", "logout", "profile.updated", "page.viewed")
+FOLD_TYPES = (
+    "session.started",
+    "login",
+    "logout",
+    "profile.updated",
+    "page.viewed",
+    "session.ended",
+)
 Progress = Callable[[str], None]
 
 
@@ -86,14 +102,22 @@ class Scratch:
             store.close()
 
 
-def synthetic_lines(events: int, streams: int, seed: int = 1) -> bytes:
+def synthetic_lines(
+    events: int, streams: int, seed: int = 1, types: tuple[str, ...] = TYPES
+) -> bytes:
     """NDJSON events interleaved across streams, as a live system writes them."""
     rng = random.Random(seed)
     out = io.StringIO()
     for i in range(events):
         stream = f"user-{rng.randrange(streams):06d}"
-        data = {"username": stream, "path": rng.choice(("/", "/docs", "/pricing")), "n": i}
-        out.write(json.dumps({"type": rng.choice(TYPES), "stream": stream, "data": data}) + "\n")
+        data = {
+            "username": stream,
+            "name": f"N{i % 97}",
+            "email": f"{stream}@example.com",
+            "path": rng.choice(("/", "/docs", "/pricing")),
+            "n": i,
+        }
+        out.write(json.dumps({"type": rng.choice(types), "stream": stream, "data": data}) + "\n")
     return out.getvalue().encode()
 
 
@@ -145,8 +169,238 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
     return BenchResult("publish", events, took, raw, "insert_many, batches of 1,000")
 
 
+# --- watch: real watcher processes, as a user runs them ----------------------------------------
+
+RAW_LOOP = r"""
+import os, sys, time
+import pymongo
+from bson import json_util
+uri, db, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+batch = int(sys.argv[4]) if len(sys.argv) > 4 else None
+coll = pymongo.MongoClient(uri, tz_aware=True)[db]["events"]
+out = sys.stdout
+with coll.watch(full_document="updateLookup", batch_size=batch) as stream:
+    sys.stderr.write("raw: ready\n"); sys.stderr.flush()
+    n = 0
+    for change in stream:
+        out.write(json_util.dumps(change["fullDocument"]) + "\n")
+        out.flush()
+        n += 1
+        if limit and n >= limit:
+            break
+"""
+
+
+def watch_event(i: int) -> dict[str, Any]:
+    """A stored event for the watch workloads, 100 streams round robin."""
+    return {
+        "_id": str(uuid.uuid4()),
+        "stream": f"user-{i % 100:03d}",
+        "version": i // 100 + 1,
+        "type": "login",
+        "data": {"username": f"user-{i % 100:03d}", "method": "sso", "n": i},
+        "meta": {"source": "bench"},
+        "ts": now_utc(),
+    }
+
+
+def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subprocess.Popen:
+    """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint; waits until ready."""
+    env = {**os.environ, "EVSTREAM_URI": uri, "EVSTREAM_DB": db}
+    if kind.startswith("raw"):
+        argv = [sys.executable, "-c", RAW_LOOP, uri, db, str(limit)]
+        if kind == "raw-batch1000":
+            argv.append("1000")
+    else:
+        argv = [sys.executable, "-m", "evstream", "watch", "-o", "json"]
+        if kind == "evstream-checkpoint":
+            argv += ["--checkpoint", "bench"]
+        if limit:
+            argv += ["--limit", str(limit)]
+    proc = subprocess.Popen(
+        argv, stdout=stdout, stderr=subprocess.PIPE, env=env, text=True, bufsize=1
+    )
+    for line in proc.stderr:  # wait until the stream is open
+        if "ready" in line or "(Ctrl-C to stop)" in line:
+            break
+    else:
+        raise SystemExit(f"{kind} watcher did not start")
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc
+
+
+def latency_round(kind: str, uri: str, db: str, events: int, seed: int) -> list[float]:
+    """Milliseconds from insert to line, one event at a time, into database `db`."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True)
+    coll = client[db]["events"]
+    coll.insert_one(watch_event(-1))  # the collection exists before the watcher opens
+    proc = start_watcher(kind, uri, db, 0, subprocess.PIPE)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            now = time.perf_counter()
+            doc = json.loads(line)
+            doc = doc.get("doc", doc)
+            got[doc["_id"]] = now
+            if len(got) >= events:
+                done.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    rng = random.Random(seed)
+    docs = [watch_event(i) for i in range(events)]
+    try:
+        for doc in docs:
+            time.sleep(rng.uniform(0.005, 0.015))
+            doc["ts"] = now_utc()
+            sent[doc["_id"]] = time.perf_counter()
+            coll.insert_one(doc)
+        if not done.wait(30):
+            raise SystemExit(f"{kind}: only {len(got)} of {events} lines arrived")
+    finally:
+        proc.kill()
+        proc.wait()
+        client.close()
+    return [(got[i] - sent[i]) * 1000 for i in sent]
+
+
+def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, float]:
+    """(events/s, CPU µs per event) of a watcher consuming a backlog into /dev/null (POSIX)."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True)
+    coll = client[db]["events"]
+    coll.insert_one(watch_event(-1))
+    docs = [watch_event(i) for i in range(events)]
+    with open(os.devnull, "w") as devnull:
+        proc = start_watcher(kind, uri, db, events, devnull)
+        try:
+            os.kill(proc.pid, signal.SIGSTOP)
+            for i in range(0, events, 1000):
+                coll.insert_many(docs[i : i + 1000], ordered=False)
+            cpu_before = cpu_seconds(proc.pid)
+            cpu_last = cpu_before
+            started = time.perf_counter()
+            os.kill(proc.pid, signal.SIGCONT)
+            while proc.poll() is None:  # its CPU time, sampled until it exits
+                try:
+                    cpu_last = cpu_seconds(proc.pid)
+                except (OSError, IndexError):
+                    break
+                time.sleep(0.01)
+            code = proc.wait(600)
+            seconds = time.perf_counter() - started
+            if code != 0:
+                raise SystemExit(f"{kind} watcher exited {code}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            client.close()
+    return events / seconds, (cpu_last - cpu_before) / events * 1e6
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def rebuild_limit(db: Any, target: str = "limit_sessions") -> float:
+    """Seconds for the floor of a full rebuild: one scan of the log sorted by (stream, version),
+    the fold in memory, insert_many of the sessions into an empty collection."""
+    from evstream import sessions
+    from evstream.projection import EVENT_FIELDS, READ_BATCH
+
+    db.drop_collection(target)
+    began = time.perf_counter()
+    docs: list[dict[str, Any]] = []
+    stream, pending = None, []
+    cursor = db.events.find({}, EVENT_FIELDS).sort([("stream", 1), ("version", 1)])
+    for event in cursor.batch_size(READ_BATCH):
+        if event["stream"] != stream:
+            if stream is not None:
+                docs.append({"_id": stream, **sessions.fold(pending)})
+            stream, pending = event["stream"], []
+        pending.append(event)
+    if stream is not None:
+        docs.append({"_id": stream, **sessions.fold(pending)})
+    for i in range(0, len(docs), 1000):
+        db[target].insert_many(docs[i : i + 1000])
+    seconds = time.perf_counter() - began
+    db.drop_collection(target)
+    return seconds
+
+
+def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progress) -> BenchResult:
+    """A full rebuild of `sessions` against the limit: sorted scan, fold, insert_many."""
+    from evstream.projection import plan_rebuild, rebuild
+
+    progress("rebuild: writing the log")
+    store = scratch.store("rebuild")
+    ensure_indexes(store)
+    docs = documents_for(synthetic_lines(events, streams, types=FOLD_TYPES))
+    for i in range(0, len(docs), 1000):
+        store.events.insert_many(docs[i : i + 1000])
+    progress("rebuild: the limit (scan + fold + insert_many)")
+    raw = rebuild_limit(store.db)
+    progress("rebuild: evstream rebuild-sessions")
+    started = time.perf_counter()
+    report = rebuild(store, plan_rebuild(store, incremental=False))
+    took = time.perf_counter() - started
+    sessions_made = store.collection("sessions").count_documents({})
+    if report.streams != sessions_made:
+        raise RuntimeError(f"rebuild made {sessions_made} sessions for {report.streams} streams")
+    return BenchResult(
+        "rebuild",
+        events,
+        took,
+        raw,
+        "sorted scan + fold + insert_many",
+        {"streams": report.streams},
+    )
+
+
+def bench_watch(scratch: Scratch, events: int, streams: int, progress: Progress) -> BenchResult:
+    """`evstream watch -o json` against a raw pymongo change-stream loop, each a real process:
+    the time to consume a backlog of `events` changes, and insert-to-line latency."""
+    latency_events = min(events, 300)
+    lat: dict[str, list[float]] = {}
+    rate: dict[str, float] = {}
+    for kind in ("raw", "evstream"):
+        progress(f"watch: {kind} latency, {latency_events} events one at a time")
+        store = scratch.store(f"watch_lat_{kind}")
+        lat[kind] = latency_round(kind, store.uri, store.db.name, latency_events, seed=1)
+        progress(f"watch: {kind} throughput, a backlog of {events:,} changes")
+        store = scratch.store(f"watch_tp_{kind}")
+        rate[kind] = throughput_round(kind, store.uri, store.db.name, events)[0]
+    extra = {
+        "p50_ms": round(percentile(lat["evstream"], 0.5), 2),
+        "p99_ms": round(percentile(lat["evstream"], 0.99), 2),
+        "raw_p50_ms": round(percentile(lat["raw"], 0.5), 2),
+        "raw_p99_ms": round(percentile(lat["raw"], 0.99), 2),
+    }
+    return BenchResult(
+        "watch",
+        events,
+        events / rate["evstream"],
+        events / rate["raw"],
+        "change-stream loop",
+        extra,
+    )
+
+
 RUNNERS: dict[str, Callable[[Scratch, int, int, Progress], BenchResult]] = {
     "publish": bench_publish,
+    "rebuild": bench_rebuild,
+    "watch": bench_watch,
 }
 
 
