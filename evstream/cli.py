@@ -745,17 +745,13 @@ def watch(
 
 
 def _watch_printer(env: Env, show_secrets: bool) -> Any:
-    from evstream.output import watch_json_line, watch_line, watch_record
+    from evstream.output import watch_line, watch_record
 
     out = env.output
     if out.json:
-        # What Output.emit writes (a relaxed Extended JSON line, flushed), encoded faster.
-        def emit(c: Any) -> None:
-            record = watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
-            out.stdout.write(watch_json_line(record) + "\n")
-            out.stdout.flush()
-
-        return emit
+        return lambda c: out.emit(
+            watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+        )
     return lambda c: out.show(
         watch_line(
             c.op, c.collection, c.key, c.doc, c.when, show_secrets=show_secrets, width=out.out.width

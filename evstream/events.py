@@ -310,16 +310,24 @@ def is_secret_key(key: str) -> bool:
     return norm in _SECRET_EXACT or any(word in norm for word in _SECRET_WORDS)
 
 
+@functools.lru_cache(maxsize=4096)
+def secret_keys(keys: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The secret-looking names among a document's field names (documents repeat their keys)."""
+    return tuple(k for k in keys if isinstance(k, str) and is_secret_key(k))
+
+
 def has_secret(value: Any) -> bool:
     """Whether any field, at any depth, has a secret-looking name (and a value to hide)."""
     if isinstance(value, dict):
-        return any(
-            (isinstance(k, str) and is_secret_key(k) and v not in (None, "")) or has_secret(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return any(has_secret(item) for item in value)
-    return False
+        for k in secret_keys(tuple(value)):
+            if value[k] not in (None, ""):
+                return True
+        items: Any = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    return any(isinstance(item, (dict, list)) and has_secret(item) for item in items)
 
 
 def redact(value: Any, where: str = "", *, mask: str = REDACTED) -> tuple[Any, list[str]]:
