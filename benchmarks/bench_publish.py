@@ -41,6 +41,14 @@ def raw_insert(client: pymongo.MongoClient, db: str, docs: list[dict]) -> None:
         coll.insert_many(docs[i : i + 1000], ordered=True)
 
 
+def publish_process(
+    uri: str, db: str, path: str, stdin: Path | None = None
+) -> tuple[float, int, str]:
+    """`evstream publish --file PATH` as a real process: (seconds, peak RSS KiB, stdout)."""
+    argv = [sys.executable, "-m", "evstream", "--db", db, "-o", "json", "publish", "--file", path]
+    return run_measured(argv, {"EVSTREAM_URI": uri}, stdin=stdin)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -62,21 +70,7 @@ def main() -> None:
             client.drop_database(db)
 
             db = f"bench_cli_{uuid.uuid4().hex[:8]}"
-            seconds, _, out = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "evstream",
-                    "--db",
-                    db,
-                    "-o",
-                    "json",
-                    "publish",
-                    "--file",
-                    str(path),
-                ],
-                {"EVSTREAM_URI": uri},
-            )
+            seconds, _, out = publish_process(uri, db, str(path))
             assert json.loads(out)["published"] == args.events, out
             cli_times.append(seconds)
             client.drop_database(db)
@@ -109,22 +103,7 @@ def main() -> None:
             rss = []
             for source in (path, big):
                 db = f"bench_mem_{uuid.uuid4().hex[:8]}"
-                _, peak, _ = run_measured(
-                    [
-                        sys.executable,
-                        "-m",
-                        "evstream",
-                        "--db",
-                        db,
-                        "-o",
-                        "json",
-                        "publish",
-                        "--file",
-                        "-",
-                    ],
-                    {"EVSTREAM_URI": uri},
-                    stdin=source,
-                )
+                _, peak, _ = publish_process(uri, db, "-", stdin=source)
                 client.drop_database(db)
                 rss.append(peak)
             print(
