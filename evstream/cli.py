@@ -89,6 +89,9 @@ class EvstreamGroup(TyperGroup):
         except KeyboardInterrupt:
             sys.exit(ExitCode.INTERRUPTED)
         except typer.TyperException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `evstream`: the help, as is
+                sys.stderr.write(exc.format_message() + "\n")
+                sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
             sys.stderr.write(f"error: {exc.format_message()} (see '{command} --help')\n")
             sys.exit(exc.exit_code)

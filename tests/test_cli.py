@@ -57,3 +57,11 @@ def test_env_var_db_and_output(cli: Any, db: Any, client: Any) -> None:
     r = cli("seed", EVSTREAM_OUTPUT="json")
     assert r.stdout.startswith("{")
     assert client[cli.db].events.count_documents({}) == 4
+
+
+def test_no_command_shows_the_help_not_an_error(cli: Any) -> None:
+    for args in ([], ["server"]):
+        r = cli(*args)
+        assert r.exit_code == 2
+        assert r.stderr.startswith("Usage: evstream") and "error:" not in r.stderr
+        assert "Commands:" in r.stderr
