@@ -77,8 +77,10 @@ class EvstreamGroup(TyperGroup):
     """The root command: global options anywhere; usage errors are one stderr line and exit 2."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        argv = list(kwargs.pop("args", None) or (args[0] if args else sys.argv[1:]))
-        args = args[1:]
+        given = kwargs.pop("args", None)
+        if given is None and args:
+            given, args = args[0], args[1:]
+        argv = list(sys.argv[1:] if given is None else given)
         kwargs["args"] = hoist_global_options(self, argv)
         kwargs["standalone_mode"] = False
         try:
