@@ -138,6 +138,9 @@ def check_version(kind: str, value: Any) -> int:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the whole numbers BSON can store
+
+
 def _check_keys(value: Any, where: str, depth: int = 0) -> None:
     if depth > 100:
         raise InvalidEvent(f"{where} is nested more than 100 levels deep")
@@ -151,10 +154,14 @@ def _check_keys(value: Any, where: str, depth: int = 0) -> None:
                 raise InvalidEvent(f"{where} has a key containing a NUL character")
             if isinstance(item, (dict, list)):
                 _check_keys(item, f"{where}.{key}", depth + 1)
+            elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+                raise InvalidEvent(f"{where}.{key} is a whole number beyond MongoDB's 8-byte ints")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, (dict, list)):
                 _check_keys(item, where, depth + 1)
+            elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+                raise InvalidEvent(f"{where} holds a whole number beyond MongoDB's 8-byte ints")
 
 
 def check_object(kind: str, value: Any, *, optional: bool) -> dict[str, Any] | None:

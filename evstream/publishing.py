@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from bson import json_util
+from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure
 
 from evstream.errors import ConcurrencyConflict, Interrupted, InvalidInput, ServerUnreachable
@@ -39,9 +40,15 @@ SIZE_CHECK_FROM = 4 * 1024 * 1024
 
 def loads(text: str) -> Any:
     """Parse JSON, reading MongoDB Extended JSON ($date, $oid …) where the text has any."""
-    if '"$' in text:
-        return json_util.loads(text)
-    return json.loads(text)
+    try:
+        if '"$' in text:
+            return json_util.loads(text)
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except (TypeError, ArithmeticError, BSONError) as exc:
+        # Malformed Extended JSON ({"$oid": "zz"}, {"$date": [1]} …) raises these, not ValueError.
+        raise ValueError(str(exc)[:200]) from None
 
 
 def parse_line(raw: bytes | None, line: int) -> EventInput | None:
