@@ -258,9 +258,12 @@ def parse_start(text: str | None, *, local: timezone | None = None) -> str | dat
         raise InvalidInput(
             f"--from {text!r} is not now, start or an ISO-8601 time such as 2024-05-01T10:30:00Z"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=local) if local else when.astimezone()
-    return when.astimezone(UTC)
+    try:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=local) if local else when.astimezone()
+        return when.astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise InvalidInput(f"--from {text!r} is out of the range of dates") from None
 
 
 def check_ops(ops: Iterable[str]) -> list[str]:
@@ -736,6 +739,7 @@ class Watcher:
         self.position_ts: datetime | None = None
         self.polling = options.poll
         self.fresh = True  # no session has run yet
+        self.reached = False  # the server answered once: later connection errors are ridden out
         self.needs_read = False  # the next session reads the log (events) / scans (others)
         self.last_change = clock()
         self.outage_since: float | None = None
@@ -883,6 +887,8 @@ class Watcher:
                 else:
                     self._stream_session()
             except ConnectionFailure as exc:
+                if not self.reached:
+                    raise  # never reached: exit 3, as every other command does
                 self._ride_out(exc)
             except OperationFailure as exc:
                 if exc.code in HISTORY_LOST_CODES:
@@ -968,6 +974,7 @@ class Watcher:
             )
             self._poll_session()
             return
+        self.reached = True
         with stream:
             if self.store.is_nx27017 and not self.seen_existing:
                 self.seen_existing = not NX27017_WATCH_QUIRKS.collection_gone(
@@ -1178,6 +1185,7 @@ class Watcher:
         while True:
             self._check_idle()
             shown = self._read_log()
+            self.reached = True
             now = self.clock()
             if shown:
                 idle_since = now
