@@ -61,6 +61,8 @@ def hoist_global_options(group: Any, args: list[str]) -> list[str]:
         if token in GLOBAL_VALUE_OPTIONS and j + 1 < len(rest):
             hoisted += rest[j : j + 2]
             j += 2
+        elif token in GLOBAL_VALUE_OPTIONS:
+            return args  # its value is missing: hoisted, it would take the command as its value
         elif token.split("=", 1)[0] in GLOBAL_VALUE_OPTIONS or token in GLOBAL_FLAGS:
             hoisted.append(token)
             j += 1
