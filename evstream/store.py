@@ -177,6 +177,13 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
         if exc.code in NO_CHANGE_STREAMS_CODES:
             raise FeatureUnsupported(scrub(str(exc), uri)) from None
         raise EvstreamError(f"the server refused: {scrub(str(exc), uri)[:300]}") from None
+    except KeyError as exc:
+        if not NX27017_QUIRKS.no_authentication(exc):
+            raise
+        raise ServerUnreachable(
+            "authentication failed: the server does not support authentication (nx-27017)",
+            hint="remove the user name and password from the URI",
+        ) from None
 
 
 def driver_message(exc: BaseException, limit: int = 200) -> str:
@@ -281,6 +288,16 @@ def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
 
 class NX27017_QUIRKS:  # noqa: N801 - named after the server whose quirks it holds
     """Workarounds for nx-27017 (shared/STORES.md), kept in one place."""
+
+    @staticmethod
+    def no_authentication(exc: KeyError) -> bool:
+        """nx-27017 has no authentication: it answers saslStart like any unknown command, {ok: 1}
+        without a payload, and pymongo's SCRAM code fails on that with KeyError('payload')."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+        return exc.args == ("payload",) and "pymongo" in where and where.endswith("auth.py")
 
     @staticmethod
     def heads_pipeline(streams: list[str]) -> list[dict[str, Any]]:
