@@ -52,8 +52,9 @@ def run_cases(
     group: str,
     cases: Iterable[Case],
     stdin: str | bytes | None = None,
+    secret: str | None = None,
 ) -> None:
-    """Run each case; fail with the list of every case that broke a rule."""
+    """Run each case; fail with the list of every case that broke a rule (or showed `secret`)."""
     problems = []
     count = 0
     for label, argv, code, text in cases:
@@ -71,6 +72,8 @@ def run_cases(
             why.append("a traceback")
         if r.stdout.strip():
             why.append(f"stdout: {r.stdout[:100]!r}")
+        if secret and secret in r.stdout + r.stderr:
+            why.append("the URI's password was shown")
         if before is not None and snapshot(db) != before:
             why.append("the database changed")
             before = snapshot(db)
@@ -363,7 +366,8 @@ def test_invalid_uris_for_every_command(cli: Any, db: Any) -> None:
         for uri in INVALID_URIS
         for cmd in CONNECTING
     ]
-    run_cases(cli, db, None, "invalid URIs", cases, stdin='{"type": "t", "stream": "a"}\n')
+    stdin = '{"type": "t", "stream": "a"}\n'
+    run_cases(cli, db, None, "invalid URIs", cases, stdin=stdin, secret=PASSWORD)
     assert db.list_collection_names() == []
 
 
@@ -374,7 +378,8 @@ def unreachable(port: int) -> str:
 def test_unreachable_servers_for_every_command(cli: Any, db: Any) -> None:
     uri = unreachable(free_port())
     cases = [(f"{' '.join(cmd)}", ["--uri", uri, *cmd], 3, "cannot reach") for cmd in CONNECTING]
-    run_cases(cli, db, None, "unreachable", cases, stdin='{"type": "t", "stream": "a"}\n')
+    stdin = '{"type": "t", "stream": "a"}\n'
+    run_cases(cli, db, None, "unreachable", cases, stdin=stdin, secret=PASSWORD)
     # The same through the environment variables, and on a port where nothing listens.
     for variable in ("EVSTREAM_URI", "MONGODB_URI"):
         r = cli("status", input=None, **{"EVSTREAM_URI": "", variable: uri})
