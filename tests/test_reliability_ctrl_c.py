@@ -1,0 +1,153 @@
+"""Ctrl-C (SIGINT) in the commands that run long enough to be interrupted, at seeded random
+moments: exit 130, no traceback, and nothing half-written.
+
+publish and seed are interrupted in tests/test_interrupt.py, a plain watch in
+tests/test_watch_cli.py and `server logs --follow` in tests/test_embedded.py; here: a checkpointed
+watch (nothing repeated on resuming), rebuild-sessions (every session whole), bench (its scratch
+databases dropped) and status (interrupted while the server is slow to answer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from typing import Any
+
+import pymongo
+import pytest
+from conftest import TEST_URI, Cli
+from test_reliability_kill import (
+    Feeder,
+    SessionReader,
+    append_logins,
+    assert_exact,
+    assert_whole_prefixes,
+    close,
+    event_line,
+    rebuild_json,
+    signal_when,
+)
+from test_watch_cli import Running
+
+
+def test_ctrl_c_of_a_checkpointed_watch_repeats_nothing(cli: Any, db: Any) -> None:
+    """Ctrl-C waits until the printed change is saved: resuming shows no event twice."""
+    rng = random.Random(70501)
+    preload = cli("publish", "--file", "-", input="".join(event_line(n) + "\n" for n in range(40)))
+    assert preload.exit_code == 0, preload.stderr
+    publisher = cli.popen("publish", "--file", "-", "--batch-size", "1")
+    feeder = Feeder(publisher, 40)
+    feeder.start()
+    runs: list[list[dict[str, Any]]] = []
+    try:
+        for trial in range(4):
+            watching = Running(cli.popen("watch", "-o", "json", "-c", "cp", "--from", "start"))
+            watching.lines(rng.randint(1, 60))
+            watching.proc.send_signal(signal.SIGINT)
+            assert watching.finish() == 130, (trial, watching.err)
+            assert not any("Traceback" in line for line in watching.err), watching.err
+            runs.append([json.loads(line)["doc"] for line in watching.out])
+    finally:
+        feeder.halt.set()
+        feeder.join(10)
+        publisher.stdin.close()
+        code = publisher.wait(60)
+        _, err = close(publisher)
+    assert code == 0, err
+    last = cli.run("watch", "-o", "json", "-c", "cp", "--idle-timeout", "1.5", timeout=90)
+    assert last.returncode == 0, last.stderr
+    runs.append([json.loads(line)["doc"] for line in last.stdout.splitlines()])
+    shown = [d["_id"] for run in runs for d in run]
+    stored = {d["_id"] for d in db.events.find({}, {"_id": 1})}
+    assert len(stored) == feeder.next
+    assert set(shown) == stored, "an event was lost"
+    assert len(shown) == len(set(shown)), "an event was shown again after Ctrl-C"
+    for run in runs:
+        for stream in {d["stream"] for d in run}:
+            versions = [d["version"] for d in run if d["stream"] == stream]
+            assert versions == sorted(versions)
+
+
+STREAMS = 200
+
+
+def test_ctrl_c_of_rebuild_sessions_leaves_every_session_whole(cli: Any, db: Any) -> None:
+    rng = random.Random(70502)
+    assert cli("seed", "--users", str(STREAMS), "--events-per-user", "3").exit_code == 0
+    rebuild_json(cli)
+    streams = [f"user-{i:05d}" for i in range(1, STREAMS + 1)]
+    interrupted = 0
+    with SessionReader(cli.uri, cli.db, STREAMS) as reader:
+        for trial in range(4):
+            marker = f"c{trial}"
+            changed = append_logins(db, rng.sample(streams, rng.randint(80, STREAMS)), marker)
+            reader.refresh()
+            target = rng.randrange(1, changed)
+            mode = ["--incremental"] if trial % 2 else []
+            running, err = signal_when(
+                cli.popen("rebuild-sessions", "--batch-size", "2", *mode),
+                signal.SIGINT,
+                lambda m=marker, t=target: db.sessions.count_documents({"username": m}) >= t,
+            )
+            assert "Traceback" not in err, err
+            if running:
+                interrupted += 1
+                assert not [x for x in err.splitlines() if x.startswith("error:")], err
+            assert assert_whole_prefixes(db) == STREAMS
+        rebuild_json(cli, "--incremental")
+        assert_exact(db)
+    reader.check()
+    assert interrupted >= 3
+
+
+def bench_databases(client: Any) -> set[str]:
+    return {name for name in client.list_database_names() if name.startswith("evstream_bench_")}
+
+
+def test_ctrl_c_of_bench_drops_its_scratch_databases(cli: Any, client: Any) -> None:
+    rng = random.Random(70503)
+    before = bench_databases(client)
+    try:
+        for trial, phase in enumerate(["_publish_raw", "_publish"]):
+            proc = cli.popen("bench", "publish", "--events", "10000", "--streams", "1000")
+            target = rng.randrange(1, 5000)
+
+            def busy(phase: str = phase, target: int = target) -> bool:
+                names = [n for n in bench_databases(client) - before if n.endswith(phase)]
+                return any(client[n].events.estimated_document_count() >= target for n in names)
+
+            running, err = signal_when(proc, signal.SIGINT, busy)
+            assert running, f"trial {trial}: bench ended before Ctrl-C"
+            assert proc.returncode == 130, err
+            assert "Traceback" not in err and "error:" not in err, err
+            assert bench_databases(client) - before == set(), "scratch databases left behind"
+    finally:
+        for name in bench_databases(client) - before:
+            client.drop_database(name)
+
+
+@pytest.mark.skipif(bool(TEST_URI), reason="stops and continues its own nx-27017 server")
+def test_ctrl_c_of_status_while_the_server_is_slow(own_server: Any, db_name: str) -> None:
+    """status reads the whole log; interrupted while the server has not answered yet."""
+    own = Cli(own_server.uri, db_name)
+    assert own("seed", "--users", "200", "--events-per-user", "10").exit_code == 0
+    for attempt in range(2):
+        status = Running(own.popen("status", "-o", "json", EVSTREAM_TIMEOUT_MS="60000"))
+        status.wait_for(lambda s=status: any("using MongoDB" in x for x in s.err), "connecting")
+        os.kill(own_server.proc.pid, signal.SIGSTOP)  # the server stops answering
+        try:
+            status.proc.send_signal(signal.SIGINT)
+            code = status.finish(30)
+        finally:
+            os.kill(own_server.proc.pid, signal.SIGCONT)
+        assert code == 130, (attempt, status.err)
+        assert not any("Traceback" in x or x.startswith("error:") for x in status.err), status.err
+        assert status.out == [], "half an answer was printed"
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(own_server.uri)
+    try:
+        assert client[db_name].events.count_documents({}) == 2000  # status wrote nothing
+    finally:
+        client.close()
+    assert own("status", "-o", "json").exit_code == 0  # and the server is fine
