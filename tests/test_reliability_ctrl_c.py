@@ -18,6 +18,7 @@ from typing import Any
 import pymongo
 import pytest
 from conftest import TEST_URI, Cli
+from pymongo.errors import OperationFailure
 from test_reliability_kill import (
     Feeder,
     SessionReader,
@@ -28,6 +29,7 @@ from test_reliability_kill import (
     event_line,
     rebuild_json,
     signal_when,
+    wait_for,
 )
 from test_watch_cli import Running
 
@@ -103,7 +105,17 @@ def test_ctrl_c_of_rebuild_sessions_leaves_every_session_whole(cli: Any, db: Any
 
 
 def bench_databases(client: Any) -> set[str]:
-    return {name for name in client.list_database_names() if name.startswith("evstream_bench_")}
+    """The scratch databases of `evstream bench` on the server."""
+    # nx-27017 sometimes answers listDatabases with "disk I/O error" while a database is dropped.
+    names = wait_for(lambda: listed(client), 30, "a list of the databases")
+    return {name for name in names if name.startswith("evstream_bench_")}
+
+
+def listed(client: Any) -> list[str] | None:
+    try:
+        return [*client.list_database_names(), "admin"]  # never empty: a true value to wait for
+    except OperationFailure:
+        return None
 
 
 def test_ctrl_c_of_bench_drops_its_scratch_databases(cli: Any, client: Any) -> None:
@@ -113,10 +125,16 @@ def test_ctrl_c_of_bench_drops_its_scratch_databases(cli: Any, client: Any) -> N
         for trial, phase in enumerate(["_publish_raw", "_publish"]):
             proc = cli.popen("bench", "publish", "--events", "10000", "--streams", "1000")
             target = rng.randrange(1, 5000)
+            found: set[str] = set()
 
-            def busy(phase: str = phase, target: int = target) -> bool:
-                names = [n for n in bench_databases(client) - before if n.endswith(phase)]
-                return any(client[n].events.estimated_document_count() >= target for n in names)
+            def busy(phase: str = phase, target: int = target, found: set[str] = found) -> bool:
+                if not any(name.endswith(phase) for name in found):
+                    found.update(bench_databases(client) - before)
+                mine = [name for name in found if name.endswith(phase)]
+                try:
+                    return any(client[n].events.estimated_document_count() >= target for n in mine)
+                except OperationFailure:
+                    return False
 
             running, err = signal_when(proc, signal.SIGINT, busy)
             assert running, f"trial {trial}: bench ended before Ctrl-C"
