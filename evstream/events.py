@@ -306,15 +306,31 @@ _SECRET_WORDS = (
     "privatekey",
     "accesskey",
     "cookie",
+    "passcode",
+    "signingkey",
+    "encryptionkey",
+    "sshkey",
+    "clientkey",
+    "authheader",
+    "mfacode",
+    "totp",
+    "cvv",
 )
 _SECRET_EXACT = frozenset({"pwd", "pass", "auth", "jwt", "otp", "pin"})
+# A field whose last word is one of these holds one too: db_pass, adminPwd (not compass).
+_SECRET_LAST_WORDS = frozenset({"pass", "pwd"})
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
 @functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a field name looks like it holds a secret (password, api_key, X-Auth-Token …)."""
     norm = re.sub(r"[^a-z0-9]", "", key.lower())
-    return norm in _SECRET_EXACT or any(word in norm for word in _SECRET_WORDS)
+    return (
+        norm in _SECRET_EXACT
+        or (_WORDS.findall(key) or [""])[-1].lower() in _SECRET_LAST_WORDS
+        or any(word in norm for word in _SECRET_WORDS)
+    )
 
 
 @functools.lru_cache(maxsize=4096)

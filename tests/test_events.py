@@ -193,13 +193,37 @@ class TestSecrets:
             "auth",
             "refresh-token",
             "session_cookie",
+            "ssh_key",
+            "signing_key",
+            "encryption_key",
+            "db_pass",
+            "adminPwd",
+            "passcode",
+            "auth_header",
+            "mfa_code",
+            "totp",
+            "cvv",
         ],
     )
     def test_secret_keys(self, key: str) -> None:
         assert is_secret_key(key)
 
     @pytest.mark.parametrize(
-        "key", ["username", "email", "name", "method", "keyboard", "author", "path"]
+        "key",
+        [
+            "username",
+            "email",
+            "name",
+            "method",
+            "keyboard",
+            "author",
+            "path",
+            "compass",
+            "bypass",
+            "key",
+            "monkey",
+            "passenger_count",
+        ],
     )
     def test_ordinary_keys(self, key: str) -> None:
         assert not is_secret_key(key)
