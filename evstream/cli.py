@@ -106,7 +106,13 @@ app = typer.Typer(
     cls=EvstreamGroup,
     name="evstream",
     help="Event streams in MongoDB: publish, watch, replay, and rebuild read models.",
-    epilog="With no --uri, evstream uses its embedded dev store (for trying it out and tests).",
+    epilog=(
+        "Examples:\n\n\b\n"
+        "  evstream seed && evstream rebuild-sessions\n"
+        "  evstream watch --from start\n"
+        "  evstream --uri mongodb://db1/?replicaSet=rs0 publish login -s alice\n\n"
+        "With no --uri, evstream uses its embedded dev store (for trying it out and tests)."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
