@@ -32,26 +32,39 @@ DATE_FIELDS = ("started_at", "last_login", "last_logout", "ended_at", "updated_a
 # --- helpers (other rebuild test files import these) ---------------------------------------------
 
 
-def expected_session(stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """DESIGN.md's table, written out again independently of evstream.sessions."""
-    s: dict[str, Any] = dict.fromkeys(FIELDS)
-    s.update(_id=stream, login_count=0, events=0)
-    for e in events:
-        kind, data, ts = e["type"], e.get("data") or {}, e["ts"]
-        if kind == "session.started":
-            s.update(name=data.get("name"), email=data.get("email"), status="active", started_at=ts)
-        elif kind == "login":
-            s.update(username=data.get("username"), status="active", last_login=ts)
-            s["login_count"] += 1
-        elif kind == "logout":
-            s.update(status="signed_out", last_logout=ts)
-        elif kind == "profile.updated":
-            s.update({k: data[k] for k in ("name", "email") if k in data})
-        elif kind == "session.ended":
-            s.update(status="ended", ended_at=ts)
-        s.update(version=e["version"], updated_at=ts)
-        s["events"] += 1
+def blank_session() -> dict[str, Any]:
+    """Fields never set are null; login_count and events start at 0."""
+    state: dict[str, Any] = dict.fromkeys(FIELDS - {"_id"})
+    state.update(login_count=0, events=0)
+    return state
+
+
+def step(state: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
+    """One row of DESIGN.md's table applied to a copy of `state`, independently of evstream."""
+    s = dict(state)
+    kind, data, ts = e["type"], e.get("data") or {}, e["ts"]
+    if kind == "session.started":
+        s.update(name=data.get("name"), email=data.get("email"), status="active", started_at=ts)
+    elif kind == "login":
+        s.update(username=data.get("username"), status="active", last_login=ts)
+        s["login_count"] += 1
+    elif kind == "logout":
+        s.update(status="signed_out", last_logout=ts)
+    elif kind == "profile.updated":
+        s.update({k: data[k] for k in ("name", "email") if k in data})
+    elif kind == "session.ended":
+        s.update(status="ended", ended_at=ts)
+    s.update(version=e["version"], updated_at=ts)
+    s["events"] += 1
     return s
+
+
+def expected_session(stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """DESIGN.md's table folded over a stream's events, as the session document."""
+    state = blank_session()
+    for e in events:
+        state = step(state, e)
+    return {"_id": stream, **state}
 
 
 def expected(db: Any) -> dict[str, dict[str, Any]]:

@@ -20,56 +20,10 @@ from typing import Any
 import pymongo
 import pytest
 from pymongo.errors import PyMongoError
+from test_rebuild import assert_exact, blank_session, step
 from test_watch_cli import Running
 
-# --- the sessions fold, from DESIGN.md ------------------------------------------------------------
-
-SESSION_FIELDS = (
-    "name",
-    "email",
-    "username",
-    "status",
-    "login_count",
-    "started_at",
-    "last_login",
-    "last_logout",
-    "ended_at",
-    "version",
-    "updated_at",
-    "events",
-)
-
-
-def blank_session() -> dict[str, Any]:
-    """Fields never set are null; login_count and events start at 0."""
-    state: dict[str, Any] = dict.fromkeys(SESSION_FIELDS)
-    state["login_count"] = 0
-    state["events"] = 0
-    return state
-
-
-def step(state: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
-    """One row of DESIGN.md's table applied to a copy of `state`."""
-    s = dict(state)
-    data, ts = event.get("data") or {}, event["ts"]
-    match event["type"]:
-        case "session.started":
-            s["name"], s["email"] = data.get("name"), data.get("email")
-            s["status"], s["started_at"] = "active", ts
-        case "login":
-            s["username"], s["status"], s["last_login"] = data.get("username"), "active", ts
-            s["login_count"] += 1
-        case "logout":
-            s["status"], s["last_logout"] = "signed_out", ts
-        case "profile.updated":
-            for name in ("name", "email"):
-                if name in data:
-                    s[name] = data[name]
-        case "session.ended":
-            s["status"], s["ended_at"] = "ended", ts
-    s["version"], s["updated_at"] = event["version"], ts
-    s["events"] += 1
-    return s
+# --- the sessions fold, from DESIGN.md (written out in test_rebuild) ------------------------------
 
 
 def prefix_folds(db: Any) -> dict[str, list[dict[str, Any]]]:
@@ -101,17 +55,6 @@ def assert_whole_prefixes(db: Any) -> int:
     problems = [p for p in (torn(d, folds) for d in docs) if p]
     assert not problems, problems[:5]
     return len(docs)
-
-
-def assert_exact(db: Any) -> None:
-    """`sessions` is the fold of the whole log: one session per stream, at its last version."""
-    folds = prefix_folds(db)
-    got = {d["_id"]: d for d in db.sessions.find()}
-    assert sorted(got) == sorted(folds), "sessions and streams differ"
-    for stream, states in folds.items():
-        assert got[stream] == {"_id": stream, **states[-1]}, stream
-        for name in ("started_at", "last_login", "last_logout", "ended_at", "updated_at"):
-            assert got[stream][name] is None or isinstance(got[stream][name], datetime)
 
 
 # --- waiting and reading --------------------------------------------------------------------------
