@@ -50,6 +50,8 @@ class EventInput:
     expected_version: int | None = None
     ts: datetime | None = None
     line: int | None = None
+    # The document to store, built ahead by a bulk publisher (its version is set when written).
+    stored: dict[str, Any] | None = None
 
 
 # --- ids -------------------------------------------------------------------------------------

@@ -188,6 +188,10 @@ def publish_events(
                 report.read += 1
                 if not keep_secrets and redact_event(event):
                     report.redacted += 1
+                if not batch:
+                    ts = now_utc()
+                # Built here, beside the parsing, so the writer thread only assigns versions.
+                event.stored = build_document(event, 0, ts)
                 batch.append(event)
                 if len(batch) >= batch_size:
                     writer.submit(batch)

@@ -498,7 +498,10 @@ class Appender:
             head = self.heads[event.stream]
             if event.expected_version is not None and event.expected_version != head:
                 return docs, i
-            doc = build_document(event, head + 1, ts)
+            if event.stored is None:  # kept: a retry stores the same _id, so never twice
+                event.stored = build_document(event, head + 1, ts)
+            doc = event.stored
+            doc["version"] = head + 1
             self.heads[event.stream] = head + 1
             docs.append(doc)
         return docs, None
