@@ -266,20 +266,6 @@ def human_bytes(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def server_status_text(info: Mapping[str, Any]) -> Text:
-    """`evstream server status` for a person."""
-    text = Text()
-    if info["running"]:
-        text.append("running", style="bold green")
-        text.append(f" at {info['uri']} (pid {info['pid']})\n")
-    else:
-        text.append("not running", style="bold red")
-        text.append(" (it starts by itself on the next command, or with `evstream server start`)\n")
-    text.append(f"data: {info['data_dir']} ({human_bytes(info['data_bytes'])})\n", style="dim")
-    text.append(f"log:  {info['log_file']}", style="dim")
-    return text
-
-
 # --- watch ---------------------------------------------------------------------------------------
 
 
