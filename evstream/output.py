@@ -19,7 +19,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from rich.console import Console
 from rich.text import Text
 
-from evstream.events import REDACTED, has_secret, redact
+from evstream.events import REDACTED, redact
 
 JSON_OPTIONS = RELAXED_JSON_OPTIONS
 
@@ -29,6 +29,22 @@ def _isatty(stream: IO[str]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+_EPOCH = datetime(1970, 1, 1)
+_ZERO = timedelta(0)
+
+
+def _bson_default(value: Any) -> Any:
+    """json_util.default in relaxed mode, with the common UTC date done without strftime."""
+    if type(value) is datetime:
+        offset = value.utcoffset()
+        if (offset is None or offset == _ZERO) and value.year <= 9999:
+            plain = value.replace(tzinfo=None)
+            if plain >= _EPOCH:
+                text = plain.isoformat(timespec="milliseconds")
+                return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
+    return json_util.default(value, JSON_OPTIONS)
 
 
 def json_line(doc: Mapping[str, Any]) -> str:
@@ -278,25 +294,9 @@ def watch_record(
     show_secrets: bool = False,
 ) -> dict[str, Any]:
     """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
-    if doc is not None and not show_secrets and has_secret(doc):
-        doc = masked(doc, False)
+    if doc is not None:
+        doc = masked(doc, show_secrets)  # the document itself when it holds no secret
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
-
-
-_EPOCH = datetime(1970, 1, 1)
-_ZERO = timedelta(0)
-
-
-def _bson_default(value: Any) -> Any:
-    """json_util.default in relaxed mode, with the common UTC date done without strftime."""
-    if type(value) is datetime:
-        offset = value.utcoffset()
-        if (offset is None or offset == _ZERO) and value.year <= 9999:
-            plain = value.replace(tzinfo=None)
-            if plain >= _EPOCH:
-                text = plain.isoformat(timespec="milliseconds")
-                return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
-    return json_util.default(value, JSON_OPTIONS)
 
 
 def watch_line(
