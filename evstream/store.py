@@ -436,17 +436,16 @@ class Appender:
             if not pending:
                 return result
             docs, conflict_at = self._assign(pending)
-            inserted, failed = self._insert(docs)
+            inserted, error = self._insert(docs)
             result.inserted.extend(docs[:inserted])
             self.inserted += inserted
-            if failed is None:
+            if error is None:
                 if conflict_at is not None:
                     event = pending[conflict_at]
                     self.heads.pop(event.stream, None)
                     raise conflict(event, stream_head(self.store, event.stream))
                 return result
-            index, error = failed
-            rest = pending[index:]
+            rest = pending[inserted:]
             if is_id_conflict(error):
                 result.duplicates.append(rest[0])
                 self.duplicates += 1
@@ -506,8 +505,11 @@ class Appender:
             docs.append(doc)
         return docs, None
 
-    def _insert(self, docs: list[dict[str, Any]]) -> tuple[int, tuple[int, dict[str, Any]] | None]:
-        """insert_many in order; (number inserted, (index, error) of the first failure or None)."""
+    def _insert(self, docs: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+        """insert_many in order: (number inserted, the write error that stopped it, or None).
+
+        Ordered, so the documents before the failing one are the ones stored.
+        """
         if not docs:
             return 0, None
         try:
@@ -518,8 +520,7 @@ class Appender:
             errors = details.get("writeErrors") or []
             if not errors or any(e.get("code") != 11000 for e in errors):
                 raise
-            first = errors[0]
-            return int(first["index"]), (int(first["index"]), first)
+            return int(errors[0]["index"]), errors[0]
 
 
 def drop_owned(store: Store) -> list[str]:
