@@ -41,6 +41,17 @@ def test_keep_keeps_the_scratch_database(cli: Any, client: Any) -> None:
         assert len(kept) == 2  # evstream's and the raw baseline's
         for name in kept:
             assert client[name].events.count_documents({}) == 150
+        # The baseline does the same work: its inserts maintain the same indexes as the log's.
+        evstream_db, raw_db = sorted(kept)
+        assert raw_db.endswith("_publish_raw")
+        indexes = [
+            sorted(
+                (tuple(spec["key"].items()), spec.get("unique", False))
+                for spec in client[name].events.list_indexes()
+            )
+            for name in (evstream_db, raw_db)
+        ]
+        assert indexes[0] == indexes[1] and len(indexes[0]) == 3  # _id, stream+version, ts
     finally:
         for name in kept:
             client.drop_database(name)
