@@ -78,9 +78,10 @@ class BenchResult:
 class Scratch:
     """Scratch databases on the configured server, dropped at the end unless kept."""
 
-    def __init__(self, settings: Settings, keep: bool) -> None:
+    def __init__(self, settings: Settings, keep: bool, evstream_first: bool = False) -> None:
         self.settings = settings
         self.keep = keep
+        self.evstream_first = evstream_first
         self.run = uuid.uuid4().hex[:8]
         self.stores: list[Store] = []
 
@@ -93,6 +94,10 @@ class Scratch:
         store.client.drop_database(db)
         self.stores.append(store)
         return store
+
+    def sides(self) -> tuple[str, str]:
+        """The order of this round's two runs; alternating rounds spread a server's drift evenly."""
+        return ("evstream", "raw") if self.evstream_first else ("raw", "evstream")
 
     def close(self) -> None:
         """Drop (unless kept) and disconnect."""
@@ -153,21 +158,24 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
     from evstream.publishing import publish_stream
 
     lines = synthetic_lines(events, streams)
-    progress("publish: raw insert_many")
-    raw_store = scratch.store("publish_raw")
-    ensure_indexes(raw_store)
-    docs = documents_for(lines)
-    started = time.perf_counter()
-    for i in range(0, len(docs), 1000):
-        raw_store.events.insert_many(docs[i : i + 1000], ordered=True)
-    raw = time.perf_counter() - started
-
-    progress("publish: evstream")
-    store = scratch.store("publish")
-    ensure_indexes(store)
-    started = time.perf_counter()
-    report = publish_stream(store, io.BytesIO(lines))
-    took = time.perf_counter() - started
+    for side in scratch.sides():
+        if side == "raw":
+            progress("publish: raw insert_many")
+            raw_store = scratch.store("publish_raw")
+            ensure_indexes(raw_store)
+            docs = documents_for(lines)
+            started = time.perf_counter()
+            for i in range(0, len(docs), 1000):
+                raw_store.events.insert_many(docs[i : i + 1000], ordered=True)
+            raw = time.perf_counter() - started
+            del docs
+        else:
+            progress("publish: evstream")
+            store = scratch.store("publish")
+            ensure_indexes(store)
+            started = time.perf_counter()
+            report = publish_stream(store, io.BytesIO(lines))
+            took = time.perf_counter() - started
     if report.published != events:
         raise RuntimeError(f"publish stored {report.published} of {events} events")
     return BenchResult("publish", events, took, raw, "insert_many, batches of 1,000, same indexes")
@@ -353,12 +361,15 @@ def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progres
     docs = documents_for(synthetic_lines(events, streams, types=FOLD_TYPES))
     for i in range(0, len(docs), 1000):
         store.events.insert_many(docs[i : i + 1000])
-    progress("rebuild: the limit (scan + fold + insert_many)")
-    raw = rebuild_limit(store.db)
-    progress("rebuild: evstream rebuild-sessions")
-    started = time.perf_counter()
-    report = rebuild(store, plan_rebuild(store, incremental=False))
-    took = time.perf_counter() - started
+    for side in scratch.sides():
+        if side == "raw":
+            progress("rebuild: the limit (scan + fold + insert_many)")
+            raw = rebuild_limit(store.db)
+        else:
+            progress("rebuild: evstream rebuild-sessions")
+            started = time.perf_counter()
+            report = rebuild(store, plan_rebuild(store, incremental=False))
+            took = time.perf_counter() - started
     sessions_made = store.collection("sessions").count_documents({})
     if report.streams != sessions_made:
         raise RuntimeError(f"rebuild made {sessions_made} sessions for {report.streams} streams")
@@ -378,7 +389,7 @@ def bench_watch(scratch: Scratch, events: int, streams: int, progress: Progress)
     latency_events = min(events, 300)
     lat: dict[str, list[float]] = {}
     rate: dict[str, float] = {}
-    for kind in ("raw", "evstream"):
+    for kind in scratch.sides():
         progress(f"watch: {kind} latency, {latency_events} events one at a time")
         store = scratch.store(f"watch_lat_{kind}")
         lat[kind] = latency_round(kind, store.uri, store.db.name, latency_events, seed=1)
@@ -422,7 +433,7 @@ def run(
     for name in workloads:
         runs = []
         for i in range(rounds):
-            scratch = Scratch(settings, keep)
+            scratch = Scratch(settings, keep, evstream_first=i % 2 == 1)
             try:
                 runs.append(
                     RUNNERS[name](

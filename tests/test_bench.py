@@ -96,3 +96,31 @@ def test_table_fits_80_columns() -> None:
     assert (
         "watch: raw is change-stream loop; p50 2.60 ms (raw 2.30); p99 7.20 ms (raw 6.50)" in text
     )
+
+
+def test_rounds_alternate_which_side_runs_first(server_uri: str, client: Any) -> None:
+    from evstream.bench import run
+    from evstream.settings import Settings
+
+    before = scratch_dbs(client)
+    said: list[str] = []
+    results = run(
+        Settings(uri=server_uri, db="unused"),
+        ["publish", "rebuild"],
+        events=60,
+        streams=6,
+        keep=False,
+        progress=said.append,
+        rounds=2,
+    )
+    assert [r.extra.get("rounds") for r in results] == [2, 2]
+
+    def order(workload: str, round_no: int) -> list[str]:
+        steps = [s for s in said if s.startswith(workload) and f"(round {round_no}/2)" in s]
+        return ["evstream" if "evstream" in s else "raw" for s in steps if "writing" not in s]
+
+    assert order("publish", 1) == ["raw", "evstream"]
+    assert order("publish", 2) == ["evstream", "raw"]
+    assert order("rebuild", 1) == ["raw", "evstream"]
+    assert order("rebuild", 2) == ["evstream", "raw"]
+    assert scratch_dbs(client) == before
