@@ -96,38 +96,44 @@ def main() -> None:
         path = Path(tmp) / "events.ndjson"
         write_file(path, args.events, args.streams)
         client: pymongo.MongoClient = pymongo.MongoClient(uri)
-        raw_times, cli_times, lib_times, script_times = [], [], [], []
-        for _ in range(args.rounds):
+        times: dict[str, list[float]] = {"raw": [], "lib": [], "script": [], "cli": []}
+
+        def run_raw(db: str) -> float:
             docs = documents_for(path.read_bytes())
-            db = f"bench_raw_{uuid.uuid4().hex[:8]}"
             store = connect(Settings(uri=uri, db=db), lambda message: None)
-            ensure_indexes(store)  # untimed, as for evstream below
-            raw_times.append(timed(lambda c=store.events, docs=docs: raw_insert(c, docs)))
+            ensure_indexes(store)  # untimed, as for publish_stream below
+            seconds = timed(lambda: raw_insert(store.events, docs))
             store.close()
-            client.drop_database(db)
+            return seconds
 
-            db = f"bench_script_{uuid.uuid4().hex[:8]}"
-            script_times.append(raw_process(uri, db, str(path)))
-            assert client[db].events.count_documents({}) == args.events
-            client.drop_database(db)
-
-            db = f"bench_cli_{uuid.uuid4().hex[:8]}"
-            seconds, _, out = publish_process(uri, db, str(path))
-            assert json.loads(out)["published"] == args.events, out
-            cli_times.append(seconds)
-            client.drop_database(db)
-
-            db = f"bench_lib_{uuid.uuid4().hex[:8]}"
+        def run_lib(db: str) -> float:
             store = connect(Settings(uri=uri, db=db), lambda message: None)
             ensure_indexes(store)
             with path.open("rb") as source:
-                lib_times.append(timed(lambda s=store, f=source: publish_stream(s, f)))
-            assert store.events.count_documents({}) == args.events
+                seconds = timed(lambda: publish_stream(store, source))
             store.close()
-            client.drop_database(db)
+            return seconds
 
-        raw, cli, lib = median(raw_times), median(cli_times), median(lib_times)
-        script = median(script_times)
+        def run_cli(db: str) -> float:
+            seconds, _, out = publish_process(uri, db, str(path))
+            assert json.loads(out)["published"] == args.events, out
+            return seconds
+
+        runners = {
+            "raw": run_raw,
+            "lib": run_lib,
+            "script": lambda db: raw_process(uri, db, str(path)),
+            "cli": run_cli,
+        }
+        for i in range(args.rounds):
+            # Alternate the order, so a server that drifts during the run weighs on all evenly.
+            for name in list(runners) if i % 2 == 0 else reversed(runners):
+                db = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+                times[name].append(runners[name](db))
+                assert client[db].events.count_documents({}) == args.events
+                client.drop_database(db)
+
+        raw, lib, script, cli = (median(times[name]) for name in runners)
         print(
             f"bulk publish: {args.events:,} events over {args.streams:,} streams, "
             f"median of {args.rounds} rounds, server {uri.split('/?')[0]}"
