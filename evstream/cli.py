@@ -345,6 +345,9 @@ def _publish_one(
     if redacted:
         out.warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
     store = env.store()
+    reason = store.unstorable(event)
+    if reason:
+        raise InvalidInput(f"{reason}; nothing was written")
     ensure_indexes(store)
     result = append_one(store, event)
     if result.duplicate:
@@ -369,7 +372,7 @@ def _publish_file(
         seekable = path != "-" and source.seekable()
         if seekable and not skip_invalid:
             with out.progress("checking", total=size, unit="bytes") as advance:
-                validate_all(source, advance)
+                validate_all(source, advance, store.unstorable)
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
         with out.progress("publishing", total=total, unit=unit) as advance:

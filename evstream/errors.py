@@ -38,6 +38,11 @@ class InvalidInput(EvstreamError):
     exit_code = ExitCode.USAGE
 
 
+class EventRefused(InvalidInput):
+    """The server refused to store an event (a collection validator, a value it cannot store):
+    exit 2, as for other input that cannot be stored."""
+
+
 class ServerUnreachable(EvstreamError):
     """The server cannot be reached or refuses our credentials: exit 3."""
 

@@ -14,7 +14,13 @@ from bson import json_util
 from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure
 
-from evstream.errors import ConcurrencyConflict, Interrupted, InvalidInput, ServerUnreachable
+from evstream.errors import (
+    ConcurrencyConflict,
+    EventRefused,
+    Interrupted,
+    InvalidInput,
+    ServerUnreachable,
+)
 from evstream.events import (
     LINE_LIMIT,
     EventInput,
@@ -51,8 +57,15 @@ def loads(text: str) -> Any:
         raise ValueError(str(exc)[:200]) from None
 
 
-def parse_line(raw: bytes | None, line: int) -> EventInput | None:
-    """One NDJSON line to a validated event (None for a blank line)."""
+# Why the server cannot store an event though it is valid (Store.unstorable), or None.
+Refusal = Callable[[EventInput, str], str | None]
+
+
+def parse_line(raw: bytes | None, line: int, refuse: Refusal | None = None) -> EventInput | None:
+    """One NDJSON line to a validated event (None for a blank line).
+
+    `refuse` names values the server cannot store, so they count as bad lines before anything
+    is written."""
     text = decode_line(raw, line)
     if text is None:
         return None
@@ -63,6 +76,10 @@ def parse_line(raw: bytes | None, line: int) -> EventInput | None:
     event = event_from_object(obj, line=line)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
         check_size(build_document(event, 1, now_utc()), line)
+    if refuse is not None:
+        reason = refuse(event, text)
+        if reason:
+            raise InvalidEvent(reason, line=line)
     return event
 
 
@@ -114,14 +131,18 @@ class Hooks:
     warning: Callable[[str], None] = lambda message: None
 
 
-def validate_all(source: IO[bytes], progress: Callable[[int], None] = lambda n: None) -> None:
+def validate_all(
+    source: IO[bytes],
+    progress: Callable[[int], None] = lambda n: None,
+    refuse: Refusal | None = None,
+) -> None:
     """Read a whole file once, checking every line; raises one error naming the first bad line."""
     first: InvalidEvent | None = None
     bad = 0
     for number, raw in iter_lines(source):
         progress(len(raw) if raw is not None else LINE_LIMIT)
         try:
-            parse_line(raw, number)
+            parse_line(raw, number, refuse)
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
@@ -147,7 +168,7 @@ def publish_stream(
     report = PublishReport()
     return publish_events(
         store,
-        _events(source, report, skip_invalid, hooks),
+        _events(source, report, skip_invalid, hooks, store.unstorable),
         keep_secrets=keep_secrets,
         batch_size=batch_size,
         hooks=hooks,
@@ -204,8 +225,8 @@ def publish_events(
             ) from None
         writer.submit(batch)
         writer.finish()
-    except ConcurrencyConflict as exc:
-        raise ConcurrencyConflict(f"{exc.message}; {report.written_so_far()}") from None
+    except (ConcurrencyConflict, EventRefused) as exc:
+        raise type(exc)(f"{exc.message}; {report.written_so_far()}") from None
     except KeyboardInterrupt:
         writer.abandon()
         raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
@@ -274,13 +295,13 @@ class _BatchWriter:
 
 
 def _events(
-    source: IO[bytes], report: PublishReport, skip_invalid: bool, hooks: Hooks
+    source: IO[bytes], report: PublishReport, skip_invalid: bool, hooks: Hooks, refuse: Refusal
 ) -> Iterator[tuple[int, EventInput | None]]:
     """(bytes read, event or None) for each line; bad lines raise unless skipped."""
     for number, raw in iter_lines(source):
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
-            event = parse_line(raw, number)
+            event = parse_line(raw, number, refuse)
         except InvalidEvent as exc:
             if not skip_invalid:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import re
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pymongo
+from bson import Decimal128, MaxKey, MinKey, Regex, Timestamp
 from bson import encode as bson_encode
 from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
@@ -27,10 +29,12 @@ from pymongo.errors import (
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
+    WriteError,
 )
 
 from evstream.errors import (
     ConcurrencyConflict,
+    EventRefused,
     EvstreamError,
     FeatureUnsupported,
     InvalidInput,
@@ -81,6 +85,11 @@ class Store:
         return self._nx
 
     _nx: bool | None = field(default=None, repr=False)
+
+    def unstorable(self, event: EventInput, text: str | None = None) -> str | None:
+        """Why this server cannot store a valid event, or None; `text` is its input line, which
+        lets most events be passed without a look. Only nx-27017 refuses such values."""
+        return NX27017_QUIRKS.unstorable(event, text) if self.is_nx27017 else None
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -245,6 +254,20 @@ def check_size(doc: dict[str, Any], line: int | None = None) -> None:
         )
 
 
+DUPLICATE_KEY = 11000
+
+
+def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
+    """The error for an event the server would not store for its content (not a duplicate key):
+    a collection validator (code 121), a value the server cannot store …"""
+    where = f"line {event.line}: " if event.line is not None else ""
+    reason = " ".join(str(error.get("errmsg") or "no reason given").split())[:200]
+    return EventRefused(
+        f"{where}the server refused the event for stream {event.stream!r}: {reason} "
+        f"(code {error.get('code')})"
+    )
+
+
 def is_id_conflict(error: dict[str, Any]) -> bool:
     """Whether a duplicate-key error is on `_id` (a re-published event), not on the version."""
     pattern = error.get("keyPattern")
@@ -298,6 +321,47 @@ class NX27017_QUIRKS:  # noqa: N801 - named after the server whose quirks it hol
             tb = tb.tb_next
         where = tb.tb_frame.f_code.co_filename if tb is not None else ""
         return exc.args == ("payload",) and "pymongo" in where and where.endswith("auth.py")
+
+    # Input text without these cannot hold a value nx-27017 refuses: NaN and Infinity are JSON
+    # literals to Python's parser, the bson types come from Extended JSON ({"$numberDecimal": …}).
+    UNSTORABLE_HINTS = ('"$', "NaN", "Infinity")
+    UNSTORABLE_TYPES = {
+        Decimal128: "a Decimal128",
+        Regex: "a regular expression",
+        Timestamp: "a Timestamp",
+        MinKey: "MinKey",
+        MaxKey: "MaxKey",
+    }
+
+    @classmethod
+    def unstorable(cls, event: EventInput, text: str | None = None) -> str | None:
+        """nx-27017 keeps documents as JSON: it refuses NaN and ±Infinity, Decimal128, regular
+        expressions, Timestamps and MinKey/MaxKey (MongoDB stores them all), failing the insert
+        with code 8. Found before writing, such an event is a bad input line like any other."""
+        if text is not None and not any(hint in text for hint in cls.UNSTORABLE_HINTS):
+            return None
+        for where, value in (("data", event.data), ("meta", event.meta)):
+            found = cls._unstorable_in(value, where)
+            if found:
+                return f"{found}, which nx-27017 (the embedded dev store) cannot store"
+        return None
+
+    @classmethod
+    def _unstorable_in(cls, value: Any, where: str) -> str | None:
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{where} is {value!r}"
+        else:
+            kind = cls.UNSTORABLE_TYPES.get(type(value))
+            return f"{where} is {kind}" if kind else None
+        for key, item in items:
+            found = cls._unstorable_in(item, f"{where}.{key}")
+            if found:
+                return found
+        return None
 
     @staticmethod
     def heads_pipeline(streams: list[str]) -> list[dict[str, Any]]:
@@ -379,6 +443,9 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
             if event.expected_version is not None:
                 raise conflict(event, stream_head(store, event.stream)) from None
             backoff(attempt)
+        except WriteError as exc:
+            error = refused(event, exc.details or {"errmsg": str(exc), "code": exc.code})
+            raise EventRefused(f"{error.message}; nothing was written") from None
     raise ConcurrencyConflict(
         f"could not append to stream {event.stream!r}: {max_attempts} attempts lost the race"
     )
@@ -446,6 +513,8 @@ class Appender:
                     raise conflict(event, stream_head(self.store, event.stream))
                 return result
             rest = pending[inserted:]
+            if error.get("code") != DUPLICATE_KEY:
+                raise refused(rest[0], error)
             if is_id_conflict(error):
                 result.duplicates.append(rest[0])
                 self.duplicates += 1
@@ -508,7 +577,8 @@ class Appender:
     def _insert(self, docs: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
         """insert_many in order: (number inserted, the write error that stopped it, or None).
 
-        Ordered, so the documents before the failing one are the ones stored.
+        Ordered, so the documents before the failing one are the ones stored, and there is
+        at most one write error.
         """
         if not docs:
             return 0, None
@@ -516,9 +586,8 @@ class Appender:
             self.store.events.insert_many(docs, ordered=True)
             return len(docs), None
         except BulkWriteError as exc:
-            details = exc.details or {}
-            errors = details.get("writeErrors") or []
-            if not errors or any(e.get("code") != 11000 for e in errors):
+            errors = (exc.details or {}).get("writeErrors") or []
+            if not errors:
                 raise
             return int(errors[0]["index"]), errors[0]
 
