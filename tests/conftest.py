@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mongomock
 import pymongo
 import pytest
 from servers import ServerProcess
 from typer.testing import CliRunner
 
 from evstream.cli import app
+from evstream.store import Store, ensure_indexes
 
 TEST_URI = os.environ.get("EVSTREAM_TEST_URI")
 ENV_VARS = (
@@ -60,6 +62,16 @@ def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mock_store() -> Store:
+    """A Store on mongomock, for the append logic's plain CRUD, where mongomock is faithful."""
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    store = Store(client, client["unit"], "mongodb://mock", False, "mongomock")
+    store._nx = False
+    ensure_indexes(store)
+    return store
 
 
 @pytest.fixture

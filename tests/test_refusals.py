@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import mongomock
 import pytest
 from bson import Decimal128, MaxKey, MinKey, Regex, Timestamp
 from pymongo.errors import BulkWriteError, WriteError
@@ -22,7 +21,7 @@ from pymongo.errors import BulkWriteError, WriteError
 from evstream.errors import EventRefused
 from evstream.events import EventInput
 from evstream.publishing import publish_stream
-from evstream.store import NX27017_QUIRKS, Appender, Store, append_one, ensure_indexes
+from evstream.store import NX27017_QUIRKS, Appender, Store, append_one
 
 VALIDATION_FAILED = {"code": 121, "errmsg": "Document failed validation"}
 
@@ -34,18 +33,9 @@ def ndjson(rows: list[Any]) -> str:
 # --- any server: a write error other than a duplicate key ------------------------------------
 
 
-@pytest.fixture
-def store() -> Store:
-    client: Any = mongomock.MongoClient(tz_aware=True)
-    s = Store(client, client["unit"], "mongodb://mock", False, "mongomock")
-    s._nx = False
-    ensure_indexes(s)
-    return s
-
-
-def refuse_from(store: Store, monkeypatch: pytest.MonkeyPatch, stream: str) -> None:
+def refuse_from(mock_store: Store, monkeypatch: pytest.MonkeyPatch, stream: str) -> None:
     """A validator that rejects every event of `stream`: ordered inserts stop there."""
-    collection = type(store.events)
+    collection = type(mock_store.events)
     insert_many = collection.insert_many
 
     def validated(self: Any, docs: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
@@ -63,42 +53,44 @@ def refuse_from(store: Store, monkeypatch: pytest.MonkeyPatch, stream: str) -> N
 
 
 def test_a_refused_batch_stops_with_the_line_and_an_exact_account(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    mock_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refuse_from(store, monkeypatch, "bad")
+    refuse_from(mock_store, monkeypatch, "bad")
     lines = [{"type": "t", "stream": f"s{i % 7}"} for i in range(1500)]
     lines += [{"type": "t", "stream": "bad"}, {"type": "t", "stream": "s1"}]
     with pytest.raises(EventRefused) as caught:
-        publish_stream(store, io.BytesIO(ndjson(lines).encode()), batch_size=1000)
+        publish_stream(mock_store, io.BytesIO(ndjson(lines).encode()), batch_size=1000)
     assert caught.value.exit_code == 2
     assert caught.value.message == (
         "line 1501: the server refused the event for stream 'bad': Document failed validation "
         "(code 121); 1500 event(s) before it were stored"
     )
-    assert store.events.count_documents({}) == 1500
-    assert store.events.count_documents({"stream": "bad"}) == 0
+    assert mock_store.events.count_documents({}) == 1500
+    assert mock_store.events.count_documents({"stream": "bad"}) == 0
 
 
 def test_the_appender_counts_what_was_stored_before_the_refusal(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    mock_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refuse_from(store, monkeypatch, "bad")
-    appender = Appender(store)
+    refuse_from(mock_store, monkeypatch, "bad")
+    appender = Appender(mock_store)
     batch = [EventInput(type="t", stream=s, data={}, line=n) for n, s in enumerate("aab", 1)]
     batch.insert(2, EventInput(type="t", stream="bad", data={}, line=9))
     with pytest.raises(EventRefused, match="^line 9: the server refused the event for stream"):
         appender.write(batch)
     assert appender.inserted == 2 and appender.duplicates == 0
-    assert [d["stream"] for d in store.events.find()] == ["a", "a"]
+    assert [d["stream"] for d in mock_store.events.find()] == ["a", "a"]
 
 
-def test_one_refused_event_writes_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_refused_event_writes_nothing(
+    mock_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(self: Any, doc: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         raise WriteError(VALIDATION_FAILED["errmsg"], 121, VALIDATION_FAILED)
 
-    monkeypatch.setattr(type(store.events), "insert_one", refuse)
+    monkeypatch.setattr(type(mock_store.events), "insert_one", refuse)
     with pytest.raises(EventRefused) as caught:
-        append_one(store, EventInput(type="t", stream="alice", data={}))
+        append_one(mock_store, EventInput(type="t", stream="alice", data={}))
     assert caught.value.message == (
         "the server refused the event for stream 'alice': Document failed validation "
         "(code 121); nothing was written"
