@@ -34,7 +34,14 @@ from pymongo.errors import BulkWriteError, CursorNotFound, DuplicateKeyError
 
 from evstream import sessions
 from evstream.errors import EvstreamError
-from evstream.store import NX27017_QUIRKS, SESSIONS, Store, now_utc, stream_head
+from evstream.store import (
+    DUPLICATE_KEY,
+    NX27017_QUIRKS,
+    SESSIONS,
+    Store,
+    now_utc,
+    stream_head,
+)
 
 PROJECTIONS = "evstream_projections"
 PROJECTION_ID = "sessions"
@@ -575,7 +582,7 @@ class SessionWriter:
             self.coll.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             errors = (exc.details or {}).get("writeErrors") or []
-            if not errors or any(e.get("code") != 11000 for e in errors):
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             failed = {int(e["index"]) for e in errors}
         for i, (doc, old) in enumerate(puts):
