@@ -900,7 +900,13 @@ def bench(
     ] = 3_000,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch databases.")] = False,
     rounds: Annotated[
-        int, typer.Option("--rounds", "-r", min=1, help="Repeat; report medians.")
+        int,
+        typer.Option(
+            "--rounds",
+            "-r",
+            min=1,
+            help="Repeat, alternating which side goes first; report medians.",
+        ),
     ] = 1,
 ) -> None:
     """Measure evstream against raw pymongo doing the same work on this server.
