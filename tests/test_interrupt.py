@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from typing import Any
 
-
-def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from waiting import wait_for
 
 
 def test_ctrl_c_during_a_bulk_publish(cli: Any, db: Any) -> None:
@@ -45,7 +38,7 @@ def test_ctrl_c_during_a_bulk_publish(cli: Any, db: Any) -> None:
 
 def test_ctrl_c_during_seed(cli: Any, db: Any) -> None:
     proc = cli.popen("seed", "--users", "500", "--events-per-user", "200")
-    wait_for(lambda: db.events.count_documents({}) > 0, what="the first seeded batch")
+    wait_for(lambda: db.events.count_documents({}) > 0, 30, "the first seeded batch")
     proc.send_signal(signal.SIGINT)
     code = proc.wait(30)
     err = proc.stderr.read()

@@ -6,13 +6,13 @@ import os
 import random
 import signal
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pymongo
 import pytest
 from test_rebuild import FIELDS, Log, assert_exact, expected_session, rebuild
+from waiting import wait_for
 
 TYPES = ["session.started", "login", "logout", "profile.updated", "session.ended", "page.viewed"]
 
@@ -50,15 +50,6 @@ class Reader(threading.Thread):
         self.stop.set()
         self.join(30)
         self.client.close()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def count(db: Any, query: dict[str, Any]) -> int:

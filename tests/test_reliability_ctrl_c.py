@@ -29,9 +29,9 @@ from test_reliability_kill import (
     event_line,
     rebuild_json,
     signal_when,
-    wait_for,
 )
 from test_watch_cli import Running
+from waiting import wait_for
 
 
 def test_ctrl_c_of_a_checkpointed_watch_repeats_nothing(cli: Any, db: Any) -> None:

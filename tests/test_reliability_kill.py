@@ -12,7 +12,6 @@ import json
 import random
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from pymongo.errors import PyMongoError
 from test_rebuild import assert_exact, blank_session, step
 from test_watch_cli import Running
+from waiting import wait_for
 
 # --- the sessions fold, from DESIGN.md (written out in test_rebuild) ------------------------------
 
@@ -58,18 +58,6 @@ def assert_whole_prefixes(db: Any) -> int:
 
 
 # --- waiting and reading --------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it is true (returned) or the deadline passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
 
 
 class SessionReader(threading.Thread):

@@ -23,9 +23,9 @@ from test_reliability_kill import (
     assert_whole_prefixes,
     close,
     rebuild_json,
-    wait_for,
 )
 from test_watch_cli import Running
+from waiting import wait_for
 
 pytestmark = pytest.mark.skipif(bool(TEST_URI), reason="kills and restarts its own nx-27017")
 
