@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -95,6 +96,15 @@ def db(client: pymongo.MongoClient[dict[str, Any]], db_name: str) -> Iterator[An
     """The test's database, dropped afterwards."""
     yield client[db_name]
     client.drop_database(db_name)
+
+
+def write_numbered_events(path: Path, total: int, streams: int) -> Path:
+    """An NDJSON file of `total` events with ids e000000…, round robin over `streams` streams."""
+    with path.open("w") as out:
+        for i in range(total):
+            event = {"type": "t", "stream": f"s{i % streams}", "id": f"e{i:06d}", "data": {"n": i}}
+            out.write(json.dumps(event) + "\n")
+    return path
 
 
 @dataclass

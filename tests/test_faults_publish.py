@@ -8,22 +8,14 @@ from typing import Any
 
 import pymongo
 import pytest
-from conftest import TEST_URI, Cli
+from conftest import TEST_URI, Cli, write_numbered_events
 from waiting import wait_for
 
 
 @pytest.mark.skipif(bool(TEST_URI), reason="kills and restarts its own nx-27017 server")
 def test_server_killed_during_bulk_publish(own_server: Any, tmp_path: Path, db_name: str) -> None:
     total = 20_000
-    path = tmp_path / "events.ndjson"
-    with path.open("w") as out:
-        for i in range(total):
-            out.write(
-                json.dumps(
-                    {"type": "t", "stream": f"s{i % 50}", "id": f"e{i:06d}", "data": {"n": i}}
-                )
-                + "\n"
-            )
+    path = write_numbered_events(tmp_path / "events.ndjson", total, 50)
     cli = Cli(own_server.uri, db_name)
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         own_server.uri, serverSelectionTimeoutMS=5000

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from conftest import write_numbered_events
 from waiting import wait_for
 
 TRIALS = 6
@@ -17,15 +18,7 @@ STREAMS = 20
 
 def test_kill_9_at_random_moments_then_rerun(cli: Any, db: Any, tmp_path: Path) -> None:
     rng = random.Random(20261128)
-    path = tmp_path / "events.ndjson"
-    with path.open("w") as out:
-        for i in range(TOTAL):
-            out.write(
-                json.dumps(
-                    {"type": "t", "stream": f"s{i % STREAMS}", "id": f"e{i:05d}", "data": {"n": i}}
-                )
-                + "\n"
-            )
+    path = write_numbered_events(tmp_path / "events.ndjson", TOTAL, STREAMS)
     killed_midway = 0
     for trial in range(TRIALS):
         db.events.drop()
