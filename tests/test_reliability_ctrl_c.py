@@ -20,13 +20,12 @@ import pytest
 from conftest import TEST_URI, Cli
 from pymongo.errors import OperationFailure
 from test_reliability_kill import (
-    Feeder,
     SessionReader,
     append_logins,
     assert_exact,
+    assert_version_order,
     assert_whole_prefixes,
-    close,
-    event_line,
+    feeding,
     rebuild_json,
     signal_when,
 )
@@ -37,13 +36,8 @@ from waiting import wait_for
 def test_ctrl_c_of_a_checkpointed_watch_repeats_nothing(cli: Any, db: Any) -> None:
     """Ctrl-C waits until the printed change is saved: resuming shows no event twice."""
     rng = random.Random(70501)
-    preload = cli("publish", "--file", "-", input="".join(event_line(n) + "\n" for n in range(40)))
-    assert preload.exit_code == 0, preload.stderr
-    publisher = cli.popen("publish", "--file", "-", "--batch-size", "1")
-    feeder = Feeder(publisher, 40)
-    feeder.start()
     runs: list[list[dict[str, Any]]] = []
-    try:
+    with feeding(cli, 40) as feeder:
         for trial in range(4):
             watching = Running(cli.popen("watch", "-o", "json", "-c", "cp", "--from", "start"))
             watching.lines(rng.randint(1, 60))
@@ -51,13 +45,6 @@ def test_ctrl_c_of_a_checkpointed_watch_repeats_nothing(cli: Any, db: Any) -> No
             assert watching.finish() == 130, (trial, watching.err)
             assert not any("Traceback" in line for line in watching.err), watching.err
             runs.append([json.loads(line)["doc"] for line in watching.out])
-    finally:
-        feeder.halt.set()
-        feeder.join(10)
-        publisher.stdin.close()
-        code = publisher.wait(60)
-        _, err = close(publisher)
-    assert code == 0, err
     last = cli.run("watch", "-o", "json", "-c", "cp", "--idle-timeout", "1.5", timeout=90)
     assert last.returncode == 0, last.stderr
     runs.append([json.loads(line)["doc"] for line in last.stdout.splitlines()])
@@ -66,10 +53,8 @@ def test_ctrl_c_of_a_checkpointed_watch_repeats_nothing(cli: Any, db: Any) -> No
     assert len(stored) == feeder.next
     assert set(shown) == stored, "an event was lost"
     assert len(shown) == len(set(shown)), "an event was shown again after Ctrl-C"
-    for run in runs:
-        for stream in {d["stream"] for d in run}:
-            versions = [d["version"] for d in run if d["stream"] == stream]
-            assert versions == sorted(versions)
+    for i, run in enumerate(runs):
+        assert_version_order(run, f"run {i}")
 
 
 STREAMS = 200

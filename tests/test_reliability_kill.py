@@ -8,11 +8,12 @@ prefix-fold check, and a reader that reads `sessions` over and over during a reb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -201,16 +202,39 @@ class Feeder(threading.Thread):
             self.next += 1
 
 
+@contextlib.contextmanager
+def feeding(cli: Any, preload: int) -> Iterator[Feeder]:
+    """A log of `preload` events, and a publisher appending more until the block ends; then the
+    publisher must finish cleanly (exit 0). `feeder.next` is the number of events published."""
+    lines = "".join(event_line(n) + "\n" for n in range(preload))
+    first = cli("publish", "--file", "-", input=lines)
+    assert first.exit_code == 0, first.stderr
+    publisher = cli.popen("publish", "--file", "-", "--batch-size", "1")
+    feeder = Feeder(publisher, preload)
+    feeder.start()
+    try:
+        yield feeder
+    finally:
+        feeder.halt.set()
+        feeder.join(10)
+        publisher.stdin.close()
+        code = publisher.wait(60)
+        _, err = close(publisher)
+    assert code == 0, err
+
+
+def assert_version_order(run: list[dict[str, Any]], what: str) -> None:
+    """Within one watcher's output, each stream's events come in version order."""
+    for stream in {d["stream"] for d in run}:
+        versions = [d["version"] for d in run if d["stream"] == stream]
+        assert versions == sorted(versions), f"{what}: {stream} out of version order"
+
+
 def test_kill_9_of_a_checkpointed_watch_at_random_moments(cli: Any, db: Any) -> None:
     rng = random.Random(70101)
-    preload = cli("publish", "--file", "-", input="".join(event_line(n) + "\n" for n in range(60)))
-    assert preload.exit_code == 0, preload.stderr
-    publisher = cli.popen("publish", "--file", "-", "--batch-size", "1")
-    feeder = Feeder(publisher, 60)
-    feeder.start()
     runs: list[list[dict[str, Any]]] = []
     kills = 0
-    try:
+    with feeding(cli, 60) as feeder:
         for trial in range(WATCH_TRIALS):
             watching = Running(cli.popen("watch", "-o", "json", "-c", "mailer", "--from", "start"))
             target = rng.choice([0, 1, 2, rng.randint(3, 30), rng.randint(30, 120)])
@@ -222,13 +246,6 @@ def test_kill_9_of_a_checkpointed_watch_at_random_moments(cli: Any, db: Any) -> 
             assert not any("Traceback" in line for line in watching.err), (trial, watching.err)
             runs.append([json.loads(line)["doc"] for line in watching.out])
         assert sum(map(len, runs)) > 0
-    finally:
-        feeder.halt.set()
-        feeder.join(10)
-        publisher.stdin.close()
-        code = publisher.wait(60)
-        _, err = close(publisher)
-    assert code == 0, err
     last = cli.run("watch", "-o", "json", "-c", "mailer", "--idle-timeout", "1.5", timeout=90)
     assert last.returncode == 0, last.stderr
     assert "Traceback" not in last.stderr
@@ -248,9 +265,7 @@ def test_kill_9_of_a_checkpointed_watch_at_random_moments(cli: Any, db: Any) -> 
         assert len(ids) == len(set(ids)), f"run {i} showed an event twice"
         later = {d["_id"] for other in runs[i + 1 :] for d in other}
         assert len(set(ids) & later) <= 1, f"run {i}: more than the change in flight shown again"
-        for stream in {d["stream"] for d in run}:
-            versions = [d["version"] for d in run if d["stream"] == stream]
-            assert versions == sorted(versions), f"run {i}: {stream} out of version order"
+        assert_version_order(run, f"run {i}")
         for d in run:
             fields = ("stream", "version", "type", "data")
             assert [d[k] for k in fields] == [stored[d["_id"]][k] for k in fields], d
