@@ -97,10 +97,9 @@ def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
         if home is not None:
             info.update(details(home))
     else:
-        nx = store.is_nx27017
         info["kind"] = "mongodb"
-        info["product"] = "nx-27017" if nx else "MongoDB"
-        info["version"] = None if nx else str(store.client.server_info().get("version"))
+        info["product"] = "nx-27017" if store.is_nx27017 else "MongoDB"
+        info["version"] = store.server_version
         info["topology"] = topology(hello)
         hosts = [str(h) for h in hello.get("hosts") or []]
         if hosts:

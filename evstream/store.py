@@ -81,10 +81,17 @@ class Store:
                 info = self.client.server_info()
             except PyMongoError:
                 info = {}
-            self._nx = not info.get("version")
+            self._version = info.get("version")
+            self._nx = not self._version
         return self._nx
 
+    @property
+    def server_version(self) -> str | None:
+        """MongoDB's version from the same buildInfo; None for nx-27017, which gives none."""
+        return None if self.is_nx27017 else str(self._version)
+
     _nx: bool | None = field(default=None, repr=False)
+    _version: str | None = field(default=None, repr=False)
 
     def unstorable(self, event: EventInput, text: str | None = None) -> str | None:
         """Why this server cannot store a valid event, or None; `text` is its input line, which
