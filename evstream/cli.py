@@ -571,9 +571,7 @@ def server_stop(ctx: typer.Context) -> None:
         dev = DevStore(env.settings.data_home)
         record = dev.stop()
         if env.output.json:
-            env.output.emit(
-                {"stopped": record is not None, "pid": record.pid if record else None}
-            )
+            env.output.emit({"stopped": record is not None, "pid": record.pid if record else None})
         elif record:
             env.output.show(
                 f"stopped the embedded dev store (pid {record.pid}); "
@@ -838,6 +836,7 @@ def rebuild_sessions(
             out.emit(report.as_dict())
         else:
             out.show(rebuild_summary_text(report.as_dict()))
+
 
 # --- status --------------------------------------------------------------------------------------
 

@@ -369,6 +369,7 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
     fields["s"] = float(summary["seconds"])
     return summary_text(f"Rebuilt sessions ({mode})", fields)
 
+
 # --- status --------------------------------------------------------------------------------------
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
