@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from evstream import __version__
 from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
+from evstream.interrupts import CTRL_C
 from evstream.settings import DEFAULT_DB, OUTPUT_MODES, Settings, resolve_uri, scrub
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ class EvstreamGroup(TyperGroup):
         kwargs["args"] = hoist_global_options(self, argv)
         kwargs["standalone_mode"] = False
         try:
-            code = super().main(*args, **kwargs)
+            with CTRL_C:  # Ctrl-C is never lost in a finalizer (see evstream.interrupts)
+                code = super().main(*args, **kwargs)
         except typer.Abort:
             sys.stderr.write("\n")
             sys.exit(ExitCode.INTERRUPTED)

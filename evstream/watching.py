@@ -48,7 +48,6 @@ import heapq
 import json
 import queue
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,6 +60,7 @@ from bson.tz_util import utc as bson_utc
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from evstream.errors import EvstreamError, ExitCode, FeatureUnsupported, InvalidInput
+from evstream.interrupts import CTRL_C
 from evstream.store import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, OWN_PREFIX, Store
 
 UTC = timezone.utc
@@ -108,36 +108,6 @@ class CollectionGone(EvstreamError):
 
 class _Stop(Exception):
     """--limit reached or --idle-timeout passed: a normal end."""
-
-
-class _CtrlC:
-    """Ctrl-C while a change is being printed and saved waits until both are done.
-
-    Then a Ctrl-C never leaves a printed change unsaved (shown again by the next run). Only
-    in the main thread, and only over Python's own SIGINT handler.
-    """
-
-    def __init__(self) -> None:
-        self.critical = False
-        self.pending = False
-        self.previous: Any = None
-
-    def __enter__(self) -> _CtrlC:
-        if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.critical:
-            self.pending = True
-            return
-        raise KeyboardInterrupt
 
 
 _IDLE = object()  # the reader found the stream caught up
@@ -751,7 +721,6 @@ class Watcher:
         self.scan_ids: dict[str, int] | None = None  # other collections: docs read by --from start
         self._checkpoint_base: dict[str, Any] | None = None
         self.resumed_from: datetime | None = None  # updated_at of the checkpoint continued
-        self.ctrl_c = _CtrlC()
         self.unsaved: list[tuple[datetime, Any]] = []  # printed log events not yet in the window
         self.saved_since = 0  # window inserts since the checkpoint document was last written
         self.written_at = clock()
@@ -856,7 +825,7 @@ class Watcher:
     def run(self) -> int:
         """Follow until --limit, --idle-timeout, an error, or Ctrl-C; returns changes shown."""
         try:
-            with self.ctrl_c:
+            with CTRL_C:
                 self._run()
         except _Stop:
             self._finish()
@@ -1199,20 +1168,13 @@ class Watcher:
         """Print a change, then save it (a log event: `shown`, its ts and _id) if checkpointing."""
         if shown is not None:
             self.unsaved.append(shown)
-        guard = self.ctrl_c
-        guard.critical = True  # Ctrl-C now waits until the change is printed and saved
-        try:
+        with CTRL_C.held():  # a Ctrl-C now waits until the change is printed and saved
             self.hooks.deliver(change)
             self.count += 1
             self.last_change = self.clock()
             if self.options.checkpoint is not None:
                 self.dirty = True
                 self._save()
-        finally:
-            guard.critical = False
-            if guard.pending:
-                guard.pending = False
-                raise KeyboardInterrupt
         if self.options.limit is not None and self.count >= self.options.limit:
             raise _Stop
 

@@ -1,0 +1,92 @@
+"""Ctrl-C, delivered where evstream can act on it.
+
+Python raises KeyboardInterrupt in whatever code runs when SIGINT arrives. If that is a
+finalizer (a `__del__`, as pymongo's sessions and cursors have, run whenever the garbage
+collector frees one), Python prints "Exception ignored in ..." and drops the exception: the
+command runs on as if Ctrl-C had never been pressed. evstream's handler sees that case and
+delivers the interrupt again a moment later, once the finalizer is done.
+
+It also lets a command hold Ctrl-C over a few lines that must not be cut in two (watch prints a
+change and saves its checkpoint): the interrupt waits until they are done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+REDELIVER_AFTER = 0.02  # seconds: a finalizer is short; the interrupt comes again after it
+
+
+class CtrlC:
+    """evstream's SIGINT handler, installed over Python's own in the main thread."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.pending = False
+        self.installs = 0
+        self.previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        """Install (nested uses share one installation); only over Python's default handler."""
+        if self.installs:
+            self.installs += 1
+        elif threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+                self.installs = 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.installs:
+            return
+        self.installs -= 1
+        if not self.installs:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+            self.pending = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Ctrl-C during the block waits until the block is done, then interrupts."""
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+            if not self.holding and self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.holding:
+            self.pending = True
+            return
+        if in_finalizer(frame):
+            again = threading.Timer(REDELIVER_AFTER, redeliver, (signum,))
+            again.daemon = True
+            again.start()
+            return
+        raise KeyboardInterrupt
+
+
+def in_finalizer(frame: FrameType | None) -> bool:
+    """Whether Python is running a `__del__`, where an exception is printed and dropped."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def redeliver(signum: int) -> None:
+    """The signal again, to the main thread (so a blocking call there is interrupted too)."""
+    with contextlib.suppress(ProcessLookupError, RuntimeError):
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+
+CTRL_C = CtrlC()  # one handler per process: the CLI installs it, watch holds it while saving
