@@ -92,7 +92,10 @@ def test_ctrl_c_of_rebuild_sessions_leaves_every_session_whole(cli: Any, db: Any
 def bench_databases(client: Any) -> set[str]:
     """The scratch databases of `evstream bench` on the server."""
     # nx-27017 sometimes answers listDatabases with "disk I/O error" while a database is dropped.
-    names = wait_for(lambda: listed(client), 30, "a list of the databases")
+    return bench_names(wait_for(lambda: listed(client), 30, "a list of the databases"))
+
+
+def bench_names(names: list[str]) -> set[str]:
     return {name for name in names if name.startswith("evstream_bench_")}
 
 
@@ -108,13 +111,15 @@ def test_ctrl_c_of_bench_drops_its_scratch_databases(cli: Any, client: Any) -> N
     before = bench_databases(client)
     try:
         for trial, phase in enumerate(["_publish_raw", "_publish"]):
-            proc = cli.popen("bench", "publish", "--events", "10000", "--streams", "1000")
+            # Each side takes seconds, and the moment comes early in it: a slow or failed
+            # listDatabases answer (polled again, never waited on here) cannot miss the phase.
+            proc = cli.popen("bench", "publish", "--events", "30000", "--streams", "1000")
             target = rng.randrange(1, 5000)
             found: set[str] = set()
 
             def busy(phase: str = phase, target: int = target, found: set[str] = found) -> bool:
                 if not any(name.endswith(phase) for name in found):
-                    found.update(bench_databases(client) - before)
+                    found.update(bench_names(listed(client) or []) - before)
                 mine = [name for name in found if name.endswith(phase)]
                 try:
                     return any(client[n].events.estimated_document_count() >= target for n in mine)
@@ -122,7 +127,7 @@ def test_ctrl_c_of_bench_drops_its_scratch_databases(cli: Any, client: Any) -> N
                     return False
 
             running, err = signal_when(proc, signal.SIGINT, busy)
-            assert running, f"trial {trial}: bench ended before Ctrl-C"
+            assert running, f"trial {trial}: bench ended before Ctrl-C ({proc.returncode}): {err}"
             assert proc.returncode == 130, err
             assert "Traceback" not in err and "error:" not in err, err
             assert bench_databases(client) - before == set(), "scratch databases left behind"
