@@ -78,11 +78,13 @@ class BenchResult:
 class Scratch:
     """Scratch databases on the configured server, dropped at the end unless kept."""
 
-    def __init__(self, settings: Settings, keep: bool, evstream_first: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, keep: bool, evstream_first: bool = False, run: str = ""
+    ) -> None:
         self.settings = settings
         self.keep = keep
         self.evstream_first = evstream_first
-        self.run = uuid.uuid4().hex[:8]
+        self.run = run or new_run()
         self.stores: list[Store] = []
 
     def store(self, name: str) -> Store:
@@ -99,12 +101,21 @@ class Scratch:
         """The order of this round's two runs; alternating rounds spread a server's drift evenly."""
         return ("evstream", "raw") if self.evstream_first else ("raw", "evstream")
 
-    def close(self) -> None:
-        """Drop (unless kept) and disconnect."""
+    def close(self) -> list[str]:
+        """Drop (unless kept) and disconnect; the names of the databases kept."""
+        kept = []
         for store in self.stores:
-            if not self.keep:
+            if self.keep:
+                kept.append(store.db.name)
+            else:
                 store.client.drop_database(store.db.name)
             store.close()
+        return kept
+
+
+def new_run() -> str:
+    """The id in one bench invocation's scratch database names, evstream_bench_<run>_*."""
+    return uuid.uuid4().hex[:8]
 
 
 def synthetic_lines(
@@ -160,19 +171,19 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
     lines = synthetic_lines(events, streams)
     for side in scratch.sides():
         if side == "raw":
-            progress("publish: raw insert_many")
             raw_store = scratch.store("publish_raw")
             ensure_indexes(raw_store)
             docs = documents_for(lines)
+            progress("publish: raw insert_many")
             started = time.perf_counter()
             for i in range(0, len(docs), 1000):
                 raw_store.events.insert_many(docs[i : i + 1000], ordered=True)
             raw = time.perf_counter() - started
             del docs
         else:
-            progress("publish: evstream")
             store = scratch.store("publish")
             ensure_indexes(store)
+            progress("publish: evstream")
             started = time.perf_counter()
             report = publish_stream(store, io.BytesIO(lines))
             took = time.perf_counter() - started
@@ -427,13 +438,22 @@ def run(
     keep: bool,
     progress: Progress,
     rounds: int = 1,
+    notice: Progress | None = None,
 ) -> list[BenchResult]:
-    """Run each workload `rounds` times in scratch databases; the median round of each."""
+    """Run each workload `rounds` times in scratch databases; the median round of each.
+
+    `progress` hears each step as it starts (a round's timed steps once their setup is done);
+    `notice` (by default `progress` too) which scratch databases are used, and which were kept.
+    """
+    say = notice or progress
+    run_id = new_run()
+    say(f"scratch databases: evstream_bench_{run_id}_*, {'kept' if keep else 'dropped'} at the end")
     results = []
+    kept: set[str] = set()
     for name in workloads:
         runs = []
         for i in range(rounds):
-            scratch = Scratch(settings, keep, evstream_first=i % 2 == 1)
+            scratch = Scratch(settings, keep, evstream_first=i % 2 == 1, run=run_id)
             try:
                 runs.append(
                     RUNNERS[name](
@@ -444,8 +464,10 @@ def run(
                     )
                 )
             finally:
-                scratch.close()
+                kept.update(scratch.close())
         results.append(median_result(runs))
+    if kept:
+        say(f"kept the scratch databases: {', '.join(sorted(kept))}")
     return results
 
 

@@ -930,7 +930,9 @@ def bench(
             raise InvalidInput(f"unknown workload {workload!r}; choose {choices}")
         out = env.output
         with out.status("benchmarking") as say:
-            results = run(env.settings, names, events, streams, keep, say, rounds)
+            # A spinner on a terminal; elsewhere (a CI log) each step on a line of its own.
+            progress = say if out.interactive else out.notice
+            results = run(env.settings, names, events, streams, keep, progress, rounds, out.notice)
         if out.json:
             for result in results:
                 out.emit(result.as_dict())

@@ -20,6 +20,10 @@ def test_all_workloads_report_figures_and_leave_nothing_behind(cli: Any, client:
     before = scratch_dbs(client)
     r = cli.run("bench", "all", "--events", "200", "--streams", "20", "-o", "json", timeout=300)
     assert r.returncode == 0, r.stderr
+    # Where stderr is no terminal (a CI log), each step is a line of its own.
+    steps = ["publish: raw insert_many", "rebuild: evstream rebuild-sessions", "watch: raw latency"]
+    assert all(f"{step}" in r.stderr for step in steps), r.stderr
+    assert "kept" not in r.stderr and "dropped at the end" in r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["workload"] for row in rows] == ["publish", "rebuild", "watch"]
     for row in rows:
@@ -39,6 +43,7 @@ def test_keep_keeps_the_scratch_database(cli: Any, client: Any) -> None:
     kept = set(scratch_dbs(client)) - before
     try:
         assert len(kept) == 2  # evstream's and the raw baseline's
+        assert f"kept the scratch databases: {', '.join(sorted(kept))}" in r.stderr
         for name in kept:
             assert client[name].events.count_documents({}) == 150
         # The baseline does the same work: its inserts maintain the same indexes as the log's.
