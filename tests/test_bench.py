@@ -22,7 +22,7 @@ def test_all_workloads_report_figures_and_leave_nothing_behind(cli: Any, client:
     assert r.returncode == 0, r.stderr
     # Where stderr is no terminal (a CI log), each step is a line of its own.
     steps = ["publish: raw insert_many", "rebuild: evstream rebuild-sessions", "watch: raw latency"]
-    assert all(f"{step}" in r.stderr for step in steps), r.stderr
+    assert all(step in r.stderr for step in steps), r.stderr
     assert "kept" not in r.stderr and "dropped at the end" in r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["workload"] for row in rows] == ["publish", "rebuild", "watch"]
