@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -30,6 +29,9 @@ class CtrlC:
         self.pending = False
         self.installs = 0
         self.previous: Any = None
+        # `with CTRL_C.held:` - Ctrl-C during the block waits until the block is done, then
+        # interrupts. An object, not a generator context manager: watch holds it per change.
+        self.held = _Held(self)
 
     def __enter__(self) -> CtrlC:
         """Install (nested uses share one installation); only over Python's default handler."""
@@ -50,18 +52,6 @@ class CtrlC:
             self.previous = None
             self.pending = False
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """Ctrl-C during the block waits until the block is done, then interrupts."""
-        self.holding += 1
-        try:
-            yield
-        finally:
-            self.holding -= 1
-            if not self.holding and self.pending:
-                self.pending = False
-                raise KeyboardInterrupt
-
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.holding:
             self.pending = True
@@ -72,6 +62,25 @@ class CtrlC:
             again.start()
             return
         raise KeyboardInterrupt
+
+
+class _Held:
+    """CtrlC.held: counts the blocks holding Ctrl-C; when the last ends, acts on one held back."""
+
+    __slots__ = ("ctrl_c",)
+
+    def __init__(self, ctrl_c: CtrlC) -> None:
+        self.ctrl_c = ctrl_c
+
+    def __enter__(self) -> None:
+        self.ctrl_c.holding += 1
+
+    def __exit__(self, *exc: object) -> None:
+        ctrl_c = self.ctrl_c
+        ctrl_c.holding -= 1
+        if not ctrl_c.holding and ctrl_c.pending:
+            ctrl_c.pending = False
+            raise KeyboardInterrupt
 
 
 def in_finalizer(frame: FrameType | None) -> bool:

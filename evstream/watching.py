@@ -1168,7 +1168,7 @@ class Watcher:
         """Print a change, then save it (a log event: `shown`, its ts and _id) if checkpointing."""
         if shown is not None:
             self.unsaved.append(shown)
-        with CTRL_C.held():  # a Ctrl-C now waits until the change is printed and saved
+        with CTRL_C.held:  # a Ctrl-C now waits until the change is printed and saved
             self.hooks.deliver(change)
             self.count += 1
             self.last_change = self.clock()

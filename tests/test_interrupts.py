@@ -34,7 +34,7 @@ def test_ctrl_c_in_a_finalizer_is_delivered_after_it() -> None:
 def test_ctrl_c_in_a_held_block_waits_until_the_block_is_done() -> None:
     done = []
     with CTRL_C, pytest.raises(KeyboardInterrupt):
-        with CTRL_C.held():
+        with CTRL_C.held:
             signal.raise_signal(signal.SIGINT)
             done.append("printed")
             done.append("saved")
