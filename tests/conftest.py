@@ -137,12 +137,12 @@ class Cli:
             timeout=timeout,
         )
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        """A background evstream process (watchers, kill tests)."""
+    def popen(self, *args: str, stdin: Any = subprocess.PIPE, **env: str) -> subprocess.Popen[str]:
+        """A background evstream process (watchers, kill tests); its stdin a pipe unless given."""
         full_env = {**os.environ, **self.env(**env)}
         return subprocess.Popen(
             [sys.executable, "-m", "evstream", *args],
-            stdin=subprocess.PIPE,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

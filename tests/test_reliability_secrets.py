@@ -14,9 +14,7 @@ of MongoDB's codes is unit-tested in tests/test_settings.py. Against a real depl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -234,18 +232,7 @@ def test_no_password_in_invalid_uri_errors(cli: Any) -> None:
 
 def debug_runs_are_password_free(cli: Any, argvs: list[list[str]]) -> None:
     """--debug prints tracebacks: still without the password (real processes, all at once)."""
-    env = {**os.environ, **cli.env()}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "evstream", *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for argv in argvs
-    ]
+    procs = [cli.popen(*argv, stdin=subprocess.DEVNULL) for argv in argvs]
     for argv, proc in zip(argvs, procs, strict=True):
         out, err = proc.communicate(timeout=60)
         assert proc.returncode != 0 and "Traceback" in err, (argv, err[-300:])
