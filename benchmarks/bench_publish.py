@@ -33,7 +33,7 @@ from _common import median, run_measured, server, timed  # noqa: E402
 from evstream.bench import documents_for, synthetic_lines  # noqa: E402
 from evstream.publishing import publish_stream  # noqa: E402
 from evstream.settings import Settings  # noqa: E402
-from evstream.store import connect, ensure_indexes  # noqa: E402
+from evstream.storage import connect, ensure_indexes  # noqa: E402
 
 
 def write_file(path: Path, events: int, streams: int) -> None:

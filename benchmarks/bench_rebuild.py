@@ -38,7 +38,7 @@ from _common import median, run_measured, server  # noqa: E402
 from evstream.bench import rebuild_limit  # noqa: E402
 from evstream.projection import EVENT_FIELDS  # noqa: E402
 from evstream.settings import Settings  # noqa: E402
-from evstream.store import connect, ensure_indexes  # noqa: E402
+from evstream.storage import connect, ensure_indexes  # noqa: E402
 
 TYPES = ("session.started", "login", "logout", "profile.updated", "page.viewed", "session.ended")
 WEIGHTS = (5, 35, 20, 10, 25, 5)

@@ -25,7 +25,7 @@ from typing import Any
 import pymongo
 
 from evstream.settings import Settings
-from evstream.store import Store, connect, ensure_indexes, now_utc
+from evstream.storage import Store, connect, ensure_indexes, now_utc
 
 WORKLOADS = ("publish", "rebuild", "watch")
 TYPES = ("login", "logout", "profile.updated", "page.viewed")

@@ -17,11 +17,11 @@ from typer.core import TyperGroup
 from evstream import __version__
 from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
 from evstream.interrupts import CTRL_C
-from evstream.settings import DEFAULT_DB, OUTPUT_MODES, Settings, resolve_uri, scrub
+from evstream.settings import OUTPUT_MODES, Settings, resolve_db, resolve_uri, scrub
 
 if TYPE_CHECKING:
     from evstream.output import Output
-    from evstream.store import Store
+    from evstream.storage import Store
 
 
 GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
@@ -142,7 +142,7 @@ class Env:
     def store(self) -> "Store":
         """Connect (starting the embedded dev store if no URI is configured)."""
         if self._store is None:
-            from evstream.store import connect
+            from evstream.storage import connect
 
             self._store = connect(self.settings, self.output.notice)
         return self._store
@@ -158,7 +158,7 @@ def running(ctx: typer.Context) -> Iterator[Env]:
     """Run a command body: evstream errors → one stderr line and their exit code."""
     env: Env = ctx.obj
     try:
-        from evstream.store import translate_errors
+        from evstream.storage import translate_errors
 
         with translate_errors(env.settings.uri):
             yield env
@@ -208,8 +208,14 @@ def main_options(
         ),
     ] = None,
     db: Annotated[
-        str, typer.Option("--db", envvar="EVSTREAM_DB", help="Database name.")
-    ] = DEFAULT_DB,
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="EVSTREAM_DB",
+            help="Database name [default: the URI's database, else evstream].",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         str,
         typer.Option(
@@ -234,7 +240,8 @@ def main_options(
         raise typer.BadParameter(
             f"must be one of {', '.join(OUTPUT_MODES)}", param_hint="'--output'"
         )
-    ctx.obj = Env(Settings(uri=resolve_uri(uri), db=db, output=output, debug=debug))
+    resolved = resolve_uri(uri)
+    ctx.obj = Env(Settings(uri=resolved, db=resolve_db(db, resolved), output=output, debug=debug))
 
 
 # --- publish -------------------------------------------------------------------------------------
@@ -329,7 +336,7 @@ def _publish_one(
     from evstream.events import event_from_object, parse_json_object, redact_event
     from evstream.output import event_line
     from evstream.publishing import loads
-    from evstream.store import append_one, ensure_indexes
+    from evstream.storage import append_one, ensure_indexes
 
     fields: dict[str, Any] = {
         "type": event_type,
@@ -365,7 +372,7 @@ def _publish_file(
 ) -> None:
     from evstream.output import summary_text
     from evstream.publishing import Hooks, publish_stream, validate_all
-    from evstream.store import ensure_indexes
+    from evstream.storage import ensure_indexes
 
     out = env.output
     with _open_input(path) as (source, size):
@@ -463,7 +470,7 @@ def seed(
         store = env.store()
         from evstream.output import event_line, summary_text
         from evstream.publishing import Hooks, publish_events
-        from evstream.store import drop_owned, ensure_indexes
+        from evstream.storage import drop_owned, ensure_indexes
 
         if drop:
             dropped = drop_owned(store)
@@ -822,7 +829,7 @@ def rebuild_sessions(
     with running(ctx) as env:
         from evstream.output import rebuild_summary_text
         from evstream.projection import plan_rebuild, rebuild
-        from evstream.store import ensure_indexes
+        from evstream.storage import ensure_indexes
 
         out = env.output
         store = env.store()

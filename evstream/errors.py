@@ -14,6 +14,8 @@ class ExitCode(IntEnum):
     UNREACHABLE = 3
     UNSUPPORTED = 4
     CONFLICT = 5
+    HANDLER_FAILED = 6
+    PROBLEMS_FOUND = 7
     INTERRUPTED = 130
 
 
@@ -65,3 +67,23 @@ class Interrupted(EvstreamError):
     """The user pressed Ctrl-C: exit 130."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class NotAuthorized(ServerUnreachable):
+    """The user is authenticated but lacks a privilege the command needs (code 13): exit 3."""
+
+
+class Transient(EvstreamError):
+    """A passing server condition (an election, a lost connection) that outlived the retries."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class HistoryLost(EvstreamError):
+    """The server's change history no longer reaches back to a saved position."""
+
+    exit_code = ExitCode.USAGE
+
+
+class IndexProblem(FeatureUnsupported):
+    """An index evstream relies on is missing, cannot be created, or conflicts: exit 4."""

@@ -7,8 +7,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -391,3 +391,89 @@ def redact_event(event: EventInput) -> list[str]:
         event.meta, in_meta = redact(event.meta, "meta")
         found.extend(in_meta)
     return found
+
+
+# --- documents evstream did not write (docs/data-model.md, "Foreign documents") ---------------
+
+# The kinds of problem a stored document can have, in the order they are checked; each names
+# the field that does not fit the event schema.
+PROBLEM_KINDS = (
+    "no stream",
+    "stream not a string",
+    "no version",
+    "version not a positive integer",
+    "no type",
+    "type not a string",
+    "no ts",
+    "ts not a date",
+)
+
+
+def event_problem(doc: Mapping[str, Any]) -> str | None:
+    """Why a stored document is not an event of the log's schema (a `PROBLEM_KINDS` entry), or
+    None for one that is. An ObjectId `_id` and extra fields (`__v`) are fine.
+
+    Every command that folds or counts events skips exactly the documents this names, so full
+    and incremental rebuilds agree on them.
+    """
+    stream = doc.get("stream", _MISSING)
+    if stream is _MISSING or stream is None:
+        return "no stream"
+    if type(stream) is not str or not stream:
+        return "stream not a string"
+    version = doc.get("version", _MISSING)
+    if version is _MISSING or version is None:
+        return "no version"
+    if type(version) is not int or version < 1:
+        return "version not a positive integer"
+    kind = doc.get("type", _MISSING)
+    if kind is _MISSING or kind is None:
+        return "no type"
+    if type(kind) is not str:
+        return "type not a string"
+    ts = doc.get("ts", _MISSING)
+    if ts is _MISSING or ts is None:
+        return "no ts"
+    if not isinstance(ts, datetime):
+        return "ts not a date"
+    return None
+
+
+_MISSING: Any = object()
+
+
+@dataclass
+class Skipped:
+    """Documents a command skipped because they are not events (`event_problem`): how many of
+    each kind, and the first few `_id`s, for the one stderr line and the JSON summary."""
+
+    SAMPLE = 5
+    counts: dict[str, int] = field(default_factory=dict)
+    sample: list[Any] = field(default_factory=list)
+
+    def add(self, doc: Mapping[str, Any], kind: str) -> None:
+        """Count one skipped document."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if len(self.sample) < self.SAMPLE:
+            self.sample.append(doc.get("_id"))
+
+    @property
+    def total(self) -> int:
+        """How many documents were skipped."""
+        return sum(self.counts.values())
+
+    def line(self, what: str = "documents") -> str | None:
+        """The stderr line: 'skipped 3 documents that are not events (2 no stream, …) …'."""
+        if not self.total:
+            return None
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.counts.items()))
+        ids = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in self.sample)
+        return (
+            f"skipped {self.total:,} {what if self.total != 1 else what.rstrip('s')} that "
+            f"{'are' if self.total != 1 else 'is'} not events ({kinds}); first _ids: {ids} "
+            "(run 'evstream check' for the log's health)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the JSON summary."""
+        return {"total": self.total, "kinds": dict(self.counts), "sample_ids": list(self.sample)}

@@ -19,7 +19,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from evstream.devserver import details, package_version
 from evstream.settings import mask_uri
-from evstream.store import EVENTS, NX27017_QUIRKS, SESSIONS, Store
+from evstream.storage import EVENTS, SESSIONS, Store
 
 # Bucket sizes for the activity picture, smallest first: the first that fits is used.
 NICE_BUCKETS = tuple(
@@ -98,7 +98,7 @@ def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
             info.update(details(home))
     else:
         info["kind"] = "mongodb"
-        info["product"] = "nx-27017" if store.is_nx27017 else "MongoDB"
+        info["product"] = store.product
         info["version"] = store.server_version
         info["topology"] = topology(hello)
         hosts = [str(h) for h in hello.get("hosts") or []]
@@ -166,20 +166,7 @@ def edge_event(store: Store, newest: bool) -> dict[str, Any] | None:
 
 def activity_counts(store: Store, plan: BucketPlan) -> list[int]:
     """Events per bucket of the plan, from the `ts` index."""
-    edges = plan.boundaries()
-    if store.is_nx27017:
-        return NX27017_QUIRKS.bucket_counts(store.events, "ts", edges)
-    counts = [0] * plan.count
-    pipeline: list[dict[str, Any]] = [
-        {"$match": {"ts": {"$gte": edges[0], "$lt": edges[-1]}}},
-        {"$bucket": {"groupBy": "$ts", "boundaries": edges, "output": {"n": {"$sum": 1}}}},
-    ]
-    index = {_aware(edge): i for i, edge in enumerate(edges)}
-    for row in store.events.aggregate(pipeline):
-        at = index.get(_aware(row["_id"]))
-        if at is not None and at < plan.count:
-            counts[at] = int(row["n"])
-    return counts
+    return store.bucket_counts(store.events, "ts", plan.boundaries())
 
 
 # --- what others keep: the projection and the watch checkpoints ---------------------------------

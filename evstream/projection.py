@@ -34,9 +34,8 @@ from pymongo.errors import BulkWriteError, CursorNotFound, DuplicateKeyError
 
 from evstream import sessions
 from evstream.errors import EvstreamError
-from evstream.store import (
+from evstream.storage import (
     DUPLICATE_KEY,
-    NX27017_QUIRKS,
     SESSIONS,
     Store,
     now_utc,
@@ -134,9 +133,7 @@ class RebuildReport:
 
 def count_events(store: Store, query: Mapping[str, Any]) -> int:
     """Events matching `query`, counted with the same date comparison as `find` uses."""
-    if store.is_nx27017:
-        return NX27017_QUIRKS.count_matching(store.events, dict(query))
-    return store.events.count_documents(dict(query))
+    return store.count(store.events, dict(query))
 
 
 def newest_ts(store: Store) -> datetime | None:

@@ -30,7 +30,7 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
-from evstream.store import (
+from evstream.storage import (
     Appender,
     Store,
     build_document,

@@ -37,6 +37,24 @@ def resolve_uri(option: str | None, env: dict[str, str] | None = None) -> str | 
     return None
 
 
+def uri_database(uri: str | None) -> str | None:
+    """The database named in a URI's path (`mongodb://host/shop` → shop), as mongosh uses it."""
+    if not uri or "://" not in uri:
+        return None
+    rest = uri.split("://", 1)[1]
+    if "/" not in rest:
+        return None
+    path = rest.split("/", 1)[1].split("?", 1)[0]
+    return unquote(path) or None
+
+
+def resolve_db(option: str | None, uri: str | None) -> str:
+    """--db (or EVSTREAM_DB), else the database in the URI's path, else `evstream`."""
+    if option is not None:
+        return option
+    return uri_database(uri) or DEFAULT_DB
+
+
 def default_home(env: dict[str, str] | None = None) -> Path:
     """EVSTREAM_HOME, else the per-user data directory of the platform."""
     env = os.environ if env is None else env

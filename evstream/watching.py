@@ -61,7 +61,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 
 from evstream.errors import EvstreamError, ExitCode, FeatureUnsupported, InvalidInput
 from evstream.interrupts import CTRL_C
-from evstream.store import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, OWN_PREFIX, Store
+from evstream.storage import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, OWN_PREFIX, Store
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")

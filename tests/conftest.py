@@ -20,7 +20,7 @@ from servers import ServerProcess
 from typer.testing import CliRunner
 
 from evstream.cli import app
-from evstream.store import Store, ensure_indexes
+from evstream.storage import Store, ensure_indexes
 
 TEST_URI = os.environ.get("EVSTREAM_TEST_URI")
 ENV_VARS = (
@@ -70,7 +70,6 @@ def mock_store() -> Store:
     """A Store on mongomock, for the append logic's plain CRUD, where mongomock is faithful."""
     client: Any = mongomock.MongoClient(tz_aware=True)
     store = Store(client, client["unit"], "mongodb://mock", False, "mongomock")
-    store._nx = False
     ensure_indexes(store)
     return store
 

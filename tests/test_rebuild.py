@@ -348,7 +348,7 @@ def test_a_gap_in_a_stream_is_filled_from_the_log(cli, db):
 
 def test_projection_status(cli, db):
     from evstream.settings import Settings
-    from evstream.store import connect
+    from evstream.storage import connect
 
     store = connect(Settings(uri=cli.uri, db=cli.db), lambda message: None)
     try:

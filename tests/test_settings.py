@@ -15,7 +15,7 @@ from pymongo.errors import (
 
 from evstream.errors import EvstreamError, ExitCode
 from evstream.settings import default_home, mask_uri, resolve_uri, scrub, uri_password
-from evstream.store import translate_errors
+from evstream.storage import translate_errors
 
 URI = "mongodb://app:p%40ss:w0rd@db1.example.com:27017,db2/?replicaSet=rs0"
 
@@ -99,7 +99,29 @@ def test_scrub_removes_raw_and_decoded_password() -> None:
         (
             OperationFailure("not authorized on shop", code=13),
             ExitCode.UNREACHABLE,
-            "authentication failed",
+            "not authorised on shop",
+        ),
+        (
+            # Code 13 is a missing privilege, not a wrong password: the action is named.
+            OperationFailure(
+                "not authorized on shop to execute command "
+                '{ createIndexes: "events", indexes: [ { key: { stream: 1 } } ] }',
+                code=13,
+            ),
+            ExitCode.UNREACHABLE,
+            "not authorised to createIndexes on shop.events",
+        ),
+        (
+            OperationFailure(
+                "Index already exists with a different name: ts_1", code=85
+            ),
+            ExitCode.UNSUPPORTED,
+            "an index conflicts with one evstream needs",
+        ),
+        (
+            OperationFailure("Resume of change stream was not possible", code=286),
+            ExitCode.USAGE,
+            "ChangeStreamHistoryLost",
         ),
         (
             OperationFailure(

@@ -561,7 +561,7 @@ def test_status_pretty(cli, db):
 def test_activity_counts_agree_with_the_log(cli, db):
     """The bucket query (or nx-27017's workaround) counts each event in exactly one bucket."""
     from evstream.settings import Settings
-    from evstream.store import connect
+    from evstream.storage import connect
 
     now = datetime.now(UTC).replace(microsecond=0)
     docs = stored_events(now)

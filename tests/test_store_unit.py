@@ -8,7 +8,7 @@ import pytest
 
 from evstream.errors import ConcurrencyConflict
 from evstream.events import EventInput
-from evstream.store import Appender, Store, append_one, is_id_conflict, stream_heads
+from evstream.storage.log import Appender, Store, append_one, is_id_conflict, stream_heads
 
 
 def ev(stream: str, type_: str = "t", **kw: Any) -> EventInput:

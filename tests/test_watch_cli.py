@@ -20,7 +20,7 @@ from bson import json_util
 from conftest import TEST_URI, Cli
 
 from evstream.settings import Settings
-from evstream.store import connect
+from evstream.storage import connect
 from evstream.watching import list_checkpoints
 
 JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True)

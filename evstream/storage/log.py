@@ -1,0 +1,394 @@
+"""The event log's writes: appending events (one, or batches) safely under concurrent writers,
+and the indexes that make it safe (docs/storage.md, "The log")."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from bson import encode as bson_encode
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
+
+from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem
+from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
+from evstream.storage.errors import DUPLICATE_KEY, INDEX_CONFLICT_CODES, server_message
+from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
+
+Store = MongoStore
+
+
+# --- the log's indexes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An index evstream needs on the log: its name, keys and whether it is unique."""
+
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+    why: str = ""
+
+    def mongosh(self) -> str:
+        """The mongosh line that creates it."""
+        keys = ", ".join(f"{k}: {d}" for k, d in self.keys)
+        options = f', {{name: "{self.name}"{", unique: true" if self.unique else ""}}}'
+        return f"db.events.createIndex({{{keys}}}{options})"
+
+
+STREAM_VERSION_INDEX = "stream_1_version_1"
+LOG_INDEXES = (
+    IndexSpec(
+        STREAM_VERSION_INDEX,
+        (("stream", 1), ("version", 1)),
+        unique=True,
+        why="makes concurrent appends safe (one event per stream and version)",
+    ),
+    IndexSpec("ts_1", (("ts", 1),), why="serves reads in time order (watch, status, rebuilds)"),
+)
+
+
+def index_keys(index: Doc) -> tuple[tuple[str, int], ...]:
+    """An index's key pattern as a comparable tuple."""
+    return tuple(
+        (str(k), int(v) if isinstance(v, (int, float)) else v) for k, v in index["key"].items()
+    )
+
+
+def index_findings(existing: Iterable[Doc]) -> list[tuple[IndexSpec, str, Doc | None]]:
+    """What is wrong with the log's indexes: (spec, 'missing' | 'not-unique', the index found)."""
+    rows = list(existing)
+    found = []
+    for spec in LOG_INDEXES:
+        same = [ix for ix in rows if index_keys(ix) == spec.keys]
+        if spec.unique and same and not any(ix.get("unique") for ix in same):
+            found.append((spec, "not-unique", same[0]))
+        elif not same:
+            found.append((spec, "missing", None))
+    return found
+
+
+def not_unique_problem(index: Doc) -> IndexProblem:
+    """The error for a non-unique index on {stream, version}, which makes appends unsafe."""
+    name = index.get("name")
+    return IndexProblem(
+        f"the events collection has a non-unique index {name!r} on {{stream: 1, version: 1}}, "
+        "so concurrent publishers could store one version twice; evstream will not append",
+        hint=f'in mongosh: db.events.dropIndex("{name}"), then run evstream again to create the '
+        "unique one ('evstream check' first finds any duplicate versions that would stop it)",
+    )
+
+
+def ensure_indexes(store: MongoStore) -> None:
+    """Make sure the log's indexes exist: one listIndexes, and only what is missing created.
+
+    A non-unique index on {stream, version} (an application's, say) is refused with the fix
+    (IndexProblem, exit 4): evstream's unique index could not be created beside it, and without
+    it concurrent appends are not safe. Checked once per store.
+    """
+    if store.indexes_checked:
+        return
+    try:
+        existing = list(store.events.list_indexes())
+    except OperationFailure as exc:
+        if exc.code != 26:  # NamespaceNotFound: no collection yet, no indexes
+            raise
+        existing = []
+    for spec, problem, index in index_findings(existing):
+        if problem == "not-unique":
+            assert index is not None
+            raise not_unique_problem(index)
+        try:
+            store.events.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
+        except OperationFailure as exc:
+            if exc.code in INDEX_CONFLICT_CODES:
+                reason = server_message(exc)[:200]
+                raise IndexProblem(
+                    f"cannot create the index {spec.name} ({spec.why}): {reason}",
+                    hint=f"drop the conflicting index, then run evstream again; in mongosh: "
+                    f"{spec.mongosh()}",
+                ) from None
+            if exc.code == DUPLICATE_KEY and spec.unique:
+                raise IndexProblem(
+                    "cannot create the unique {stream, version} index: the log already holds a "
+                    "stream with a version twice",
+                    hint="run 'evstream check' to find them",
+                ) from None
+            raise
+    if any(spec.unique for spec, _, _ in index_findings(store.events.list_indexes())):
+        raise IndexProblem(
+            "the unique {stream, version} index could not be created (the server ignored it)",
+            hint="run 'evstream check' for the log's indexes",
+        )
+    store.indexes_checked = True
+
+
+def now_utc() -> datetime:
+    """The current time at BSON's millisecond precision, so printed and stored agree."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, Any]:
+    """The stored form of an event (DESIGN.md's `events` table)."""
+    doc: dict[str, Any] = {
+        "_id": event.id or new_event_id(),
+        "stream": event.stream,
+        "version": version,
+        "type": event.type,
+        "data": event.data,
+    }
+    if event.meta is not None:
+        doc["meta"] = event.meta
+    doc["ts"] = event.ts or ts
+    return doc
+
+
+def check_size(doc: Doc, line: int | None = None) -> None:
+    """Refuse a document over MongoDB's 16 MB limit before anything is sent."""
+    size = len(bson_encode(doc))
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidEvent(
+            f"event is {size / 1024 / 1024:.1f} MB; MongoDB stores documents up to 16 MB",
+            line=line,
+        )
+
+
+
+
+def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
+    """The error for an event the server would not store for its content (not a duplicate key):
+    a collection validator (code 121), a value the server cannot store …"""
+    where = f"line {event.line}: " if event.line is not None else ""
+    reason = " ".join(str(error.get("errmsg") or "no reason given").split())[:200]
+    return EventRefused(
+        f"{where}the server refused the event for stream {event.stream!r}: {reason} "
+        f"(code {error.get('code')})"
+    )
+
+
+def is_id_conflict(error: dict[str, Any]) -> bool:
+    """Whether a duplicate-key error is on `_id` (a re-published event), not on the version."""
+    pattern = error.get("keyPattern")
+    if isinstance(pattern, dict):
+        return list(pattern) == ["_id"]
+    message = str(error.get("errmsg", ""))
+    # MongoDB: "... index: _id_ dup key: ..."; nx-27017: "UNIQUE constraint failed: events._id".
+    return " _id_ " in message or message.rstrip().endswith("._id")
+
+
+def stream_head(store: Store, stream: str) -> int:
+    """The stream's current version (0 for a stream with no events)."""
+    doc = store.events.find_one(
+        {"stream": stream},
+        sort=[("version", -1)],
+        projection={"version": 1, "_id": 0},
+    )
+    return int(doc["version"]) if doc else 0
+
+
+def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
+    """The current version of each stream, in one round trip; absent streams are at 0."""
+    wanted = list(streams)
+    if not wanted:
+        return {}
+    heads = dict.fromkeys(wanted, 0)
+    for row in store.events.aggregate(store.heads_pipeline(wanted)):
+        heads[row["_id"]] = int(row["version"])
+    return heads
+
+
+@dataclass
+class AppendResult:
+    """The stored event and whether it was already there (same id) before this call."""
+
+    doc: dict[str, Any]
+    duplicate: bool
+
+
+def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
+    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency."""
+    events = store.events
+    if event.id is not None:
+        existing = events.find_one({"_id": event.id})
+        if existing is not None:
+            return AppendResult(existing, True)
+    for attempt in range(max_attempts):
+        head = stream_head(store, event.stream)
+        if event.expected_version is not None and head != event.expected_version:
+            raise conflict(event, head)
+        doc = build_document(event, head + 1, now_utc())
+        check_size(doc)
+        try:
+            events.insert_one(doc)
+            return AppendResult(doc, False)
+        except DuplicateKeyError as exc:
+            if is_id_conflict(exc.details or {}):
+                stored = events.find_one({"_id": doc["_id"]})
+                return AppendResult(stored or doc, True)
+            if event.expected_version is not None:
+                raise conflict(event, stream_head(store, event.stream)) from None
+            backoff(attempt)
+        except WriteError as exc:
+            error = refused(event, exc.details or {"errmsg": str(exc), "code": exc.code})
+            raise EventRefused(f"{error.message}; nothing was written") from None
+    raise ConcurrencyConflict(
+        f"could not append to stream {event.stream!r}: {max_attempts} attempts lost the race"
+    )
+
+
+def conflict(event: EventInput, actual: int) -> ConcurrencyConflict:
+    """The error for a failed expected-version check."""
+    where = f"line {event.line}: " if event.line is not None else ""
+    return ConcurrencyConflict(
+        f"{where}stream {event.stream!r} is at version {actual}, "
+        f"not the expected version {event.expected_version}; nothing was written"
+        if event.line is None
+        else f"{where}stream {event.stream!r} is at version {actual}, "
+        f"not the expected version {event.expected_version}"
+    )
+
+
+def backoff(attempt: int) -> None:
+    """A short jittered sleep between retries of a lost race."""
+    time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.1)))
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: events stored, and the inputs that were already stored (duplicates)."""
+
+    inserted: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[EventInput] = field(default_factory=list)
+
+
+class Appender:
+    """Appends batches of events with one insert per batch, keeping stream heads between batches.
+
+    Versions follow input order within each stream. A lost race with another writer (a version
+    collision) re-reads the heads of the streams involved and retries the rest of the batch.
+    """
+
+    MAX_CACHED_HEADS = 200_000
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.heads: dict[str, int] = {}
+        self.inserted = 0  # running totals, exact even when a batch stops midway
+        self.duplicates = 0
+        # When the log was empty as the run began, a stream this run has not written can only
+        # exist if another writer created it meanwhile, and then the unique index says so: so
+        # unknown streams start at 0 without asking, and a collision turns the asking back on.
+        self.optimistic: bool | None = None
+
+    def write(self, batch: list[EventInput]) -> BatchResult:
+        """Store a batch; raises ConcurrencyConflict at the first failed expected version."""
+        result = BatchResult()
+        pending = self._drop_known_ids(batch, result)
+        for attempt in range(100):
+            if not pending:
+                return result
+            docs, conflict_at = self._assign(pending)
+            inserted, error = self._insert(docs)
+            result.inserted.extend(docs[:inserted])
+            self.inserted += inserted
+            if error is None:
+                if conflict_at is not None:
+                    event = pending[conflict_at]
+                    self.heads.pop(event.stream, None)
+                    raise conflict(event, stream_head(self.store, event.stream))
+                return result
+            rest = pending[inserted:]
+            if error.get("code") != DUPLICATE_KEY:
+                raise refused(rest[0], error)
+            if is_id_conflict(error):
+                result.duplicates.append(rest[0])
+                self.duplicates += 1
+                rest = rest[1:]
+            elif rest[0].expected_version is not None:
+                raise conflict(rest[0], stream_head(self.store, rest[0].stream))
+            else:
+                self.optimistic = False
+                backoff(attempt)
+            for event in rest:  # their cached heads ran ahead of what was stored
+                self.heads.pop(event.stream, None)
+            pending = rest
+        raise ConcurrencyConflict("could not append the batch: 100 attempts lost the race")
+
+    def _drop_known_ids(self, batch: list[EventInput], result: BatchResult) -> list[EventInput]:
+        """Leave out events whose caller-given id is already stored (or repeated in the batch)."""
+        ids = [e.id for e in batch if e.id is not None]
+        if not ids:
+            return batch
+        stored = {d["_id"] for d in self.store.events.find({"_id": {"$in": ids}}, {"_id": 1})}
+        keep: list[EventInput] = []
+        seen: set[str] = set()
+        for event in batch:
+            if event.id is not None and (event.id in stored or event.id in seen):
+                result.duplicates.append(event)
+                self.duplicates += 1
+                continue
+            if event.id is not None:
+                seen.add(event.id)
+            keep.append(event)
+        return keep
+
+    def _assign(self, pending: list[EventInput]) -> tuple[list[dict[str, Any]], int | None]:
+        """Versions for the batch in order; stops before the first failed expected version."""
+        unknown = {e.stream for e in pending} - self.heads.keys()
+        if unknown:
+            if self.optimistic is None:
+                self.optimistic = self.store.events.find_one({}, {"_id": 1}) is None
+            if len(self.heads) > self.MAX_CACHED_HEADS:
+                self.heads.clear()
+                self.optimistic = False  # forgotten streams may be ours
+            if self.optimistic and not any(e.expected_version is not None for e in pending):
+                self.heads.update(dict.fromkeys(unknown, 0))
+            else:
+                self.heads.update(stream_heads(self.store, unknown))
+        ts = now_utc()
+        docs = []
+        for i, event in enumerate(pending):
+            head = self.heads[event.stream]
+            if event.expected_version is not None and event.expected_version != head:
+                return docs, i
+            if event.stored is None:  # kept: a retry stores the same _id, so never twice
+                event.stored = build_document(event, head + 1, ts)
+            doc = event.stored
+            doc["version"] = head + 1
+            self.heads[event.stream] = head + 1
+            docs.append(doc)
+        return docs, None
+
+    def _insert(self, docs: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+        """insert_many in order: (number inserted, the write error that stopped it, or None).
+
+        Ordered, so the documents before the failing one are the ones stored, and there is
+        at most one write error.
+        """
+        if not docs:
+            return 0, None
+        try:
+            self.store.events.insert_many(docs, ordered=True)
+            return len(docs), None
+        except BulkWriteError as exc:
+            errors = (exc.details or {}).get("writeErrors") or []
+            if not errors:
+                raise
+            return int(errors[0]["index"]), errors[0]
+
+
+def drop_owned(store: Store) -> list[str]:
+    """Drop the collections evstream owns (events, sessions, evstream_*); returns their names."""
+    names = [
+        name
+        for name in store.db.list_collection_names()
+        if name in (EVENTS, SESSIONS) or name.startswith(OWN_PREFIX)
+    ]
+    for name in sorted(names):
+        store.db.drop_collection(name)
+    return sorted(names)

@@ -1,0 +1,139 @@
+"""The nx-27017 adapter: every workaround for that server, here and only here.
+
+See docs/storage.md, "nx-27017".
+
+nx-27017 is the MongoDB wire-protocol server over SQLite behind the embedded dev store. It is
+told apart from MongoDB once, at connect, by a positive sign (its buildInfo names its process
+`nx_27017`), never by a failure: a MongoDB in an election must not get these workarounds.
+Each override below says which quirk it works around.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from bson import Decimal128, MaxKey, MinKey, Regex, Timestamp, json_util
+from pymongo.collection import Collection
+
+from evstream.events import EventInput
+from evstream.storage.mongo import Doc, MongoStore
+
+PROCESS_NAMES = ("nx_27017", "nx-27017")
+
+
+def is_nx27017(build_info: Mapping[str, Any]) -> bool:
+    """Whether a buildInfo reply is nx-27017's: it names its process; MongoDB's does not."""
+    return str(build_info.get("process", "")).lower() in PROCESS_NAMES
+
+
+def no_authentication(exc: KeyError) -> bool:
+    """nx-27017 has no authentication: it answers saslStart like any unknown command, {ok: 1}
+    without a payload, and pymongo's SCRAM code fails on that with KeyError('payload')."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return exc.args == ("payload",) and "pymongo" in where and where.endswith("auth.py")
+
+
+class Nx27017Store(MongoStore):
+    """MongoStore with nx-27017's quirks worked around."""
+
+    product: ClassVar[str] = "nx-27017"
+
+    @property
+    def server_version(self) -> str | None:
+        """nx-27017 reports a MongoDB version it imitates, not its own: none is given."""
+        return None
+
+    # --- publishing ------------------------------------------------------------------------
+
+    # Input text without these cannot hold a value nx-27017 refuses: NaN and Infinity are JSON
+    # literals to Python's parser, the bson types come from Extended JSON ({"$numberDecimal": …}).
+    UNSTORABLE_HINTS = ('"$', "NaN", "Infinity")
+    UNSTORABLE_TYPES: ClassVar[dict[type, str]] = {
+        Decimal128: "a Decimal128",
+        Regex: "a regular expression",
+        Timestamp: "a Timestamp",
+        MinKey: "MinKey",
+        MaxKey: "MaxKey",
+    }
+
+    def unstorable(self, event: EventInput, text: str | None = None) -> str | None:
+        """nx-27017 keeps documents as JSON: it refuses NaN and ±Infinity, Decimal128, regular
+        expressions, Timestamps and MinKey/MaxKey (MongoDB stores them all), failing the insert
+        with code 8. Found before writing, such an event is a bad input line like any other."""
+        if text is not None and not any(hint in text for hint in self.UNSTORABLE_HINTS):
+            return None
+        for where, value in (("data", event.data), ("meta", event.meta)):
+            found = self._unstorable_in(value, where)
+            if found:
+                return f"{found}, which nx-27017 (the embedded dev store) cannot store"
+        return None
+
+    @classmethod
+    def _unstorable_in(cls, value: Any, where: str) -> str | None:
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{where} is {value!r}"
+        else:
+            kind = cls.UNSTORABLE_TYPES.get(type(value))
+            return f"{where} is {kind}" if kind else None
+        for key, item in items:
+            found = cls._unstorable_in(item, f"{where}.{key}")
+            if found:
+                return found
+        return None
+
+    def heads_pipeline(self, streams: list[str]) -> list[Doc]:
+        """nx-27017 runs $sort+$group/$first in Python (~1 s per 1,000 streams); $max is SQL."""
+        return [
+            {"$match": {"stream": {"$in": streams}}},
+            {"$group": {"_id": "$stream", "version": {"$max": "$version"}}},
+        ]
+
+    # --- counting and status ----------------------------------------------------------------
+
+    def count(self, collection: Collection[Doc], query: Doc) -> int:
+        """count_documents runs in Python on nx-27017 (~35,000 documents/s); `count` is SQL.
+
+        nx-27017's `find` and `count` also compare dates at whole seconds (count_documents is
+        exact), so `count` agrees with `find` on a date range there, which callers may rely on.
+        """
+        reply = collection.database.command("count", collection.name, query=query)
+        return int(reply["n"])
+
+    def bucket_counts(
+        self, collection: Collection[Doc], path: str, edges: list[datetime]
+    ) -> list[int]:
+        """Documents per date range [edges[i], edges[i+1]).
+
+        nx-27017 answers `$bucket` on dates with no buckets at all, has no date arithmetic,
+        compares dates wrongly in an aggregation's `$match` (`$gte` always true, `$lt` always
+        false), and a range count per bucket is a full scan each: group the whole collection by
+        the exact date in one pass (its `$group` keys come back as `{"$date": …}` strings) and
+        bucket the groups here.
+        """
+        counts = [0] * (len(edges) - 1)
+        for row in collection.aggregate([{"$group": {"_id": f"${path}", "n": {"$sum": 1}}}]):
+            key = row["_id"]
+            if isinstance(key, str):
+                try:
+                    key = json_util.loads(key)
+                except (ValueError, TypeError):
+                    continue
+            if not isinstance(key, datetime):
+                continue
+            if key.tzinfo is None:
+                key = key.replace(tzinfo=timezone.utc)
+            at = bisect_right(edges, key) - 1
+            if 0 <= at < len(counts):
+                counts[at] += int(row["n"])
+        return counts
