@@ -144,7 +144,6 @@ def bench_size(
     db = client[db_name]
     store = connect(Settings(uri=uri, db=db_name), lambda message: None)
     ensure_indexes(store)
-    store.close()
     print(f"\n{events:,} events over {streams:,} streams", flush=True)
     rate = generate(db, events, streams, since=timedelta(hours=2))
     print(f"  generated with insert_many at {rate:,.0f} events/s", flush=True)
@@ -152,13 +151,13 @@ def bench_size(
     limits, fulls, walls, rsss = [], [], [], []
     for i in range(rounds):  # interleaved, first one then the other first, on a shared machine
         if i % 2 == 0:
-            limits.append(rebuild_limit(db))
+            limits.append(rebuild_limit(store))
         db.drop_collection("sessions")
         db.drop_collection("evstream_projections")
         first, wall, rss = rebuild_process(uri, db_name)
         assert first["written"] == streams, first
         if i % 2 == 1:
-            limits.append(rebuild_limit(db))
+            limits.append(rebuild_limit(store))
         fulls.append(first["seconds"])
         walls.append(wall)
         rsss.append(rss)
@@ -191,6 +190,7 @@ def bench_size(
     )
     client.drop_database(db_name)
     client.close()
+    store.close()
     return row
 
 

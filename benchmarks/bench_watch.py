@@ -41,13 +41,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import median, server  # noqa: E402
 
 from evstream.bench import (  # noqa: E402
-    RAW_LOOP,
     cpu_seconds,
     latency_round,
     percentile,
     throughput_round,
 )
 from evstream.embedded import terminate  # noqa: E402
+from evstream.storage.raw import WATCH_LOOP as RAW_LOOP  # noqa: E402
 
 
 def idle_cpu(kind: str, seconds: float, home: Path, servers: list[int]) -> tuple[float, float]:

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pymongo
-
 from evstream.settings import Settings
 from evstream.storage import Store, connect, ensure_indexes, now_utc
+from evstream.storage import raw as raw_pymongo
 
 WORKLOADS = ("publish", "rebuild", "watch")
 TYPES = ("login", "logout", "profile.updated", "page.viewed")
@@ -93,7 +92,7 @@ class Scratch:
         store = connect(
             Settings(uri=self.settings.uri, db=db, home=self.settings.home), lambda m: None
         )
-        store.client.drop_database(db)
+        raw_pymongo.drop_database(store)
         self.stores.append(store)
         return store
 
@@ -108,7 +107,7 @@ class Scratch:
             if self.keep:
                 kept.append(store.db.name)
             else:
-                store.client.drop_database(store.db.name)
+                raw_pymongo.drop_database(store)
             store.close()
         return kept
 
@@ -176,8 +175,7 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
             docs = documents_for(lines)
             progress("publish: raw insert_many")
             started = time.perf_counter()
-            for i in range(0, len(docs), 1000):
-                raw_store.events.insert_many(docs[i : i + 1000], ordered=True)
+            raw_pymongo.insert_batches(raw_store, docs)
             raw = time.perf_counter() - started
             del docs
         else:
@@ -193,25 +191,6 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
 
 
 # --- watch: real watcher processes, as a user runs them ----------------------------------------
-
-RAW_LOOP = r"""
-import os, sys, time
-import pymongo
-from bson import json_util
-uri, db, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-batch = int(sys.argv[4]) if len(sys.argv) > 4 else None
-coll = pymongo.MongoClient(uri, tz_aware=True)[db]["events"]
-out = sys.stdout
-with coll.watch(full_document="updateLookup", batch_size=batch) as stream:
-    sys.stderr.write("raw: ready\n"); sys.stderr.flush()
-    n = 0
-    for change in stream:
-        out.write(json_util.dumps(change["fullDocument"]) + "\n")
-        out.flush()
-        n += 1
-        if limit and n >= limit:
-            break
-"""
 
 
 def watch_event(i: int) -> dict[str, Any]:
@@ -231,7 +210,7 @@ def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subp
     """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint; waits until ready."""
     env = {**os.environ, "EVSTREAM_URI": uri, "EVSTREAM_DB": db}
     if kind.startswith("raw"):
-        argv = [sys.executable, "-c", RAW_LOOP, uri, db, str(limit)]
+        argv = [sys.executable, "-c", raw_pymongo.WATCH_LOOP, uri, db, str(limit)]
         if kind == "raw-batch1000":
             argv.append("1000")
     else:
@@ -254,8 +233,7 @@ def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subp
 
 def latency_round(kind: str, uri: str, db: str, events: int, seed: int) -> list[float]:
     """Milliseconds from insert to line, one event at a time, into database `db`."""
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True)
-    coll = client[db]["events"]
+    coll = raw_pymongo.RawLog(uri, db)
     coll.insert_one(watch_event(-1))  # the collection exists before the watcher opens
     proc = start_watcher(kind, uri, db, 0, subprocess.PIPE)
     sent: dict[str, float] = {}
@@ -287,14 +265,13 @@ def latency_round(kind: str, uri: str, db: str, events: int, seed: int) -> list[
     finally:
         proc.kill()
         proc.wait()
-        client.close()
+        coll.close()
     return [(got[i] - sent[i]) * 1000 for i in sent]
 
 
 def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, float]:
     """(events/s, CPU µs per event) of a watcher consuming a backlog into /dev/null (POSIX)."""
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, tz_aware=True)
-    coll = client[db]["events"]
+    coll = raw_pymongo.RawLog(uri, db)
     coll.insert_one(watch_event(-1))
     docs = [watch_event(i) for i in range(events)]
     with open(os.devnull, "w") as devnull:
@@ -302,7 +279,7 @@ def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, 
         try:
             os.kill(proc.pid, signal.SIGSTOP)
             for i in range(0, events, 1000):
-                coll.insert_many(docs[i : i + 1000], ordered=False)
+                coll.insert_many(docs[i : i + 1000])
             cpu_before = cpu_seconds(proc.pid)
             cpu_last = cpu_before
             started = time.perf_counter()
@@ -320,7 +297,7 @@ def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, 
         finally:
             if proc.poll() is None:
                 proc.kill()
-            client.close()
+            coll.close()
     return events / seconds, (cpu_last - cpu_before) / events * 1e6
 
 
@@ -336,30 +313,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def rebuild_limit(db: Any, target: str = "limit_sessions") -> float:
-    """Seconds for the floor of a full rebuild: one scan of the log sorted by (stream, version),
-    the fold in memory, insert_many of the sessions into an empty collection."""
+def rebuild_limit(store: Store, target: str = "limit_sessions") -> float:
+    """Seconds for the floor of a full rebuild of sessions (see raw_pymongo.fold_limit)."""
     from evstream import sessions
-    from evstream.projection import EVENT_FIELDS, READ_BATCH
 
-    db.drop_collection(target)
-    began = time.perf_counter()
-    docs: list[dict[str, Any]] = []
-    stream, pending = None, []
-    cursor = db.events.find({}, EVENT_FIELDS).sort([("stream", 1), ("version", 1)])
-    for event in cursor.batch_size(READ_BATCH):
-        if event["stream"] != stream:
-            if stream is not None:
-                docs.append({"_id": stream, **sessions.fold(pending)})
-            stream, pending = event["stream"], []
-        pending.append(event)
-    if stream is not None:
-        docs.append({"_id": stream, **sessions.fold(pending)})
-    for i in range(0, len(docs), 1000):
-        db[target].insert_many(docs[i : i + 1000])
-    seconds = time.perf_counter() - began
-    db.drop_collection(target)
-    return seconds
+    return raw_pymongo.fold_limit(store, sessions.fold, target)
 
 
 def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progress) -> BenchResult:
@@ -370,18 +328,17 @@ def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progres
     store = scratch.store("rebuild")
     ensure_indexes(store)
     docs = documents_for(synthetic_lines(events, streams, types=FOLD_TYPES))
-    for i in range(0, len(docs), 1000):
-        store.events.insert_many(docs[i : i + 1000])
+    raw_pymongo.insert_batches(store, docs)
     for side in scratch.sides():
         if side == "raw":
             progress("rebuild: the limit (scan + fold + insert_many)")
-            raw = rebuild_limit(store.db)
+            raw = rebuild_limit(store)
         else:
             progress("rebuild: evstream rebuild-sessions")
             started = time.perf_counter()
             report = rebuild(store, plan_rebuild(store, incremental=False))
             took = time.perf_counter() - started
-    sessions_made = store.collection("sessions").count_documents({})
+    sessions_made = raw_pymongo.count(store, "sessions")
     if report.streams != sessions_made:
         raise RuntimeError(f"rebuild made {sessions_made} sessions for {report.streams} streams")
     return BenchResult(

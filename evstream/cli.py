@@ -335,8 +335,8 @@ def _publish_one(
 ) -> None:
     from evstream.events import event_from_object, parse_json_object, redact_event
     from evstream.output import event_line
-    from evstream.publishing import loads
     from evstream.storage import append_one, ensure_indexes
+    from evstream.storage.codec import loads
 
     fields: dict[str, Any] = {
         "type": event_type,
@@ -470,7 +470,7 @@ def seed(
         store = env.store()
         from evstream.output import event_line, summary_text
         from evstream.publishing import Hooks, publish_events
-        from evstream.storage import drop_owned, ensure_indexes
+        from evstream.storage import drop_owned, ensure_indexes, events_by_id
 
         if drop:
             dropped = drop_owned(store)
@@ -487,10 +487,7 @@ def seed(
                 store, events, hooks=Hooks(progress=advance, warning=out.warning)
             )
         if users is None and not out.json:
-            ids = [e.id for e in sample_events()]
-            for doc in store.events.find({"_id": {"$in": ids}}).sort(
-                [("stream", 1), ("version", 1)]
-            ):
+            for doc in events_by_id(store, [e.id for e in sample_events()]):
                 out.show(event_line(doc))
         fields = {"published": report.published, "already stored": report.duplicates}
         if out.json:
@@ -883,6 +880,11 @@ def status(
         buckets = DEFAULT_BUCKETS if out.json else max(12, min(60, out.out.width - 34))
         home = env.settings.data_home if store.embedded else None
         info = gather(store, home=home, estimate=estimate, max_buckets=buckets)
+        if info.get("not_events"):
+            from evstream.events import Skipped
+
+            skipped = Skipped(dict(info["not_events"]["kinds"]), info["not_events"]["sample_ids"])
+            out.warning(skipped.line() or "")
         if out.json:
             out.emit(info)
         else:

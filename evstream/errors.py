@@ -69,6 +69,10 @@ class Interrupted(EvstreamError):
     exit_code = ExitCode.INTERRUPTED
 
 
+class ConnectionLost(ServerUnreachable):
+    """The connection to the server was lost and did not come back in time: exit 3."""
+
+
 class NotAuthorized(ServerUnreachable):
     """The user is authenticated but lacks a privilege the command needs (code 13): exit 3."""
 

@@ -419,17 +419,17 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
     stream = doc.get("stream", _MISSING)
     if stream is _MISSING or stream is None:
         return "no stream"
-    if type(stream) is not str or not stream:
+    if not isinstance(stream, str) or not stream:
         return "stream not a string"
     version = doc.get("version", _MISSING)
     if version is _MISSING or version is None:
         return "no version"
-    if type(version) is not int or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         return "version not a positive integer"
     kind = doc.get("type", _MISSING)
     if kind is _MISSING or kind is None:
         return "no type"
-    if type(kind) is not str:
+    if not isinstance(kind, str):
         return "type not a string"
     ts = doc.get("ts", _MISSING)
     if ts is _MISSING or ts is None:
@@ -440,6 +440,10 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
 
 
 _MISSING: Any = object()
+
+
+# The kind for documents counted without telling their problems apart (a server-side count).
+UNSORTED = "not events"
 
 
 @dataclass
@@ -466,12 +470,15 @@ class Skipped:
         """The stderr line: 'skipped 3 documents that are not events (2 no stream, …) …'."""
         if not self.total:
             return None
-        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.counts.items()))
+        kinds = ", ".join(
+            f"{n:,} {kind}" for kind, n in sorted(self.counts.items()) if kind != UNSORTED
+        )
         ids = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in self.sample)
+        one = self.total == 1
         return (
-            f"skipped {self.total:,} {what if self.total != 1 else what.rstrip('s')} that "
-            f"{'are' if self.total != 1 else 'is'} not events ({kinds}); first _ids: {ids} "
-            "(run 'evstream check' for the log's health)"
+            f"skipped {self.total:,} {what.rstrip('s') if one else what} that "
+            f"{'is' if one else 'are'} not events{f' ({kinds})' if kinds else ''}; "
+            f"first _ids: {ids} (run 'evstream check' for the log's health)"
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -651,6 +651,12 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     grid.add_row("Server", _server_lines(status.get("server") or {}, now))
     grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
     grid.add_row("Events", _counts_line(status))
+    not_events = status.get("not_events")
+    if not_events:
+        total = int(not_events.get("total", 0))
+        line = Text(f"{total:,} document{'s' * (total != 1)} in events are not events", "yellow")
+        line.append(" (not counted above) · `evstream check` lists them", style="dim")
+        grid.add_row("Not events", line)
     if status.get("oldest"):
         grid.add_row("Oldest", _edge_line(status.get("oldest"), now, tz))
         grid.add_row("Newest", _edge_line(status.get("newest"), now, tz))

@@ -15,11 +15,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import OperationFailure, PyMongoError
-
 from evstream.devserver import details, package_version
 from evstream.settings import mask_uri
 from evstream.storage import EVENTS, SESSIONS, Store
+from evstream.storage import overview as queries
 
 # Bucket sizes for the activity picture, smallest first: the first that fits is used.
 NICE_BUCKETS = tuple(
@@ -32,7 +31,6 @@ NICE_BUCKETS = tuple(
     )
 )
 DEFAULT_BUCKETS = 48
-EDGE_PROJECTION = {"data": 0, "meta": 0}
 
 
 @dataclass(frozen=True)
@@ -86,10 +84,7 @@ def _aware(moment: datetime) -> datetime:
 
 def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
     """Which server this is: the embedded dev store, or MongoDB's version and topology."""
-    try:
-        hello = store.client.admin.command("hello")
-    except OperationFailure:  # MongoDB before 4.4.2 knows it as isMaster
-        hello = store.client.admin.command("isMaster")
+    hello = queries.hello(store)
     info: dict[str, Any] = {"uri": mask_uri(store.uri)}
     if store.embedded:
         info.update(kind="embedded", product="nx-27017", version=package_version("nx-27017"))
@@ -105,7 +100,7 @@ def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
         if hosts:
             info["members"] = hosts
         info["atlas"] = is_atlas(store.uri, hosts)
-    uptime = _uptime(store)
+    uptime = queries.uptime(store)
     if uptime is not None:
         info["uptime_seconds"] = uptime
     return info
@@ -126,47 +121,6 @@ def is_atlas(uri: str, hosts: list[str]) -> bool:
     authority = uri.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
     names = [*authority.split(","), *hosts]
     return any(".mongodb.net" in name.split(":", 1)[0] for name in names)
-
-
-def _uptime(store: Store) -> float | None:
-    # serverStatus needs the clusterMonitor role on secured deployments: optional.
-    try:
-        status = store.client.admin.command(
-            {"serverStatus": 1, "repl": 0, "metrics": 0, "locks": 0, "wiredTiger": 0}
-        )
-    except PyMongoError:
-        return None
-    uptime = status.get("uptime")
-    return float(uptime) if isinstance(uptime, (int, float)) else None
-
-
-# --- the log -------------------------------------------------------------------------------------
-
-
-def types_count(store: Store) -> list[dict[str, Any]]:
-    """Events per type, most frequent first (one `$group` pass over the log)."""
-    rows = store.events.aggregate([{"$group": {"_id": "$type", "events": {"$sum": 1}}}])
-    found = [{"type": row["_id"], "events": int(row["events"])} for row in rows]
-    return sorted(found, key=lambda r: (-r["events"], str(r["type"])))
-
-
-def streams_count(store: Store) -> int:
-    """Distinct streams; MongoDB answers a `$group` on the indexed `stream` from the index."""
-    rows = list(store.events.aggregate([{"$group": {"_id": "$stream"}}, {"$count": "streams"}]))
-    return int(rows[0]["streams"]) if rows else 0
-
-
-def edge_event(store: Store, newest: bool) -> dict[str, Any] | None:
-    """The oldest (or newest) event by `ts`, without its payload; None for an empty log."""
-    direction = -1 if newest else 1
-    return store.events.find_one(
-        {}, projection=EDGE_PROJECTION, sort=[("ts", direction), ("_id", direction)]
-    )
-
-
-def activity_counts(store: Store, plan: BucketPlan) -> list[int]:
-    """Events per bucket of the plan, from the `ts` index."""
-    return store.bucket_counts(store.events, "ts", plan.boundaries())
 
 
 # --- what others keep: the projection and the watch checkpoints ---------------------------------
@@ -218,48 +172,69 @@ def gather(
     max_buckets: int = DEFAULT_BUCKETS,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The whole status as one JSON-ready object (datetimes are BSON dates)."""
+    """The whole status as one JSON-ready object (datetimes are BSON dates).
+
+    Per-event figures count events only; documents in `events` that are not events (see
+    docs/data-model.md) are counted under `not_events`, with the first few `_id`s.
+    """
     now = _aware(now or datetime.now(timezone.utc))
     status: dict[str, Any] = {
         "server": server_info(store, home),
         "database": store.db.name,
         "now": now,
     }
-    names = set(store.db.list_collection_names())
-    oldest = edge_event(store, newest=False) if EVENTS in names else None
-    newest = edge_event(store, newest=True) if EVENTS in names else None
+    names = queries.collection_names(store)
     counts: dict[str, Any] = {"estimated": estimate}
-    types: list[dict[str, Any]] | None = None
+    figures = None
+
+    def plan(oldest: datetime | None) -> list[datetime] | None:
+        buckets = plan_buckets(oldest, now, max_buckets)
+        return None if buckets is None else buckets.boundaries()
+
     if EVENTS not in names:
         counts.update(events=0, streams=0)
-        types = []
+        status["types"] = []
     elif estimate:
-        counts.update(events=store.events.estimated_document_count(), streams=None)
+        counts.update(events=queries.estimated_count(store, EVENTS), streams=None)
+        status["types"] = None
     else:
-        types = types_count(store)
-        counts["events"] = sum(row["events"] for row in types)
-        counts["streams"] = streams_count(store)
+        figures = store.log_figures(plan)
+        counts.update(events=figures.events, streams=figures.streams)
+        status["types"] = figures.types
+        if figures.skipped.total:
+            status["not_events"] = figures.skipped.as_dict()
     if SESSIONS not in names:
         counts["sessions"] = 0
     elif estimate:
-        counts["sessions"] = store.db[SESSIONS].estimated_document_count()
+        counts["sessions"] = queries.estimated_count(store, SESSIONS)
     else:
-        counts["sessions"] = store.db[SESSIONS].count_documents({})
+        counts["sessions"] = queries.exact_count(store, SESSIONS)
     status["counts"] = counts
-    status["types"] = types
+    if figures is None and EVENTS in names:
+        oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
+        edges = plan(oldest["ts"] if oldest else None)
+        activity = store.bucket_counts(store.events, "ts", edges) if edges else None
+    elif figures is not None:
+        oldest, newest, edges, activity = (
+            figures.oldest,
+            figures.newest,
+            figures.edges,
+            figures.activity,
+        )
+    else:
+        oldest = newest = edges = activity = None
     status["oldest"] = oldest
     status["newest"] = newest
     status["projection"] = projection_info(store)
     status["checkpoints"] = checkpoints_info(store)
-    first_ts = oldest.get("ts") if oldest else None
-    plan = plan_buckets(first_ts if isinstance(first_ts, datetime) else None, now, max_buckets)
-    if plan is None:
+    if edges is None or activity is None:
         status["activity"] = None
     else:
+        size = (edges[1] - edges[0]) if len(edges) > 1 else timedelta(0)
         status["activity"] = {
-            "start": plan.start,
-            "end": plan.end,
-            "bucket_seconds": plan.size.total_seconds(),
-            "counts": activity_counts(store, plan),
+            "start": edges[0],
+            "end": edges[-1],
+            "bucket_seconds": size.total_seconds(),
+            "counts": activity,
         }
     return status

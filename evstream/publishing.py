@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -10,12 +9,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from bson import json_util
-from bson.errors import BSONError
-from pymongo.errors import ConnectionFailure
-
 from evstream.errors import (
     ConcurrencyConflict,
+    ConnectionLost,
     EventRefused,
     Interrupted,
     InvalidInput,
@@ -30,31 +26,12 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
-from evstream.storage import (
-    Appender,
-    Store,
-    build_document,
-    check_size,
-    driver_message,
-    now_utc,
-)
+from evstream.storage import Appender, Store, build_document, check_size, now_utc
+from evstream.storage.codec import loads
 
 BATCH_SIZE = 1000
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
 SIZE_CHECK_FROM = 4 * 1024 * 1024
-
-
-def loads(text: str) -> Any:
-    """Parse JSON, reading MongoDB Extended JSON ($date, $oid …) where the text has any."""
-    try:
-        if '"$' in text:
-            return json_util.loads(text)
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except (TypeError, ArithmeticError, BSONError) as exc:
-        # Malformed Extended JSON ({"$oid": "zz"}, {"$date": [1]} …) raises these, not ValueError.
-        raise ValueError(str(exc)[:200]) from None
 
 
 # Why the server cannot store an event though it is valid (Store.unstorable), or None.
@@ -230,9 +207,9 @@ def publish_events(
     except KeyboardInterrupt:
         writer.abandon()
         raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
-    except ConnectionFailure as exc:
+    except ConnectionLost as exc:
         raise ServerUnreachable(
-            f"lost the connection to the server ({driver_message(exc)}): {report.stored_so_far()}",
+            f"lost the connection to the server ({exc.message}): {report.stored_so_far()}",
             hint="publish the same input again once it is back: events with ids are stored once",
         ) from None
     finally:

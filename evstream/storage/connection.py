@@ -125,6 +125,7 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         embedded=embedded,
         description=description,
         version=str(info["version"]) if info.get("version") else None,
+        timeout_s=timeout / 1000,
     )
     if not embedded:
         notice(f"using {description}, database {settings.db}")

@@ -3,19 +3,32 @@ and the indexes that make it safe (docs/storage.md, "The log")."""
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from bson import encode as bson_encode
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    WriteError,
+)
 
-from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem
+from evstream.errors import ConcurrencyConflict, ConnectionLost, EventRefused, IndexProblem
 from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
-from evstream.storage.errors import DUPLICATE_KEY, INDEX_CONFLICT_CODES, server_message
+from evstream.storage.errors import (
+    DUPLICATE_KEY,
+    INDEX_CONFLICT_CODES,
+    driver_message,
+    is_retryable,
+    server_message,
+)
 from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
 
 Store = MongoStore
@@ -158,8 +171,6 @@ def check_size(doc: Doc, line: int | None = None) -> None:
         )
 
 
-
-
 def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
     """The error for an event the server would not store for its content (not a duplicate key):
     a collection validator (code 121), a value the server cannot store …"""
@@ -223,13 +234,15 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
             raise conflict(event, head)
         doc = build_document(event, head + 1, now_utc())
         check_size(doc)
+        writes = RideOut(store)
         try:
-            events.insert_one(doc)
+            writes.run(functools.partial(events.insert_one, doc))
             return AppendResult(doc, False)
         except DuplicateKeyError as exc:
             if is_id_conflict(exc.details or {}):
                 stored = events.find_one({"_id": doc["_id"]})
-                return AppendResult(stored or doc, True)
+                # After a retried insert, the _id found may be this very insert's.
+                return AppendResult(stored or doc, not writes.retried)
             if event.expected_version is not None:
                 raise conflict(event, stream_head(store, event.stream)) from None
             backoff(attempt)
@@ -239,6 +252,42 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
     raise ConcurrencyConflict(
         f"could not append to stream {event.stream!r}: {max_attempts} attempts lost the race"
     )
+
+
+class RideOut:
+    """Runs writes through an election or a server restart: retryable errors (pymongo retries
+    once by itself) are tried again until the store's timeout passes, then ConnectionLost.
+
+    `retried` tells a caller whether a write was sent more than once, so that it can tell its
+    own earlier write from someone else's (a duplicate _id after a retry is its own).
+    """
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+        self.retried = False
+
+    def run(self, action: Callable[[], Any], on_retry: Callable[[], None] | None = None) -> None:
+        """Run `action`; `on_retry` runs before each new try."""
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            try:
+                if attempt and on_retry is not None:
+                    on_retry()
+                action()
+                return
+            except (ConnectionFailure, OperationFailure) as exc:
+                if isinstance(exc, (BulkWriteError, DuplicateKeyError, WriteError)):
+                    raise
+                if not is_retryable(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.store.timeout_s
+                if now >= deadline:
+                    raise ConnectionLost(driver_message(exc)) from None
+                time.sleep(min(0.05 * 2**attempt, 1.0, max(deadline - now, 0)))
+                attempt += 1
+                self.retried = True
 
 
 def conflict(event: EventInput, actual: int) -> ConcurrencyConflict:
@@ -286,7 +335,14 @@ class Appender:
         self.optimistic: bool | None = None
 
     def write(self, batch: list[EventInput]) -> BatchResult:
-        """Store a batch; raises ConcurrencyConflict at the first failed expected version."""
+        """Store a batch; raises ConcurrencyConflict at the first failed expected version, and
+        ConnectionLost when the server stays away longer than the store's timeout."""
+        try:
+            return self._write(batch)
+        except ConnectionFailure as exc:
+            raise ConnectionLost(driver_message(exc)) from None
+
+    def _write(self, batch: list[EventInput]) -> BatchResult:
         result = BatchResult()
         pending = self._drop_known_ids(batch, result)
         for attempt in range(100):
@@ -372,14 +428,34 @@ class Appender:
         """
         if not docs:
             return 0, None
+        events = self.store.events
+        done = 0
+
+        def insert() -> None:
+            events.insert_many(docs[done:], ordered=True)
+
+        def skip_stored() -> None:
+            # A failed try may have stored a prefix of the batch (ordered): those are ours.
+            nonlocal done
+            rest = docs[done:]
+            ids = {d["_id"] for d in events.find({"_id": {"$in": [d["_id"] for d in rest]}})}
+            while done < len(docs) and docs[done]["_id"] in ids:
+                done += 1
+
         try:
-            self.store.events.insert_many(docs, ordered=True)
+            RideOut(self.store).run(insert, on_retry=skip_stored)
             return len(docs), None
         except BulkWriteError as exc:
             errors = (exc.details or {}).get("writeErrors") or []
             if not errors:
                 raise
-            return int(errors[0]["index"]), errors[0]
+            return done + int(errors[0]["index"]), errors[0]
+
+
+def events_by_id(store: Store, ids: list[Any]) -> list[Doc]:
+    """The stored events with these ids, in (stream, version) order."""
+    found = store.events.find({"_id": {"$in": ids}}).sort([("stream", 1), ("version", 1)])
+    return list(found)
 
 
 def drop_owned(store: Store) -> list[str]:

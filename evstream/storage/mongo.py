@@ -19,6 +19,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
 from evstream.events import EventInput
+from evstream.storage.overview import OverviewQueries
 
 EVENTS = "events"
 SESSIONS = "sessions"
@@ -30,7 +31,7 @@ Doc = dict[str, Any]
 
 
 @dataclass
-class MongoStore:
+class MongoStore(OverviewQueries):
     """An open connection to a MongoDB deployment and the database evstream works in.
 
     Every read goes to the primary, whatever read preference the URI asks for: stream heads,
@@ -44,6 +45,7 @@ class MongoStore:
     embedded: bool
     description: str
     version: str | None = None
+    timeout_s: float = 30.0  # how long an election or a restart is ridden out
     indexes_checked: bool = field(default=False, repr=False)
 
     product: ClassVar[str] = "MongoDB"
@@ -58,10 +60,11 @@ class MongoStore:
         embedded: bool,
         description: str,
         version: str | None = None,
+        timeout_s: float = 30.0,
     ) -> MongoStore:
         """The store for `db_name`, with reads pinned to the primary."""
         db = client.get_database(db_name, read_preference=ReadPreference.PRIMARY)
-        return cls(client, db, uri, embedded, description, version)
+        return cls(client, db, uri, embedded, description, version, timeout_s)
 
     @property
     def events(self) -> Collection[Doc]:

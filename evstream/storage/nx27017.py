@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 from bson import Decimal128, MaxKey, MinKey, Regex, Timestamp, json_util
 from pymongo.collection import Collection
 
-from evstream.events import EventInput
+from evstream.events import EventInput, event_problem
 from evstream.storage.mongo import Doc, MongoStore
+from evstream.storage.overview import EDGE_PROJECTION, LogFigures, Planner, scan_figures
 
 PROCESS_NAMES = ("nx_27017", "nx-27017")
 
@@ -109,6 +110,20 @@ class Nx27017Store(MongoStore):
         """
         reply = collection.database.command("count", collection.name, query=query)
         return int(reply["n"])
+
+    def log_figures(self, plan: Planner) -> LogFigures:
+        """Status's figures from one scan: nx-27017 has no `$not`, its `$type` does not know
+        dates, and a string stored where a date belongs matches date comparisons, so its
+        queries cannot tell events from other documents."""
+        fields = {"stream": 1, "version": 1, "type": 1, "ts": 1}
+        return scan_figures(self.events.find({}, fields).batch_size(10_000), plan)
+
+    def edge_event(self, *, newest: bool) -> Doc | None:
+        """The oldest (or newest) event: the first document by `ts` that is an event, looked
+        for here (nx-27017 sorts string dates among real ones and cannot filter them out)."""
+        cursor = self.events.find({}, EDGE_PROJECTION).sort("ts", -1 if newest else 1)
+        with cursor.batch_size(100) as docs:
+            return next((doc for doc in docs if event_problem(doc) is None), None)
 
     def bucket_counts(
         self, collection: Collection[Doc], path: str, edges: list[datetime]
