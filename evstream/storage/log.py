@@ -239,10 +239,11 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
             writes.run(functools.partial(events.insert_one, doc))
             return AppendResult(doc, False)
         except DuplicateKeyError as exc:
+            if writes.retried and events.find_one({"_id": doc["_id"]}, {"_id": 1}):
+                return AppendResult(doc, False)  # an earlier try stored it; its reply was lost
             if is_id_conflict(exc.details or {}):
                 stored = events.find_one({"_id": doc["_id"]})
-                # After a retried insert, the _id found may be this very insert's.
-                return AppendResult(stored or doc, not writes.retried)
+                return AppendResult(stored or doc, True)
             if event.expected_version is not None:
                 raise conflict(event, stream_head(store, event.stream)) from None
             backoff(attempt)
