@@ -90,8 +90,15 @@ class MongoStore(OverviewQueries):
         return self.version
 
     def close(self) -> None:
-        """Close the client's connections at once (no waiting for its monitor threads)."""
+        """Close the client's connections, and let the process exit without waiting for them.
+
+        pymongo's exit handler joins its monitor threads, which sit in an awaited `hello` for
+        up to half a second after `close()`. With the client closed nothing is left for them to
+        do, and they are daemon threads: the handler is dropped so a one-event `publish` ends
+        as soon as its work is done (docs/storage.md, "Closing").
+        """
         self.client.close()
+        _skip_pymongo_exit_wait()
 
     # --- query shapes a server may answer differently ---------------------------------------
 
@@ -135,6 +142,18 @@ class MongoStore(OverviewQueries):
     def index_named(self, name: str, indexes: Iterable[Doc]) -> Doc | None:
         """The index of this name among `listIndexes` rows."""
         return next((ix for ix in indexes if ix.get("name") == name), None)
+
+
+def _skip_pymongo_exit_wait() -> None:
+    import atexit
+
+    try:
+        from pymongo.synchronous import monitor
+    except ImportError:  # pymongo before 4.9 keeps it in pymongo.monitor
+        from pymongo import monitor  # type: ignore[no-redef]
+    handler = getattr(monitor, "_shutdown_resources", None)
+    if handler is not None:
+        atexit.unregister(handler)
 
 
 def _aware(moment: datetime) -> datetime:
