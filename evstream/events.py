@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import threading
@@ -484,3 +485,14 @@ class Skipped:
     def as_dict(self) -> dict[str, Any]:
         """For the JSON summary."""
         return {"total": self.total, "kinds": dict(self.counts), "sample_ids": list(self.sample)}
+
+
+# --- partitions (docs/delivery.md, "Partitions") -------------------------------------------------
+
+
+def partition_of(stream: str, parts: int) -> int:
+    """The part (1 to `parts`) a stream belongs to: the first 8 bytes of the SHA-1 of its UTF-8
+    name, as a big-endian number, modulo `parts`, plus 1. The same on every machine and in
+    every process (Python's own `hash` of a string is salted per process)."""
+    digest = hashlib.sha1(stream.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % parts + 1

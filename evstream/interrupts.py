@@ -7,7 +7,8 @@ command runs on as if Ctrl-C had never been pressed. evstream's handler sees tha
 delivers the interrupt again a moment later, once the finalizer is done.
 
 It also lets a command hold Ctrl-C over a few lines that must not be cut in two (watch prints a
-change and saves its checkpoint): the interrupt waits until they are done.
+change and saves its checkpoint; `watch --exec` lets its handler finish a batch): the interrupt
+waits until they are done. A second Ctrl-C while one is held interrupts at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class CtrlC:
         self.pending = False
         self.installs = 0
         self.previous: Any = None
+        # Called (in the main thread) when a Ctrl-C is held back, e.g. to say what it waits for.
+        self.on_hold: Any = None
         # `with CTRL_C.held:` - Ctrl-C during the block waits until the block is done, then
         # interrupts. An object, not a generator context manager: watch holds it per change.
         self.held = _Held(self)
@@ -54,7 +57,11 @@ class CtrlC:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.holding:
+            if self.pending:  # a second Ctrl-C while held: stop now
+                raise KeyboardInterrupt
             self.pending = True
+            if self.on_hold is not None:
+                self.on_hold()
             return
         if in_finalizer(frame):
             again = threading.Timer(REDELIVER_AFTER, redeliver, (signum,))

@@ -1,0 +1,53 @@
+"""The dead letters of `watch --exec --on-failure dead-letter` (docs/delivery.md).
+
+One document per change that a handler kept failing on, in `evstream_dead_letters`: the change
+as its JSON line showed it, the checkpoint (and part) it came through, the error, the attempts
+and the time. Nothing reads them back automatically: `status` counts them per checkpoint, and a
+person replays them (`mongoexport` → the handler) once the handler is fixed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from bson import json_util
+
+from evstream.storage.mongo import OWN_PREFIX, MongoStore
+
+DEAD_LETTERS = OWN_PREFIX + "dead_letters"
+
+
+def dead_letter(
+    store: MongoStore,
+    checkpoint: str,
+    lines: list[str],
+    ids: list[Any],
+    error: str,
+    attempts: int,
+    last_stderr: str = "",
+) -> None:
+    """Set a failed batch's changes aside, one document each, in one unordered insert."""
+    at = datetime.now(timezone.utc)
+    docs = [
+        {
+            "checkpoint": checkpoint,
+            "change_id": ident,
+            "change": json_util.loads(line),
+            "error": error,
+            "stderr": last_stderr,
+            "attempts": attempts,
+            "at": at,
+        }
+        for line, ident in zip(lines, ids, strict=True)
+    ]
+    if docs:
+        store.db[DEAD_LETTERS].insert_many(docs, ordered=False)
+
+
+def dead_letter_counts(store: MongoStore) -> dict[str, int]:
+    """How many dead letters each checkpoint has."""
+    rows = store.db[DEAD_LETTERS].aggregate(
+        [{"$group": {"_id": "$checkpoint", "n": {"$sum": 1}}}]
+    )
+    return {str(row["_id"]): int(row["n"]) for row in rows}
