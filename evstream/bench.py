@@ -49,6 +49,21 @@ class BenchResult:
     raw_seconds: float
     raw_label: str
     extra: dict[str, Any] = field(default_factory=dict)
+    evstream_cpu: float | None = None  # seconds of the evstream side's own CPU (client only)
+    raw_cpu: float | None = None
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """evstream's client CPU over raw pymongo's for the same job: what carries over to a
+        server fast enough that the client is the limit."""
+        if self.evstream_cpu is None or not self.raw_cpu:
+            return None
+        return self.evstream_cpu / self.raw_cpu
+
+    def cpu_per_event(self, side: str) -> float | None:
+        """Client CPU microseconds per event of one side."""
+        cpu = self.evstream_cpu if side == "evstream" else self.raw_cpu
+        return None if cpu is None or not self.events else cpu / self.events * 1e6
 
     @property
     def ratio(self) -> float:
@@ -62,7 +77,7 @@ class BenchResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as a JSON-ready object."""
-        return {
+        doc: dict[str, Any] = {
             "workload": self.workload,
             "events": self.events,
             "evstream_seconds": round(self.evstream_seconds, 4),
@@ -72,6 +87,11 @@ class BenchResult:
             "raw": self.raw_label,
             **self.extra,
         }
+        if self.cpu_ratio is not None:
+            doc["evstream_cpu_us_per_event"] = round(self.cpu_per_event("evstream") or 0, 2)
+            doc["raw_cpu_us_per_event"] = round(self.cpu_per_event("raw") or 0, 2)
+            doc["cpu_ratio"] = round(self.cpu_ratio, 3)
+        return doc
 
 
 class Scratch:
@@ -172,22 +192,34 @@ def bench_publish(scratch: Scratch, events: int, streams: int, progress: Progres
         if side == "raw":
             raw_store = scratch.store("publish_raw")
             ensure_indexes(raw_store)
-            docs = documents_for(lines)
             progress("publish: raw insert_many")
+            cpu = time.process_time()
+            docs = documents_for(lines)  # the loader's own work: CPU counted, wall not
             started = time.perf_counter()
             raw_pymongo.insert_batches(raw_store, docs)
             raw = time.perf_counter() - started
+            raw_cpu = time.process_time() - cpu
             del docs
         else:
             store = scratch.store("publish")
             ensure_indexes(store)
             progress("publish: evstream")
+            cpu = time.process_time()
             started = time.perf_counter()
             report = publish_stream(store, io.BytesIO(lines))
             took = time.perf_counter() - started
+            took_cpu = time.process_time() - cpu
     if report.published != events:
         raise RuntimeError(f"publish stored {report.published} of {events} events")
-    return BenchResult("publish", events, took, raw, "insert_many, batches of 1,000, same indexes")
+    return BenchResult(
+        "publish",
+        events,
+        took,
+        raw,
+        "insert_many, batches of 1,000, same indexes",
+        evstream_cpu=took_cpu,
+        raw_cpu=raw_cpu,
+    )
 
 
 # --- watch: real watcher processes, as a user runs them ----------------------------------------
@@ -332,12 +364,16 @@ def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progres
     for side in scratch.sides():
         if side == "raw":
             progress("rebuild: the limit (scan + fold + insert_many)")
+            cpu = time.process_time()
             raw = rebuild_limit(store)
+            raw_cpu = time.process_time() - cpu
         else:
             progress("rebuild: evstream rebuild-sessions")
+            cpu = time.process_time()
             started = time.perf_counter()
             report = rebuild(store, plan_rebuild(store, incremental=False))
             took = time.perf_counter() - started
+            took_cpu = time.process_time() - cpu
     sessions_made = raw_pymongo.count(store, "sessions")
     if report.streams != sessions_made:
         raise RuntimeError(f"rebuild made {sessions_made} sessions for {report.streams} streams")
@@ -348,6 +384,8 @@ def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progres
         raw,
         "sorted scan + fold + insert_many",
         {"streams": report.streams},
+        evstream_cpu=took_cpu,
+        raw_cpu=raw_cpu,
     )
 
 
@@ -357,13 +395,14 @@ def bench_watch(scratch: Scratch, events: int, streams: int, progress: Progress)
     latency_events = min(events, 300)
     lat: dict[str, list[float]] = {}
     rate: dict[str, float] = {}
+    cpu_us: dict[str, float] = {}
     for kind in scratch.sides():
         progress(f"watch: {kind} latency, {latency_events} events one at a time")
         store = scratch.store(f"watch_lat_{kind}")
         lat[kind] = latency_round(kind, store.uri, store.db.name, latency_events, seed=1)
         progress(f"watch: {kind} throughput, a backlog of {events:,} changes")
         store = scratch.store(f"watch_tp_{kind}")
-        rate[kind] = throughput_round(kind, store.uri, store.db.name, events)[0]
+        rate[kind], cpu_us[kind] = throughput_round(kind, store.uri, store.db.name, events)
     extra = {
         "p50_ms": round(percentile(lat["evstream"], 0.5), 2),
         "p99_ms": round(percentile(lat["evstream"], 0.99), 2),
@@ -377,8 +416,101 @@ def bench_watch(scratch: Scratch, events: int, streams: int, progress: Progress)
         events / rate["raw"],
         "change-stream loop",
         extra,
+        evstream_cpu=cpu_us["evstream"] * events / 1e6,
+        raw_cpu=cpu_us["raw"] * events / 1e6,
     )
 
+
+# --- whole processes, as a user sees them -------------------------------------------------------
+
+
+def measure_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a process from start to exit; raises if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        error = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+        raise RuntimeError(f"{argv[2:5]} exited {proc.returncode}: {error}")
+    if proc.stderr:
+        proc.stderr.close()
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def bench_publish_processes(
+    scratch: Scratch, events: int, streams: int, progress: Progress
+) -> BenchResult:
+    """`evstream publish --file F` against a minimal pymongo loader of the same file, each a
+    process timed from start to exit."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".ndjson") as file:
+        file.write(synthetic_lines(events, streams))
+        file.flush()
+        for side in scratch.sides():
+            store = scratch.store(f"publish_{side}_proc")
+            ensure_indexes(store)
+            env = {"EVSTREAM_URI": store.uri, "EVSTREAM_DB": store.db.name}
+            progress(f"publish: {side} as a process")
+            if side == "raw":
+                argv = [sys.executable, "-c", raw_pymongo.LOADER, store.uri, store.db.name]
+                raw, raw_cpu = measure_process([*argv, file.name], env)
+            else:
+                argv = [sys.executable, "-m", "evstream", "publish", "--file", file.name]
+                took, took_cpu = measure_process([*argv, "-o", "json"], env)
+            if raw_pymongo.count(store, "events") != events:
+                raise RuntimeError(f"the {side} publisher did not store {events} events")
+    return BenchResult(
+        "publish",
+        events,
+        took,
+        raw,
+        "a pymongo loader process (json.loads, insert_many of 1,000)",
+        {"processes": True},
+        evstream_cpu=took_cpu,
+        raw_cpu=raw_cpu,
+    )
+
+
+def bench_rebuild_processes(
+    scratch: Scratch, events: int, streams: int, progress: Progress
+) -> BenchResult:
+    """`evstream rebuild-sessions` against a pymongo scan + fold + insert_many program, each a
+    process timed from start to exit, over the same log."""
+    progress("rebuild: writing the log")
+    store = scratch.store("rebuild_proc")
+    ensure_indexes(store)
+    raw_pymongo.insert_batches(store, documents_for(synthetic_lines(events, streams)))
+    env = {"EVSTREAM_URI": store.uri, "EVSTREAM_DB": store.db.name}
+    for side in scratch.sides():
+        progress(f"rebuild: {side} as a process")
+        if side == "raw":
+            argv = [sys.executable, "-c", raw_pymongo.REBUILDER, store.uri, store.db.name]
+            raw, raw_cpu = measure_process(argv, env)
+        else:
+            argv = [sys.executable, "-m", "evstream", "rebuild-sessions", "-o", "json"]
+            took, took_cpu = measure_process(argv, env)
+    return BenchResult(
+        "rebuild",
+        events,
+        took,
+        raw,
+        "a pymongo scan + fold + insert_many process",
+        {"processes": True},
+        evstream_cpu=took_cpu,
+        raw_cpu=raw_cpu,
+    )
+
+
+PROCESS_RUNNERS: dict[str, Callable[[Scratch, int, int, Progress], BenchResult]] = {
+    "publish": bench_publish_processes,
+    "rebuild": bench_rebuild_processes,
+    "watch": bench_watch,  # its two sides are processes already
+}
 
 RUNNERS: dict[str, Callable[[Scratch, int, int, Progress], BenchResult]] = {
     "publish": bench_publish,
@@ -396,6 +528,7 @@ def run(
     progress: Progress,
     rounds: int = 1,
     notice: Progress | None = None,
+    processes: bool = False,
 ) -> list[BenchResult]:
     """Run each workload `rounds` times in scratch databases; the median round of each.
 
@@ -412,8 +545,9 @@ def run(
         for i in range(rounds):
             scratch = Scratch(settings, keep, evstream_first=i % 2 == 1, run=run_id)
             try:
+                runners = PROCESS_RUNNERS if processes else RUNNERS
                 runs.append(
-                    RUNNERS[name](
+                    runners[name](
                         scratch,
                         events,
                         streams,
@@ -440,6 +574,8 @@ def median_result(runs: list[BenchResult]) -> BenchResult:
     extra = dict(first.extra)
     if len(runs) > 1:
         extra["rounds"] = len(runs)
+    cpus = [(r.evstream_cpu, r.raw_cpu) for r in runs]
+    has_cpu = all(a is not None and b is not None for a, b in cpus)
     return BenchResult(
         first.workload,
         first.events,
@@ -447,4 +583,6 @@ def median_result(runs: list[BenchResult]) -> BenchResult:
         mid([r.raw_seconds for r in runs]),
         first.raw_label,
         extra,
+        evstream_cpu=mid([a for a, _ in cpus]) if has_cpu else None,  # type: ignore[misc]
+        raw_cpu=mid([b for _, b in cpus]) if has_cpu else None,  # type: ignore[misc]
     )

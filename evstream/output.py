@@ -748,9 +748,13 @@ def bench_table(results: Any) -> Any:
     table.add_column("raw s", justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("events/s", justify="right")
+    table.add_column("CPU µs/event", justify="right")
+    table.add_column("raw µs/event", justify="right")
+    table.add_column("CPU ratio", justify="right")
     lines = []
     for r in results:
         ratio_style = "green" if r.ratio <= 1.2 else "yellow"
+        cpu = r.cpu_ratio
         table.add_row(
             r.workload,
             f"{r.events:,}",
@@ -758,6 +762,9 @@ def bench_table(results: Any) -> Any:
             f"{r.raw_seconds:.2f}",
             Text(f"{r.ratio:.2f}x", style=ratio_style),
             f"{r.events_per_second:,.0f}",
+            "—" if cpu is None else f"{r.cpu_per_event('evstream'):.1f}",
+            "—" if cpu is None else f"{r.cpu_per_event('raw'):.1f}",
+            Text("—") if cpu is None else Text(f"{cpu:.2f}x", "green" if cpu <= 1.5 else "yellow"),
         )
         notes = bench_notes(r.extra)
         line = Text.assemble((f"{r.workload}: ", "bold"), f"raw is {r.raw_label}")

@@ -31,6 +31,10 @@ def test_all_workloads_report_figures_and_leave_nothing_behind(cli: Any, client:
         assert row["evstream_seconds"] > 0 and row["raw_seconds"] > 0
         assert abs(row["ratio"] - row["evstream_seconds"] / row["raw_seconds"]) < 0.01
     assert rows[1]["streams"] == 20
+    for row in rows:  # client CPU per event, both sides, and its ratio
+        assert row["evstream_cpu_us_per_event"] > 0 and row["raw_cpu_us_per_event"] > 0
+        expected = row["evstream_cpu_us_per_event"] / row["raw_cpu_us_per_event"]
+        assert abs(row["cpu_ratio"] - expected) < 0.02 * expected + 0.01
     assert 0 < rows[2]["raw_p50_ms"] <= rows[2]["raw_p99_ms"]
     assert 0 < rows[2]["p50_ms"] <= rows[2]["p99_ms"]
     assert scratch_dbs(client) == before
@@ -128,4 +132,19 @@ def test_rounds_alternate_which_side_runs_first(server_uri: str, client: Any) ->
     assert order("publish", 2) == ["evstream", "raw"]
     assert order("rebuild", 1) == ["raw", "evstream"]
     assert order("rebuild", 2) == ["evstream", "raw"]
+    assert scratch_dbs(client) == before
+
+
+def test_processes_time_both_sides_as_whole_processes(cli: Any, client: Any) -> None:
+    before = scratch_dbs(client)
+    r = cli.run(
+        "bench", "publish", "--events", "300", "--streams", "30", "--processes", "-o", "json",
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["processes"] is True and row["events"] == 300
+    assert "loader process" in row["raw"]
+    # A whole process costs at least its interpreter's start: far more than 1 µs per event.
+    assert row["evstream_cpu_us_per_event"] > 1 and row["raw_cpu_us_per_event"] > 1
     assert scratch_dbs(client) == before

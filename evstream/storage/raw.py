@@ -100,3 +100,51 @@ class RawLog:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# Whole programs for `bench --processes`: what a person would write instead of evstream.
+# The loader: read NDJSON, number each stream's events, insert_many in batches of 1,000.
+LOADER = r"""
+import json, sys, uuid, datetime
+import pymongo
+uri, db, path = sys.argv[1], sys.argv[2], sys.argv[3]
+coll = pymongo.MongoClient(uri, tz_aware=True)[db]["events"]
+heads, batch = {}, []
+now = datetime.datetime.now(datetime.timezone.utc)
+with open(path, "rb") as lines:
+    for line in lines:
+        row = json.loads(line)
+        heads[row["stream"]] = version = heads.get(row["stream"], 0) + 1
+        batch.append({"_id": str(uuid.uuid4()), "stream": row["stream"], "version": version,
+                      "type": row["type"], "data": row.get("data", {}), "ts": now})
+        if len(batch) == 1000:
+            coll.insert_many(batch, ordered=True)
+            batch = []
+if batch:
+    coll.insert_many(batch, ordered=True)
+"""
+
+# The rebuild: scan the log in (stream, version) order, fold, insert_many into an empty
+# collection; the fold is evstream's own (the same work, none of the guarantees).
+REBUILDER = r"""
+import sys
+import pymongo
+from evstream import sessions
+uri, db = sys.argv[1], sys.argv[2]
+database = pymongo.MongoClient(uri, tz_aware=True)[db]
+database.drop_collection("raw_sessions")
+fields = {"_id": 0, "stream": 1, "version": 1, "type": 1, "data": 1, "ts": 1}
+docs, stream, pending = [], None, []
+cursor = database.events.find({}, fields).sort([("stream", 1), ("version", 1)])
+for event in cursor.batch_size(2000):
+    if event["stream"] != stream:
+        if stream is not None:
+            docs.append({"_id": stream, **sessions.fold(pending)})
+        stream, pending = event["stream"], []
+    pending.append(event)
+if stream is not None:
+    docs.append({"_id": stream, **sessions.fold(pending)})
+for i in range(0, len(docs), 1000):
+    database.raw_sessions.insert_many(docs[i : i + 1000])
+database.drop_collection("raw_sessions")
+"""
