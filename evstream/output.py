@@ -671,6 +671,15 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     else:
         summary = Text(f"{len(items)} saved", style="")
     grid.add_row("Checkpoints", summary)
+    dead = status.get("dead_letters") or {}
+    if dead:
+        line = Text()
+        for i, (name, n) in enumerate(sorted(dead.items())):
+            line.append(", " if i else "")
+            line.append(f"{n:,}", style="bold red")
+            line.append(f" from {name!r}")
+        line.append(" · in evstream_dead_letters", style="dim")
+        grid.add_row("Dead letters", line)
     if status.get("activity"):
         grid.add_row("Activity", activity_chart(status["activity"], tz=tz))
     parts: list[Any] = [grid.text()]

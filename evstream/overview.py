@@ -19,6 +19,7 @@ from evstream.devserver import details, package_version
 from evstream.settings import mask_uri
 from evstream.storage import EVENTS, SESSIONS, Store
 from evstream.storage import overview as queries
+from evstream.storage.deadletters import DEAD_LETTERS, dead_letter_counts
 
 # Bucket sizes for the activity picture, smallest first: the first that fits is used.
 NICE_BUCKETS = tuple(
@@ -227,6 +228,9 @@ def gather(
     status["newest"] = newest
     status["projection"] = projection_info(store)
     status["checkpoints"] = checkpoints_info(store)
+    status["dead_letters"] = (
+        dead_letter_counts(store) if DEAD_LETTERS in names else {}
+    )
     if edges is None or activity is None:
         status["activity"] = None
     else:
