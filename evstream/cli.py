@@ -127,6 +127,9 @@ class Env:
     """What every command gets: resolved settings, the output, and a lazily opened store."""
 
     settings: Settings
+    # Said (and exit 1) if the reader of stdout goes away: set by a command for which that
+    # loses something, as watch --checkpoint does (docs/delivery.md).
+    broken_pipe: str | None = None
     _output: "Output | None" = None
     _store: "Store | None" = field(default=None, repr=False)
 
@@ -173,9 +176,13 @@ def running(ctx: typer.Context) -> Iterator[Env]:
     except KeyboardInterrupt:
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        # The reader went away (`| head`): stop quietly, as other Unix tools do, unless the
+        # command said that this loses something.
         with contextlib.suppress(OSError):
             sys.stdout = open("/dev/null", "w")  # noqa: SIM115
+        if env.broken_pipe:
+            env.output.error(env.broken_pipe)
+            raise typer.Exit(ExitCode.UNEXPECTED) from None
         raise typer.Exit(ExitCode.OK) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -755,6 +762,12 @@ def watch(
             poll=poll,
         )
         out = env.output
+        if checkpoint is not None:
+            env.broken_pipe = (
+                f"the reader of stdout went away; checkpoint {checkpoint!r} is saved past the "
+                "last changes written, and up to the last few of them may not have been "
+                "processed (for a handler that must not miss any, use --exec CMD)"
+            )
         follow(
             env.store(),
             options,
