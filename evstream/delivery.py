@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -307,3 +308,33 @@ def partition_checkpoint(name: str, partition: tuple[int, int] | None) -> str:
     if partition is None:
         return name
     return f"{name} part {partition[0]} of {partition[1]}"
+
+
+_PART = re.compile(r"^(?P<name>.*) part (?P<i>\d+) of (?P<n>\d+)$")
+
+
+def check_parts(name: str, partition: tuple[int, int] | None, existing: list[str]) -> None:
+    """Refuse a part whose N differs from the existing parts of the same name (their streams
+    would be split differently, and some would go to two watchers or to none)."""
+    found = sorted(
+        (int(m["i"]), int(m["n"]), text)
+        for text in existing
+        if (m := _PART.match(text)) and m["name"] == name
+    )
+    others = [text for _, n, text in found if partition is None or n != partition[1]]
+    if not others:
+        return
+    ns = sorted({n for _, n, text in found if text in others})
+    if partition is None:
+        wanted = "without --partition"
+    else:
+        wanted = f"as part {partition[0]} of {partition[1]}"
+    shown = ", ".join(repr(o) for o in others[:4]) + (" …" if len(others) > 4 else "")
+    pattern = "/^" + re.escape(name).replace("/", "\\/") + " part /"
+    raise InvalidInput(
+        f"checkpoint {name!r} has parts for {' and '.join(map(str, ns))} part(s) ({shown}); "
+        f"starting it {wanted} would split the streams differently",
+        hint=f"use --partition I/{ns[0]}, or stop those watchers and delete their checkpoints "
+        f"first; in mongosh: db.evstream_checkpoints.deleteMany({{_id: {pattern}}}) and "
+        f"db.evstream_checkpoint_window.deleteMany({{c: {pattern}}})",
+    )

@@ -19,7 +19,7 @@ from evstream.devserver import details, package_version
 from evstream.settings import mask_uri
 from evstream.storage import EVENTS, SESSIONS, Store
 from evstream.storage import overview as queries
-from evstream.storage.deadletters import DEAD_LETTERS, dead_letter_counts
+from evstream.storage.delivery import DEAD_LETTERS, dead_letter_counts
 
 # Bucket sizes for the activity picture, smallest first: the first that fits is used.
 NICE_BUCKETS = tuple(

@@ -210,3 +210,18 @@ def test_the_partition_of_a_stream_is_the_same_in_every_process() -> None:
         for seed in ("1", "2", "random")
     }
     assert len(runs) == 1
+
+
+def test_parts_with_another_n_are_refused_with_the_fix() -> None:
+    from evstream.delivery import check_parts
+
+    existing = ["mailer part 1 of 3", "mailer part 2 of 3", "other part 1 of 2", "mailer"]
+    check_parts("mailer", (3, 3), existing)  # the same N: fine
+    check_parts("billing", (1, 4), existing)  # no parts yet: fine
+    with pytest.raises(InvalidInput) as caught:
+        check_parts("mailer", (1, 4), existing)
+    line = caught.value.line()
+    assert "3 part(s)" in line and "'mailer part 1 of 3'" in line
+    assert "--partition I/3" in line and "deleteMany" in line
+    with pytest.raises(InvalidInput):
+        check_parts("mailer", None, existing)  # the whole log beside parts of it

@@ -1,4 +1,5 @@
-"""The dead letters of `watch --exec --on-failure dead-letter` (docs/delivery.md).
+"""What `watch --exec` and `--partition` keep (docs/delivery.md): the dead letters of
+`--on-failure dead-letter`, and which checkpoint parts exist.
 
 One document per change that a handler kept failing on, in `evstream_dead_letters`: the change
 as its JSON line showed it, the checkpoint (and part) it came through, the error, the attempts
@@ -13,7 +14,7 @@ from typing import Any
 
 from bson import json_util
 
-from evstream.storage.mongo import OWN_PREFIX, MongoStore
+from evstream.storage.mongo import CHECKPOINTS, OWN_PREFIX, MongoStore
 
 DEAD_LETTERS = OWN_PREFIX + "dead_letters"
 
@@ -51,3 +52,8 @@ def dead_letter_counts(store: MongoStore) -> dict[str, int]:
         [{"$group": {"_id": "$checkpoint", "n": {"$sum": 1}}}]
     )
     return {str(row["_id"]): int(row["n"]) for row in rows}
+
+
+def checkpoint_names(store: MongoStore) -> list[str]:
+    """The names of every saved watch checkpoint."""
+    return [str(doc["_id"]) for doc in store.db[CHECKPOINTS].find({}, {"_id": 1})]
