@@ -381,7 +381,7 @@ def _publish_file(
         seekable = path != "-" and source.seekable()
         if seekable and not skip_invalid:
             with out.progress("checking", total=size, unit="bytes") as advance:
-                validate_all(source, advance, store.unstorable)
+                validate_all(source, advance, store.unstorable, keep_secrets=keep_secrets)
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
         with out.progress("publishing", total=total, unit=unit) as advance:

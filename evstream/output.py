@@ -19,7 +19,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from rich.console import Console
 from rich.text import Text
 
-from evstream.events import REDACTED, redact
+from evstream.events import MASK, REDACTED, redact
 
 JSON_OPTIONS = RELAXED_JSON_OPTIONS
 
@@ -219,9 +219,6 @@ def _append_value(text: Text, value: Any) -> None:
         text.append(value.isoformat(), style="blue")
     else:
         text.append(str(value), style="blue")
-
-
-MASK = "****"
 
 
 def masked(value: Any, show_secrets: bool) -> Any:

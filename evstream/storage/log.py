@@ -13,7 +13,7 @@ from typing import Any
 from bson import encode as bson_encode
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
-from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem
+from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem, InvalidInput
 from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
 from evstream.storage.errors import DUPLICATE_KEY, INDEX_CONFLICT_CODES, server_message
 from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
@@ -158,8 +158,6 @@ def check_size(doc: Doc, line: int | None = None) -> None:
         )
 
 
-
-
 def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
     """The error for an event the server would not store for its content (not a duplicate key):
     a collection validator (code 121), a value the server cannot store …"""
@@ -182,24 +180,60 @@ def is_id_conflict(error: dict[str, Any]) -> bool:
 
 
 def stream_head(store: Store, stream: str) -> int:
-    """The stream's current version (0 for a stream with no events)."""
+    """The stream's current version (0 for a stream with no events).
+
+    A document of the stream whose `version` sorts above every whole number (a string, an
+    object …, as another application may write) is refused: exit 2, naming it.
+    """
     doc = store.events.find_one(
         {"stream": stream},
         sort=[("version", -1)],
-        projection={"version": 1, "_id": 0},
+        projection={"version": 1, "_id": 1},
     )
-    return int(doc["version"]) if doc else 0
+    return valid_head(stream, doc.get("version"), doc.get("_id")) if doc else 0
 
 
 def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
-    """The current version of each stream, in one round trip; absent streams are at 0."""
+    """The current version of each stream, in one round trip; absent streams are at 0.
+
+    A head that is not a valid version is refused as in `stream_head`."""
     wanted = list(streams)
     if not wanted:
         return {}
     heads = dict.fromkeys(wanted, 0)
     for row in store.events.aggregate(store.heads_pipeline(wanted)):
-        heads[row["_id"]] = int(row["version"])
+        version = row["version"]
+        if version is None:  # only documents without a version: none to continue
+            continue
+        if not _is_version(version):
+            holder = store.events.find_one({"stream": row["_id"], "version": version}, {"_id": 1})
+            valid_head(row["_id"], version, holder.get("_id") if holder else None)
+        heads[row["_id"]] = int(version)
     return heads
+
+
+def _is_version(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def valid_head(stream: str, version: Any, doc_id: Any) -> int:
+    """A stored head as a version, or InvalidInput (exit 2) naming the document that holds it.
+
+    Documents with no version, or null, sort below every number and never become the head.
+    """
+    if version is None:
+        return 0
+    if _is_version(version):
+        return int(version)
+    shown = repr(version) if isinstance(version, (str, int, float)) else type(version).__name__
+    ident = repr(doc_id) if isinstance(doc_id, str) else f"{type(doc_id).__name__}({doc_id})"
+    raise InvalidInput(
+        f"cannot append to stream {stream!r}: its highest version is {shown} (the document "
+        f"with _id {ident}, which evstream did not write), not a whole number 1 or more; "
+        "nothing was written",
+        hint="give that document a whole-number version or move it out of the events "
+        "collection; 'evstream check' lists every such document",
+    )
 
 
 @dataclass
@@ -242,8 +276,16 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
 
 
 def conflict(event: EventInput, actual: int) -> ConcurrencyConflict:
-    """The error for a failed expected-version check."""
+    """The error for a failed expected-version check (or a stored event that cannot keep its
+    version: a copy names the version it carries, not an expected version)."""
     where = f"line {event.line}: " if event.line is not None else ""
+    if event.version is not None:
+        return ConcurrencyConflict(
+            f"{where}stream {event.stream!r} is at version {actual}, so the stored event with "
+            f"version {event.version} cannot keep its version (copy into a database without "
+            "these streams, in stream and version order)"
+            + ("; nothing was written" if event.line is None else ""),
+        )
     return ConcurrencyConflict(
         f"{where}stream {event.stream!r} is at version {actual}, "
         f"not the expected version {event.expected_version}; nothing was written"
