@@ -13,7 +13,7 @@ from typing import Any
 from bson import encode as bson_encode
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
-from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem, InvalidInput
+from evstream.errors import ConcurrencyConflict, EventRefused, IndexProblem
 from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
 from evstream.storage.errors import DUPLICATE_KEY, INDEX_CONFLICT_CODES, server_message
 from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
@@ -217,7 +217,8 @@ def _is_version(value: Any) -> bool:
 
 
 def valid_head(stream: str, version: Any, doc_id: Any) -> int:
-    """A stored head as a version, or InvalidInput (exit 2) naming the document that holds it.
+    """A stored head as a version, or EventRefused (exit 2) naming the document that holds it
+    (callers add what was written before it).
 
     Documents with no version, or null, sort below every number and never become the head.
     """
@@ -227,12 +228,11 @@ def valid_head(stream: str, version: Any, doc_id: Any) -> int:
         return int(version)
     shown = repr(version) if isinstance(version, (str, int, float)) else type(version).__name__
     ident = repr(doc_id) if isinstance(doc_id, str) else f"{type(doc_id).__name__}({doc_id})"
-    raise InvalidInput(
-        f"cannot append to stream {stream!r}: its highest version is {shown} (the document "
-        f"with _id {ident}, which evstream did not write), not a whole number 1 or more; "
-        "nothing was written",
-        hint="give that document a whole-number version or move it out of the events "
-        "collection; 'evstream check' lists every such document",
+    raise EventRefused(
+        f"cannot append to stream {stream!r}: its highest version is {shown}, not a whole "
+        f"number 1 or more, in the document with _id {ident}, which evstream did not write "
+        "(give it a whole-number version or move it out of events; 'evstream check' lists "
+        "every such document)"
     )
 
 
@@ -252,7 +252,10 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
         if existing is not None:
             return AppendResult(existing, True)
     for attempt in range(max_attempts):
-        head = stream_head(store, event.stream)
+        try:
+            head = stream_head(store, event.stream)
+        except EventRefused as exc:
+            raise EventRefused(f"{exc.message}; nothing was written") from None
         if event.expected_version is not None and head != event.expected_version:
             raise conflict(event, head)
         doc = build_document(event, head + 1, now_utc())
