@@ -130,13 +130,14 @@ class VersionOrder:
                 )
             if event.version > version + 1:
                 missing = (
-                    f"version {version + 1} is"
+                    f"version {version + 1} belongs"
                     if event.version == version + 2
-                    else f"versions {version + 1} to {event.version - 1} are"
+                    else f"versions {version + 1} to {event.version - 1} belong"
                 )
                 raise InvalidEvent(
                     f"stream {event.stream!r} has version {event.version} after version "
-                    f"{version} (line {line}): {missing} not in the input",
+                    f"{version} (line {line}): {missing} between them; if the input holds "
+                    f"them later, {SORT_ADVICE}",
                     line=event.line,
                 )
         elif len(self.last) >= self.MAX_STREAMS:
