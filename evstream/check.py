@@ -377,10 +377,11 @@ def own_problems(
                 [n for n, _ in bad[:SAMPLES]],
             )
         )
-    bad = [(doc.get("_id"), why) for doc in projections if (why := projection_problem(doc))]
+    bad_docs = [(doc, why) for doc in projections if (why := projection_problem(doc))]
+    bad = [(doc.get("_id"), why) for doc, why in bad_docs]
     if bad:
         name, why = bad[0]
-        command = "evstream rebuild-sessions" if name == "sessions" else f"evstream rebuild {name}"
+        command = rebuild_command(bad_docs[0][0])
         found.append(
             Finding(
                 "projection checkpoint",
@@ -393,6 +394,17 @@ def own_problems(
             )
         )
     return found
+
+
+def rebuild_command(doc: Mapping[str, Any]) -> str:
+    """The full rebuild that writes a projection's checkpoint anew (its part, if it has one)."""
+    name = doc.get("projection")
+    name = name if isinstance(name, str) and name else str(doc.get("_id"))
+    partition = doc.get("partition")
+    if name == "sessions" and not partition:
+        return "evstream rebuild-sessions"
+    part = f" --partition {partition}" if isinstance(partition, str) and partition else ""
+    return f"evstream rebuild {_shell(name)}{part}"
 
 
 def _mongo_name(value: Any) -> str:

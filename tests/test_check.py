@@ -14,7 +14,13 @@ import pytest
 from bson import ObjectId
 from rich.console import Console
 
-from evstream.check import LogScan, checkpoint_problem, index_problems, projection_problem
+from evstream.check import (
+    LogScan,
+    checkpoint_problem,
+    index_problems,
+    projection_problem,
+    rebuild_command,
+)
 from evstream.output import check_view
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -298,6 +304,27 @@ def test_checkpoint_problem(doc: dict[str, Any], problem: str | None) -> None:
 )
 def test_projection_problem(doc: dict[str, Any], problem: str | None) -> None:
     assert projection_problem(doc) == problem
+
+
+@pytest.mark.parametrize(
+    ("doc", "command"),
+    [
+        ({"_id": "sessions"}, "evstream rebuild-sessions"),
+        ({"_id": "carts"}, "evstream rebuild carts"),
+        (
+            {"_id": "carts 2/4", "projection": "carts", "partition": "2/4"},
+            "evstream rebuild carts --partition 2/4",
+        ),
+        (
+            {"_id": "s", "projection": "sessions", "partition": "1/2"},
+            "evstream rebuild sessions --partition 1/2",
+        ),
+    ],
+)
+def test_the_rebuild_that_repairs_a_projection_checkpoint(
+    doc: dict[str, Any], command: str
+) -> None:
+    assert rebuild_command(doc) == command
 
 
 def test_the_view_of_a_healthy_report() -> None:
