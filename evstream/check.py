@@ -197,14 +197,16 @@ class LogScan:
             skipped = self.foreign.get(kind)
             if skipped is None:
                 continue
+            ids = ", ".join(mongosh_value(i) for i in skipped.sample)
             found.append(
                 Finding(
                     "not an event",
                     f"{skipped.total:,} document{'s' * (skipped.total != 1)} with {kind}: not "
                     "events, so rebuilds, status and watch's pretty view skip them",
                     skipped.total,
-                    f"see them in mongosh: db.events.find({KIND_FILTERS[kind]}); give them the "
-                    "missing fields, or move them to a collection of their own",
+                    f"see them in mongosh: db.events.find({KIND_FILTERS[kind]}), or the first "
+                    f"ones: db.events.find({{_id: {{$in: [{ids}]}}}}); give them the missing "
+                    "fields, or move them to a collection of their own",
                     list(skipped.sample),
                 )
             )

@@ -97,6 +97,11 @@ def test_each_kind_of_foreign_document_is_counted_with_sample_ids(cli: Any, db: 
         "1 document with ts not a date": (1, ["d1"]),
     }
     assert all("db.events.find(" in f["fix"] for f in by_problem.values())
+    assert (
+        'db.events.find({_id: {$in: ["i1", "o1"]}})'
+        in by_problem["2 documents with stream not a string"]["fix"]
+    )
+    assert f'ObjectId("{oid}")' in by_problem["3 documents with no stream"]["fix"]
     assert (report["documents"], report["events"]) == (11, 1)
 
 
