@@ -48,7 +48,7 @@ class EventInput:
     stream: str
     data: dict[str, Any]
     meta: dict[str, Any] | None = None
-    id: str | None = None
+    id: Any = None  # a string; a copy of a stored event may keep an ObjectId or a number
     expected_version: int | None = None
     ts: datetime | None = None
     line: int | None = None
@@ -56,6 +56,8 @@ class EventInput:
     stored: dict[str, Any] | None = None
     # The version a stored event's line carried (`watch -o json`, mongoexport), else None.
     version: int | None = None
+    # A copy's fields beyond the event schema (mongoose's `__v` …), stored as they were.
+    extra: dict[str, Any] | None = None
 
     @property
     def is_copy(self) -> bool:
@@ -220,8 +222,14 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         obj = unwrap_change(obj)
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected the change's doc to be an object, got {_type_name(obj)}")
+        stored = obj.get("version") is not None and obj.get("ts") is not None
         unknown = sorted(set(obj) - INPUT_FIELDS)
-        if unknown:
+        extra = None
+        if unknown and stored:
+            # A stored event another application wrote keeps its own fields in a copy.
+            extra = {key: obj[key] for key in unknown}
+            _check_keys(extra, "the stored event")
+        elif unknown:
             raise InvalidEvent(
                 f"unknown field {unknown[0]!r}; expected type, stream, data, meta, id, "
                 "expected_version (or a stored event's _id, version, ts)"
@@ -233,6 +241,10 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         event_id = obj.get("id", obj.get("_id"))
         if "id" in obj and "_id" in obj and obj["id"] != obj["_id"]:
             raise InvalidEvent("id and _id differ; give one of them")
+        if stored and event_id is not None and _is_stored_id(event_id):
+            kept_id: Any = event_id  # a copy keeps an ObjectId (or number) _id as it was
+        else:
+            kept_id = None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH)
         ts = obj.get("ts")
         if ts is not None and not isinstance(ts, datetime):
             raise InvalidEvent('ts must be a date ({"$date": "..."}), not ' + _type_name(ts))
@@ -255,14 +267,23 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
             stream=check_name("stream", obj["stream"]),
             data={} if data is None else check_object("data", data, optional=False) or {},
             meta=check_object("meta", obj.get("meta"), optional=True),
-            id=None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH),
+            id=kept_id,
             expected_version=expected,
             ts=ts,
             line=line,
             version=version,
+            extra=extra,
         )
     except InvalidEvent as exc:
         raise exc.at_line(line) if line is not None else exc from None
+
+
+def _is_stored_id(value: Any) -> bool:
+    """An `_id` another application may have stored that a copy keeps as it is: an ObjectId, or
+    a whole number (Extended JSON gives them as such)."""
+    if type(value).__name__ == "ObjectId":
+        return True
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
 
 
 LINE_LIMIT = MAX_DOCUMENT_BYTES + 1024 * 1024
@@ -443,6 +464,8 @@ def check_copy(event: EventInput) -> None:
     if not event.is_copy:
         return
     paths = masked_paths(event.data, "data") + masked_paths(event.meta, "meta")
+    if event.extra:
+        paths += [p.removeprefix(".") for p in masked_paths(event.extra, "")]
     if paths:
         raise InvalidEvent(
             f"{paths[0]} is {MASK!r}, the mask 'evstream watch' prints in place of a secret, so "

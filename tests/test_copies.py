@@ -7,11 +7,12 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import json_util
+from bson import ObjectId, json_util
 
 from evstream.errors import InvalidInput
 from evstream.events import InvalidEvent, event_from_object, redact_event
@@ -107,6 +108,38 @@ def test_a_masked_copy_is_refused_before_anything_is_written(
         assert client[copy_db].events.find_one({"stream": "alice", "version": 1})["data"] == {
             "password": MASK
         }
+    finally:
+        client.drop_database(copy_db)
+
+
+def test_events_another_application_wrote_copy_exactly(cli: Any, db: Any, client: Any) -> None:
+    """A mongoose document (ObjectId _id, __v) that is an event keeps its _id and fields."""
+    assert cli("publish", "t", "-s", "a").exit_code == 0
+    db.events.insert_one(
+        {
+            "_id": ObjectId(),
+            "stream": "m",
+            "version": 1,
+            "type": "login",
+            "data": {"u": 1},
+            "ts": datetime(2026, 1, 1, tzinfo=timezone.utc),
+            "__v": 0,
+            "secret": "s3",
+        }
+    )
+    lines = watched(cli, db, "--show-secrets")
+    copy_db = f"{cli.db}_copy"
+    try:
+        r = cli("publish", "--file", "-", input=lines, EVSTREAM_DB=copy_db)
+        assert r.exit_code == 0, r.stderr
+        copied = list(client[copy_db].events.find().sort([("stream", 1), ("version", 1)]))
+        assert copied == stored(db)
+        assert isinstance(copied[1]["_id"], ObjectId) and copied[1]["__v"] == 0
+        # Masked by watch, the top-level secret is refused like one in data.
+        masked = watched(cli, db)
+        client.drop_database(copy_db)
+        r = cli("publish", "--file", "-", input=masked, EVSTREAM_DB=copy_db)
+        assert r.exit_code == 2 and ": secret is '****'" in r.stderr
     finally:
         client.drop_database(copy_db)
 

@@ -145,6 +145,8 @@ def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, A
     if event.meta is not None:
         doc["meta"] = event.meta
     doc["ts"] = event.ts or ts
+    if event.extra:
+        doc.update(event.extra)  # a copy's own fields, as the stored event had them
     return doc
 
 
