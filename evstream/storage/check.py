@@ -31,7 +31,8 @@ def estimated_documents(store: MongoStore) -> int:
 
 
 def scan_log(store: MongoStore, batch_size: int = SCAN_BATCH) -> Iterator[Doc]:
-    """Every document of the log, sorted by (stream, version), with only CHECK_FIELDS.
+    """Every document of the log, sorted by (stream, version), with only CHECK_FIELDS where
+    a projection makes the read cheaper (`MongoStore.cheap_projection`; not on nx-27017).
 
     Streamed in batches, so memory stays flat. MongoDB walks the unique {stream, version} index
     for this order; without it (the case `check` reports) the server sorts, spilling to disk
@@ -39,7 +40,7 @@ def scan_log(store: MongoStore, batch_size: int = SCAN_BATCH) -> Iterator[Doc]:
     """
     cursor = store.events.find(
         {},
-        CHECK_FIELDS,
+        CHECK_FIELDS if store.cheap_projection else None,
         sort=[("stream", 1), ("version", 1)],
         batch_size=batch_size,
         allow_disk_use=True,
