@@ -337,3 +337,16 @@ def test_the_view_of_a_healthy_report() -> None:
     console.print(check_view({"documents": 3, "events": 3, "streams": 1, "findings": []}))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "3 events in 1 streams" in text and "healthy" in text
+
+
+def test_progress_on_a_terminal_and_json_on_the_pipe(cli: Any, db: Any) -> None:
+    from test_conventions import run_tty
+
+    db.events.insert_many([event(f"s{i % 100}", i // 100 + 1) for i in range(3_000)])
+    code, out, err = run_tty(["check"], cli.env(), stdout_tty=False, stderr_tty=True)
+    assert code == 7  # no indexes: they were never created
+    assert b"checking the log" in err
+    report = json.loads(out)
+    assert report["events"] == 3_000 and report["streams"] == 100
+    code, _, err = run_tty(["check"], cli.env(), stdout_tty=False, stderr_tty=False)
+    assert b"checking the log" not in err
