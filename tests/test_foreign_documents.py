@@ -71,8 +71,9 @@ def test_publish_refuses_a_head_that_is_not_a_version(cli: Any, db: Any, version
     assert db.events.count_documents({"stream": "zed"}) == 1
 
 
-def test_a_file_refuses_it_too_with_an_exact_account(cli: Any, db: Any) -> None:
-    db.events.insert_one({"_id": "theirs", "stream": "zed", "version": "one", "type": "t"})
+@pytest.mark.parametrize("version", ["one", {"n": 1}], ids=["str", "object"])
+def test_a_file_refuses_it_too_with_an_exact_account(cli: Any, db: Any, version: Any) -> None:
+    db.events.insert_one({"_id": "theirs", "stream": "zed", "version": version, "type": "t"})
     lines = "".join(json.dumps({"type": "t", "stream": f"s{i}"}) + "\n" for i in range(5))
     lines += json.dumps({"type": "t", "stream": "zed"}) + "\n"
     r = cli("publish", "--file", "-", "--batch-size", "5", input=lines)

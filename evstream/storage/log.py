@@ -184,8 +184,9 @@ def is_id_conflict(error: dict[str, Any]) -> bool:
 def stream_head(store: Store, stream: str) -> int:
     """The stream's current version (0 for a stream with no events).
 
-    A document of the stream whose `version` sorts above every whole number (a string, an
-    object …, as another application may write) is refused: exit 2, naming it.
+    When the stream's highest `version` in MongoDB's sort order is not a whole number 1 or more
+    (a string or an object, which sort above every number; a double; a boolean …, as another
+    application may write it), the append is refused: exit 2, naming the document.
     """
     doc = store.events.find_one(
         {"stream": stream},
@@ -207,10 +208,10 @@ def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
         version = row["version"]
         if version is None:  # only documents without a version: none to continue
             continue
-        if not _is_version(version):
-            holder = store.events.find_one({"stream": row["_id"], "version": version}, {"_id": 1})
-            valid_head(row["_id"], version, holder.get("_id") if holder else None)
-        heads[row["_id"]] = int(version)
+        if _is_version(version):
+            heads[row["_id"]] = int(version)
+        else:  # finds the document that holds it, and refuses
+            heads[row["_id"]] = stream_head(store, row["_id"])
     return heads
 
 
@@ -229,7 +230,9 @@ def valid_head(stream: str, version: Any, doc_id: Any) -> int:
     if _is_version(version):
         return int(version)
     shown = repr(version) if isinstance(version, (str, int, float)) else type(version).__name__
-    ident = repr(doc_id) if isinstance(doc_id, str) else f"{type(doc_id).__name__}({doc_id})"
+    ident = repr(doc_id) if isinstance(doc_id, str) else f'{type(doc_id).__name__}("{doc_id}")'
+    if isinstance(doc_id, int):
+        ident = str(doc_id)
     raise EventRefused(
         f"cannot append to stream {stream!r}: its highest version is {shown}, not a whole "
         f"number 1 or more, in the document with _id {ident}, which evstream did not write "
