@@ -15,12 +15,14 @@ from bson import ObjectId
 from rich.console import Console
 
 from evstream.check import (
+    KIND_FILTERS,
     LogScan,
     checkpoint_problem,
     index_problems,
     projection_problem,
     rebuild_command,
 )
+from evstream.events import PROBLEM_KINDS
 from evstream.output import check_view
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -221,6 +223,10 @@ def scan(docs: list[dict[str, Any]]) -> LogScan:
     for doc in sorted(docs, key=lambda d: (d["stream"], d["version"])):
         result.add(doc)
     return result
+
+
+def test_every_kind_has_its_mongosh_filter() -> None:
+    assert set(KIND_FILTERS) == set(PROBLEM_KINDS)
 
 
 @pytest.mark.parametrize(
