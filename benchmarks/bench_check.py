@@ -128,7 +128,7 @@ def bench_size(uri: str, events: int, streams: int, rounds: int) -> dict[str, An
         "check": median(checks),
         "wall": median(walls),
         "rss": max(rsss),
-        "ratio": median([scan_s / check_s for scan_s, check_s in zip(scans, checks)]),
+        "ratio": median([scan_s / check_s for scan_s, check_s in zip(scans, checks, strict=True)]),
     }
 
 
@@ -143,7 +143,8 @@ def main() -> None:
     with server(args.uri) as uri:
         rows = [bench_size(uri, events, streams, args.rounds) for events, streams in sizes]
     print(
-        "\nevents   streams  scan s  check s  rate vs scan  per round  wall s  5-field scan s  RSS MiB"
+        "\nevents   streams  scan s  check s  rate vs scan  per round  wall s  5-field scan s"
+        "  RSS MiB"
     )
     for r in rows:
         print(
