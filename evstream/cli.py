@@ -388,7 +388,7 @@ def _publish_file(
         seekable = path != "-" and source.seekable()
         if seekable and not skip_invalid:
             with out.progress("checking", total=size, unit="bytes") as advance:
-                validate_all(source, advance, store.unstorable)
+                validate_all(source, advance, store.unstorable, keep_secrets=keep_secrets)
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
         with out.progress("publishing", total=total, unit=unit) as advance:
@@ -904,6 +904,39 @@ def status(
             from evstream.output import status_view
 
             out.show(status_view(info))
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Check the log's health: documents that are not events, version gaps and duplicates, ts
+    going backwards, indexes, evstream's own collections. Reads only; writes nothing.
+
+    Exits 0 when healthy and 7 when it found problems, each with its fix.
+
+    Examples:
+
+    \b
+      evstream check
+      evstream check -o json | jq '.findings[].fix'
+    """
+    with running(ctx) as env:
+        from evstream.check import Check
+
+        out = env.output
+        checking = Check(env.store())
+        with out.progress("checking the log", total=checking.total or None) as advance:
+            report = checking.run(advance)
+        if out.json:
+            out.emit(report.as_dict())
+        else:
+            from evstream.output import check_view
+
+            out.show(check_view(report.as_dict()))
+        if not report.healthy:
+            raise typer.Exit(ExitCode.PROBLEMS_FOUND)
 
 
 # --- bench ---------------------------------------------------------------------------------------

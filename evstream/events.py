@@ -20,6 +20,8 @@ MAX_ID_LENGTH = 256
 # MongoDB's document limit; the server adds a little of its own to each insert command.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 REDACTED = "[redacted]"
+# What `evstream watch` prints in place of a secret-looking field's value (unless --show-secrets).
+MASK = "****"
 INPUT_FIELDS = frozenset(
     {"type", "stream", "data", "meta", "id", "_id", "expected_version", "version", "ts"}
 )
@@ -47,12 +49,22 @@ class EventInput:
     stream: str
     data: dict[str, Any]
     meta: dict[str, Any] | None = None
-    id: str | None = None
+    id: Any = None  # a string; a copy of a stored event may keep an ObjectId or a number
     expected_version: int | None = None
     ts: datetime | None = None
     line: int | None = None
     # The document to store, built ahead by a bulk publisher (its version is set when written).
     stored: dict[str, Any] | None = None
+    # The version a stored event's line carried (`watch -o json`, mongoexport), else None.
+    version: int | None = None
+    # A copy's fields beyond the event schema (mongoose's `__v` …), stored as they were.
+    extra: dict[str, Any] | None = None
+
+    @property
+    def is_copy(self) -> bool:
+        """Whether this is a stored event published again (a line with `version` and `ts`):
+        it is stored exactly as given, secrets included (docs/data-model.md, "Copies")."""
+        return self.version is not None and self.ts is not None
 
 
 # --- ids -------------------------------------------------------------------------------------
@@ -204,14 +216,21 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
     or mongoexport print it) is accepted: its `version` becomes the expected version minus one,
     so a copy keeps the same versions or stops with a conflict.
     """
+    version: int | None = None
     try:
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected a JSON object, got {_type_name(obj)}")
         obj = unwrap_change(obj)
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected the change's doc to be an object, got {_type_name(obj)}")
+        stored = obj.get("version") is not None and obj.get("ts") is not None
         unknown = sorted(set(obj) - INPUT_FIELDS)
-        if unknown:
+        extra = None
+        if unknown and stored:
+            # A stored event another application wrote keeps its own fields in a copy.
+            extra = {key: obj[key] for key in unknown}
+            _check_keys(extra, "the stored event")
+        elif unknown:
             raise InvalidEvent(
                 f"unknown field {unknown[0]!r}; expected type, stream, data, meta, id, "
                 "expected_version (or a stored event's _id, version, ts)"
@@ -223,6 +242,10 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         event_id = obj.get("id", obj.get("_id"))
         if "id" in obj and "_id" in obj and obj["id"] != obj["_id"]:
             raise InvalidEvent("id and _id differ; give one of them")
+        if stored and event_id is not None and _is_stored_id(event_id):
+            kept_id: Any = event_id  # a copy keeps an ObjectId (or number) _id as it was
+        else:
+            kept_id = None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH)
         ts = obj.get("ts")
         if ts is not None and not isinstance(ts, datetime):
             raise InvalidEvent('ts must be a date ({"$date": "..."}), not ' + _type_name(ts))
@@ -245,13 +268,23 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
             stream=check_name("stream", obj["stream"]),
             data={} if data is None else check_object("data", data, optional=False) or {},
             meta=check_object("meta", obj.get("meta"), optional=True),
-            id=None if event_id is None else check_name("id", event_id, MAX_ID_LENGTH),
+            id=kept_id,
             expected_version=expected,
             ts=ts,
             line=line,
+            version=version,
+            extra=extra,
         )
     except InvalidEvent as exc:
         raise exc.at_line(line) if line is not None else exc from None
+
+
+def _is_stored_id(value: Any) -> bool:
+    """An `_id` another application may have stored that a copy keeps as it is: an ObjectId, or
+    a whole number (Extended JSON gives them as such)."""
+    if type(value).__name__ == "ObjectId":
+        return True
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
 
 
 LINE_LIMIT = MAX_DOCUMENT_BYTES + 1024 * 1024
@@ -385,13 +418,63 @@ def redact(value: Any, where: str = "", *, mask: str = REDACTED) -> tuple[Any, l
 
 
 def redact_event(event: EventInput) -> list[str]:
-    """Redact an event's data and meta in place; returns the paths that were replaced."""
+    """Redact a new event's data and meta in place; returns the paths that were replaced.
+
+    A copy of a stored event (`EventInput.is_copy`) is left as it was stored: redaction applies
+    to new events, and a copy stores its secrets as the log holds them (docs/data-model.md).
+    """
+    if event.is_copy:
+        return []
     event.data, in_data = redact(event.data, "data")
     found = list(in_data)
     if event.meta is not None:
         event.meta, in_meta = redact(event.meta, "meta")
         found.extend(in_meta)
     return found
+
+
+def masked_paths(value: Any, where: str) -> list[str]:
+    """The paths of secret-looking fields that hold `MASK`, as `watch` prints them masked."""
+    if not has_secret(value):
+        return []
+    found: list[str] = []
+
+    def walk(item: Any, path: str) -> None:
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                sub_path = f"{path}.{key}"
+                if isinstance(key, str) and is_secret_key(key) and sub == MASK:
+                    found.append(sub_path)
+                else:
+                    walk(sub, sub_path)
+        elif isinstance(item, list):
+            for i, sub in enumerate(item):
+                walk(sub, f"{path}[{i}]")
+
+    walk(value, where)
+    return found
+
+
+def check_copy(event: EventInput) -> None:
+    """Refuse a copy of a stored event whose secrets `watch` masked (docs/data-model.md).
+
+    Stored, the copy would hold "****" for good in place of the secret, under the same id, so
+    a later, right copy would count as a duplicate and could not repair it. `--keep-secrets`
+    (the caller not calling this) stores such a line as given.
+    """
+    if not event.is_copy:
+        return
+    paths = masked_paths(event.data, "data") + masked_paths(event.meta, "meta")
+    if event.extra:
+        paths += [p.removeprefix(".") for p in masked_paths(event.extra, "")]
+    if paths:
+        raise InvalidEvent(
+            f"{paths[0]} is {MASK!r}, the mask 'evstream watch' prints in place of a secret, so "
+            "this copy of a stored event would not be exact; copy with "
+            "'evstream watch --show-secrets -o json' (or store the mask as given with "
+            "--keep-secrets)",
+            line=event.line,
+        )
 
 
 # --- documents evstream did not write (docs/data-model.md, "Foreign documents") ---------------

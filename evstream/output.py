@@ -19,7 +19,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from rich.console import Console
 from rich.text import Text
 
-from evstream.events import REDACTED, redact
+from evstream.events import MASK, REDACTED, redact
 
 JSON_OPTIONS = RELAXED_JSON_OPTIONS
 
@@ -219,9 +219,6 @@ def _append_value(text: Text, value: Any) -> None:
         text.append(value.isoformat(), style="blue")
     else:
         text.append(str(value), style="blue")
-
-
-MASK = "****"
 
 
 def masked(value: Any, show_secrets: bool) -> Any:
@@ -794,3 +791,86 @@ def bench_notes(extra: Mapping[str, Any]) -> str:
     if "rounds" in extra:
         notes.append(f"median of {extra['rounds']} rounds")
     return "; ".join(notes)
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+def _sample_text(sample: Any) -> str:
+    """One example of a finding, short: an _id, a stream@version, an index name."""
+    if isinstance(sample, Mapping):
+        stream = sample.get("stream")
+        if "next" in sample:
+            after, following = sample["after"], sample["next"]
+            missing = f"{after + 1}" if following == after + 2 else f"{after + 1}-{following - 1}"
+            return f"{stream} v{missing}"
+        return f"{stream}@{sample.get('version')}"
+    if isinstance(sample, str):
+        return sample
+    return str(sample)
+
+
+def check_findings_table(findings: list[Mapping[str, Any]]) -> Any:
+    """The findings of `evstream check`, numbered: kind, count, what is wrong, examples."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("finding", style="bold yellow", no_wrap=True)
+    table.add_column("count", justify="right", style="cyan", no_wrap=True)
+    table.add_column("what is wrong", ratio=3)
+    table.add_column("examples", style="blue", overflow="fold", ratio=1)
+    for number, finding in enumerate(findings, 1):
+        samples = finding.get("samples") or []
+        table.add_row(
+            str(number),
+            str(finding.get("kind")),
+            f"{int(finding.get('count') or 0):,}",
+            str(finding.get("problem")),
+            ", ".join(_sample_text(s) for s in samples[:3]) + (" …" if len(samples) > 3 else ""),
+        )
+    return table
+
+
+def check_fixes(findings: list[Mapping[str, Any]]) -> Text:
+    """Each finding's fix on lines of its own, numbered as in the table, never folded, so a
+    mongosh line copies whole."""
+    text = Text()
+    for number, finding in enumerate(findings, 1):
+        if number > 1:
+            text.append("\n")
+        text.append(f"{number:>2}. ", style="dim")
+        text.append(str(finding.get("fix")))
+    return text
+
+
+def check_view(report: Mapping[str, Any]) -> Any:
+    """`evstream check` for a person: a summary line, then the findings table (if any)."""
+    from rich.console import Group
+
+    head = Text()
+    if not report.get("log_exists", True):
+        head.append(f"database {report.get('database')!r} has no events collection yet", "dim")
+    else:
+        head.append("Checked ", style="bold")
+        head.append(f"{int(report.get('documents') or 0):,}", style="cyan")
+        head.append(" documents: ")
+        head.append(f"{int(report.get('events') or 0):,}", style="cyan")
+        head.append(" events in ")
+        head.append(f"{int(report.get('streams') or 0):,}", style="cyan")
+        head.append(f" streams ({float(report.get('seconds') or 0):.1f} s)")
+    findings = report.get("findings") or []
+    if not findings:
+        head.append(" · ")
+        head.append("healthy", style="bold green")
+        return head
+    head.append(" · ")
+    head.append(f"{len(findings)} finding{'s' * (len(findings) != 1)}", style="bold yellow")
+    return Group(
+        head,
+        Text(""),
+        check_findings_table(findings),
+        Text(""),
+        Text("How to fix them", style="bold"),
+        check_fixes(findings),
+    )

@@ -21,6 +21,7 @@ from evstream.events import (
     LINE_LIMIT,
     EventInput,
     InvalidEvent,
+    check_copy,
     decode_line,
     event_from_object,
     iter_lines,
@@ -38,11 +39,14 @@ SIZE_CHECK_FROM = 4 * 1024 * 1024
 Refusal = Callable[[EventInput, str], str | None]
 
 
-def parse_line(raw: bytes | None, line: int, refuse: Refusal | None = None) -> EventInput | None:
+def parse_line(
+    raw: bytes | None, line: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+) -> EventInput | None:
     """One NDJSON line to a validated event (None for a blank line).
 
     `refuse` names values the server cannot store, so they count as bad lines before anything
-    is written."""
+    is written. A copy of a stored event whose secrets `watch` masked is a bad line unless
+    `keep_secrets` (evstream.events.check_copy)."""
     text = decode_line(raw, line)
     if text is None:
         return None
@@ -57,7 +61,65 @@ def parse_line(raw: bytes | None, line: int, refuse: Refusal | None = None) -> E
         reason = refuse(event, text)
         if reason:
             raise InvalidEvent(reason, line=line)
+    if not keep_secrets:
+        check_copy(event)
     return event
+
+
+SORT_ADVICE = (
+    "sort the file by stream and version first (mongoexport --sort '{stream: 1, version: 1}', "
+    "or jq -s -c 'sort_by(.stream, .version)[]')"
+)
+
+
+class VersionOrder:
+    """Checks that the stored events of a stream come in version order within one input.
+
+    A line that carries `version` (a stored event) must be the next version after the line
+    before it of the same stream; new events in between count one version each. A dump sorted
+    by `_id` breaks this, and then the copy would stop midway with a conflict: found while
+    checking instead, with both line numbers. Memory is bounded: past MAX_STREAMS streams the
+    record starts again (the writes still refuse a wrong version, exit 5).
+    """
+
+    MAX_STREAMS = 200_000
+
+    def __init__(self) -> None:
+        # stream → (its version at the line, that line, the line's event id)
+        self.last: dict[str, tuple[int, int | None, str | None]] = {}
+
+    def see(self, event: EventInput) -> None:
+        """Record one line's event; raises InvalidEvent when its version is out of order."""
+        before = self.last.get(event.stream)
+        if event.version is None:
+            if before is not None:
+                self.last[event.stream] = (before[0] + 1, event.line, event.id)
+            return
+        if before is not None:
+            version, line, event_id = before
+            if event.version == version and event.id is not None and event.id == event_id:
+                return  # the same stored event twice: stored once, as a duplicate id
+            if event.version <= version:
+                raise InvalidEvent(
+                    f"stream {event.stream!r} has version {event.version} after version "
+                    f"{version} (line {line}): its events are out of order; {SORT_ADVICE}",
+                    line=event.line,
+                )
+            if event.version > version + 1:
+                missing = (
+                    f"version {version + 1} belongs"
+                    if event.version == version + 2
+                    else f"versions {version + 1} to {event.version - 1} belong"
+                )
+                raise InvalidEvent(
+                    f"stream {event.stream!r} has version {event.version} after version "
+                    f"{version} (line {line}): {missing} between them; if the input holds "
+                    f"them later, {SORT_ADVICE}",
+                    line=event.line,
+                )
+        elif len(self.last) >= self.MAX_STREAMS:
+            self.last.clear()
+        self.last[event.stream] = (event.version, event.line, event.id)
 
 
 @dataclass
@@ -112,14 +174,20 @@ def validate_all(
     source: IO[bytes],
     progress: Callable[[int], None] = lambda n: None,
     refuse: Refusal | None = None,
+    *,
+    keep_secrets: bool = False,
 ) -> None:
-    """Read a whole file once, checking every line; raises one error naming the first bad line."""
+    """Read a whole file once, checking every line and the version order of stored events;
+    raises one error naming the first bad line."""
     first: InvalidEvent | None = None
     bad = 0
+    order = VersionOrder()
     for number, raw in iter_lines(source):
         progress(len(raw) if raw is not None else LINE_LIMIT)
         try:
-            parse_line(raw, number, refuse)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            if event is not None:
+                order.see(event)
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
@@ -145,7 +213,7 @@ def publish_stream(
     report = PublishReport()
     return publish_events(
         store,
-        _events(source, report, skip_invalid, hooks, store.unstorable),
+        _events(source, report, skip_invalid, hooks, store.unstorable, keep_secrets),
         keep_secrets=keep_secrets,
         batch_size=batch_size,
         hooks=hooks,
@@ -272,13 +340,21 @@ class _BatchWriter:
 
 
 def _events(
-    source: IO[bytes], report: PublishReport, skip_invalid: bool, hooks: Hooks, refuse: Refusal
+    source: IO[bytes],
+    report: PublishReport,
+    skip_invalid: bool,
+    hooks: Hooks,
+    refuse: Refusal,
+    keep_secrets: bool = False,
 ) -> Iterator[tuple[int, EventInput | None]]:
     """(bytes read, event or None) for each line; bad lines raise unless skipped."""
+    order = VersionOrder()
     for number, raw in iter_lines(source):
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
-            event = parse_line(raw, number, refuse)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            if event is not None:
+                order.see(event)
         except InvalidEvent as exc:
             if not skip_invalid:
                 raise

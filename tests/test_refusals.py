@@ -114,9 +114,7 @@ def test_one_refused_event_writes_nothing(
 )
 def test_nx27017_names_the_first_value_it_cannot_store(data: dict[str, Any], said: str) -> None:
     event = EventInput(type="t", stream="s", data=data)
-    assert NX.unstorable(event) == (
-        f"{said}, which nx-27017 (the embedded dev store) cannot store"
-    )
+    assert NX.unstorable(event) == (f"{said}, which nx-27017 (the embedded dev store) cannot store")
 
 
 def test_nx27017_stores_the_rest_and_looks_at_meta_too() -> None:

@@ -112,9 +112,7 @@ def test_scrub_removes_raw_and_decoded_password() -> None:
             "not authorised to createIndexes on shop.events",
         ),
         (
-            OperationFailure(
-                "Index already exists with a different name: ts_1", code=85
-            ),
+            OperationFailure("Index already exists with a different name: ts_1", code=85),
             ExitCode.UNSUPPORTED,
             "an index conflicts with one evstream needs",
         ),

@@ -158,6 +158,8 @@ def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, A
     if event.meta is not None:
         doc["meta"] = event.meta
     doc["ts"] = event.ts or ts
+    if event.extra:
+        doc.update(event.extra)  # a copy's own fields, as the stored event had them
     return doc
 
 
@@ -193,24 +195,63 @@ def is_id_conflict(error: dict[str, Any]) -> bool:
 
 
 def stream_head(store: Store, stream: str) -> int:
-    """The stream's current version (0 for a stream with no events)."""
+    """The stream's current version (0 for a stream with no events).
+
+    When the stream's highest `version` in MongoDB's sort order is not a whole number 1 or more
+    (a string or an object, which sort above every number; a double; a boolean …, as another
+    application may write it), the append is refused: exit 2, naming the document.
+    """
     doc = store.events.find_one(
         {"stream": stream},
         sort=[("version", -1)],
-        projection={"version": 1, "_id": 0},
+        projection={"version": 1, "_id": 1},
     )
-    return int(doc["version"]) if doc else 0
+    return valid_head(stream, doc.get("version"), doc.get("_id")) if doc else 0
 
 
 def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
-    """The current version of each stream, in one round trip; absent streams are at 0."""
+    """The current version of each stream, in one round trip; absent streams are at 0.
+
+    A head that is not a valid version is refused as in `stream_head`."""
     wanted = list(streams)
     if not wanted:
         return {}
     heads = dict.fromkeys(wanted, 0)
     for row in store.events.aggregate(store.heads_pipeline(wanted)):
-        heads[row["_id"]] = int(row["version"])
+        version = row["version"]
+        if version is None:  # only documents without a version: none to continue
+            continue
+        if _is_version(version):
+            heads[row["_id"]] = int(version)
+        else:  # finds the document that holds it, and refuses
+            heads[row["_id"]] = stream_head(store, row["_id"])
     return heads
+
+
+def _is_version(value: Any) -> bool:
+    return type(value) is int and value >= 1
+
+
+def valid_head(stream: str, version: Any, doc_id: Any) -> int:
+    """A stored head as a version, or EventRefused (exit 2) naming the document that holds it
+    (callers add what was written before it).
+
+    Documents with no version, or null, sort below every number and never become the head.
+    """
+    if version is None:
+        return 0
+    if _is_version(version):
+        return int(version)
+    shown = repr(version) if isinstance(version, (str, int, float)) else type(version).__name__
+    ident = repr(doc_id) if isinstance(doc_id, str) else f'{type(doc_id).__name__}("{doc_id}")'
+    if isinstance(doc_id, int):
+        ident = str(doc_id)
+    raise EventRefused(
+        f"cannot append to stream {stream!r}: its highest version is {shown}, not a whole "
+        f"number 1 or more, in the document with _id {ident}, which evstream did not write "
+        "(give it a whole-number version or move it out of events; 'evstream check' lists "
+        "every such document)"
+    )
 
 
 @dataclass
@@ -229,7 +270,10 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
         if existing is not None:
             return AppendResult(existing, True)
     for attempt in range(max_attempts):
-        head = stream_head(store, event.stream)
+        try:
+            head = stream_head(store, event.stream)
+        except EventRefused as exc:
+            raise EventRefused(f"{exc.message}; nothing was written") from None
         if event.expected_version is not None and head != event.expected_version:
             raise conflict(event, head)
         doc = build_document(event, head + 1, now_utc())
@@ -292,8 +336,16 @@ class RideOut:
 
 
 def conflict(event: EventInput, actual: int) -> ConcurrencyConflict:
-    """The error for a failed expected-version check."""
+    """The error for a failed expected-version check (or a stored event that cannot keep its
+    version: a copy names the version it carries, not an expected version)."""
     where = f"line {event.line}: " if event.line is not None else ""
+    if event.version is not None:
+        return ConcurrencyConflict(
+            f"{where}stream {event.stream!r} is at version {actual}, so the stored event with "
+            f"version {event.version} cannot keep its version (copy into a database without "
+            "these streams, in stream and version order)"
+            + ("; nothing was written" if event.line is None else ""),
+        )
     return ConcurrencyConflict(
         f"{where}stream {event.stream!r} is at version {actual}, "
         f"not the expected version {event.expected_version}; nothing was written"

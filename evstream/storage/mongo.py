@@ -49,6 +49,9 @@ class MongoStore(OverviewQueries):
     indexes_checked: bool = field(default=False, repr=False)
 
     product: ClassVar[str] = "MongoDB"
+    # Whether a find's projection makes a read cheaper (less to send and decode): long reads of
+    # a few fields (`evstream check`) ask for those fields only where it does.
+    cheap_projection: ClassVar[bool] = True
 
     @classmethod
     def open(

@@ -45,6 +45,9 @@ class Nx27017Store(MongoStore):
     """MongoStore with nx-27017's quirks worked around."""
 
     product: ClassVar[str] = "nx-27017"
+    # nx-27017 applies a find's projection in Python after decoding the whole document: a
+    # sorted read of 30,000 events took 1.5 s with five fields and 1.0 s for whole documents.
+    cheap_projection: ClassVar[bool] = False
 
     @property
     def server_version(self) -> str | None:
