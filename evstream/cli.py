@@ -378,7 +378,7 @@ def _publish_file(
     env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
 ) -> None:
     from evstream.output import summary_text
-    from evstream.publishing import Hooks, publish_stream, validate_all
+    from evstream.publishing import Hooks, publish_events, publish_stream, validate_all
     from evstream.storage import ensure_indexes
 
     out = env.output
@@ -386,21 +386,28 @@ def _publish_file(
         store = env.store()
         ensure_indexes(store)
         seekable = path != "-" and source.seekable()
+        parsed = None
         if seekable and not skip_invalid:
             with out.progress("checking", total=size, unit="bytes") as advance:
-                validate_all(source, advance, store.unstorable, keep_secrets=keep_secrets)
+                parsed = validate_all(source, advance, store.unstorable, keep_secrets=keep_secrets)
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
         with out.progress("publishing", total=total, unit=unit) as advance:
             count_lines = advance if seekable else lambda n: advance(1)
-            report = publish_stream(
-                store,
-                source,
-                keep_secrets=keep_secrets,
-                skip_invalid=skip_invalid,
-                batch_size=batch_size,
-                hooks=Hooks(progress=count_lines, warning=out.warning),
-            )
+            hooks = Hooks(progress=count_lines, warning=out.warning)
+            if parsed is not None:  # checked and kept: nothing to parse again
+                report = publish_events(
+                    store, parsed, keep_secrets=keep_secrets, batch_size=batch_size, hooks=hooks
+                )
+            else:
+                report = publish_stream(
+                    store,
+                    source,
+                    keep_secrets=keep_secrets,
+                    skip_invalid=skip_invalid,
+                    batch_size=batch_size,
+                    hooks=hooks,
+                )
     if report.read == 0 and report.skipped == 0:
         out.warning("the input had no events")
     if out.json:

@@ -71,15 +71,40 @@ class EventInput:
 
 _id_lock = threading.Lock()
 _id_state = {"ms": -1, "counter": 0}
+# Random bytes for ids, drawn from the OS in blocks: one system call per 512 ids, not two per id.
+_random = {"pool": b"", "at": 0}
+_POOL_BYTES = 10 * 512
+
+
+def _random_bytes(n: int) -> bytes:
+    """`n` bytes from os.urandom, taken from a pool refilled in blocks (call with _id_lock)."""
+    at = _random["at"]
+    pool = _random["pool"]
+    if at + n > len(pool):  # type: ignore[arg-type]
+        pool, at = os.urandom(_POOL_BYTES), 0
+        _random["pool"] = pool
+    _random["at"] = at + n  # type: ignore[operator]
+    return pool[at : at + n]  # type: ignore[index,operator]
+
+
+def _forget_pool() -> None:
+    # A forked child must not draw the parent's bytes again: the same ids in two processes.
+    _random["pool"], _random["at"] = b"", 0
+    _id_state["ms"], _id_state["counter"] = -1, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_event_id() -> str:
     """A UUIDv7-style id: time-ordered as a string, monotonic within this process."""
     ms = time.time_ns() // 1_000_000
     with _id_lock:
+        random = _random_bytes(10)
         if ms > _id_state["ms"]:
             # Start each millisecond low in the 12-bit counter space so it rarely overflows.
-            _id_state["ms"], _id_state["counter"] = ms, int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _id_state["ms"], _id_state["counter"] = ms, int.from_bytes(random[8:], "big") & 0x3FF
         else:
             ms = _id_state["ms"]
             _id_state["counter"] += 1
@@ -87,7 +112,7 @@ def new_event_id() -> str:
                 ms += 1
                 _id_state["ms"], _id_state["counter"] = ms, 0
         counter = _id_state["counter"]
-    tail = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    tail = int.from_bytes(random[:8], "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | tail
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -170,20 +170,33 @@ class Hooks:
     warning: Callable[[str], None] = lambda message: None
 
 
+# A checked file up to this size keeps its parsed events for the writing pass, which then
+# parses nothing again; a larger one is read twice, so memory stays flat in the input's size.
+KEEP_PARSED_BYTES = 32 * 1024 * 1024
+
+
 def validate_all(
     source: IO[bytes],
     progress: Callable[[int], None] = lambda n: None,
     refuse: Refusal | None = None,
     *,
     keep_secrets: bool = False,
-) -> None:
+    keep_bytes: int = KEEP_PARSED_BYTES,
+) -> list[tuple[int, EventInput]] | None:
     """Read a whole file once, checking every line and the version order of stored events;
-    raises one error naming the first bad line."""
+    raises one error naming the first bad line.
+
+    Returns the (bytes, event) pairs read when the file is at most `keep_bytes`, for
+    `publish_events`; None for a larger file, which the writing pass reads again.
+    """
     first: InvalidEvent | None = None
     bad = 0
     order = VersionOrder()
+    kept: list[tuple[int, EventInput]] | None = []
+    read = 0
     for number, raw in iter_lines(source):
-        progress(len(raw) if raw is not None else LINE_LIMIT)
+        size = len(raw) if raw is not None else LINE_LIMIT
+        progress(size)
         try:
             event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
             if event is not None:
@@ -191,9 +204,17 @@ def validate_all(
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
+            continue
+        if kept is not None:
+            read += size
+            if read > keep_bytes:
+                kept = None
+            elif event is not None:
+                kept.append((size, event))
     if first is not None:
         more = f" (and {bad - 1} more invalid line(s))" if bad > 1 else ""
         raise InvalidInput(f"{first}{more}; nothing was written")
+    return kept
 
 
 def publish_stream(
