@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import threading
@@ -477,3 +478,16 @@ class Skipped:
     def as_dict(self) -> dict[str, Any]:
         """For the JSON summary."""
         return {"total": self.total, "kinds": dict(self.counts), "sample_ids": list(self.sample)}
+
+
+def partition_of(stream: str, parts: int) -> int:
+    """The part (1 to `parts`) a stream belongs to: the first 8 bytes of the SHA-1 of its UTF-8
+    name, read as a big-endian unsigned integer, modulo `parts`, plus 1.
+
+    Stable across processes, machines and Python versions (unlike `hash()`, which is salted), so
+    `rebuild --partition` and `watch --partition` workers agree on it.
+    """
+    if parts < 1:
+        raise ValueError("parts must be at least 1")
+    digest = hashlib.sha1(stream.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % parts + 1
