@@ -150,8 +150,7 @@ class Projection:
             f"projection {self.name!r}: the {event.get('type')!r} handler raised on event "
             f"_id {event.get('_id')!r} (stream {event.get('stream')!r}, version "
             f"{event.get('version')!r}): {type(exc).__name__}: {exc}",
-            hint="nothing of that stream was written; fix the handler and run again "
-            "(--debug shows the traceback)",
+            hint="nothing of that stream was written; --debug shows the traceback",
         )
 
 

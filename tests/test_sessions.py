@@ -173,7 +173,11 @@ def test_sessions_is_defined_with_the_public_api():
     assert (sessions.projection.name, sessions.projection.collection) == ("sessions", "sessions")
     assert sessions.projection.types is None  # every event counts in `events` and `version`
     assert set(sessions.projection.handlers) == {
-        "session.started", "login", "logout", "profile.updated", "session.ended"
+        "session.started",
+        "login",
+        "logout",
+        "profile.updated",
+        "session.ended",
     }
 
 
