@@ -68,17 +68,17 @@ def cart_event(log: Log, stream: str, kind: str, i: int = 0, **kw: Any) -> dict[
     return log.event(stream, kind, data, **kw)
 
 
-def shop(log: Log, streams: int = 6, per_stream: int = 4) -> None:
+def shop(log: Log, streams: int = 6, per_stream: int = 4, ts: datetime | None = None) -> None:
     """Carts with page views and searches between their events."""
     events = []
     for n in range(streams):
         name = f"cart-{n:03d}"
-        events.append(cart_event(log, name, "cart.created"))
+        events.append(cart_event(log, name, "cart.created", ts=ts))
         for i in range(per_stream):
-            events.append(log.event(name, OTHER_TYPES[i % 3], {"path": "/"}))
-            events.append(cart_event(log, name, "cart.item_added", i + n))
+            events.append(log.event(name, OTHER_TYPES[i % 3], {"path": "/"}, ts=ts))
+            events.append(cart_event(log, name, "cart.item_added", i + n, ts=ts))
         if n % 2:
-            events.append(cart_event(log, name, "cart.checked_out"))
+            events.append(cart_event(log, name, "cart.checked_out", ts=ts))
     log.add(*events)
 
 
@@ -287,12 +287,18 @@ def test_a_version_bump_rebuilds_in_full_and_says_why(cli, db):
     assert_carts_exact(db)
 
 
-def test_a_stored_document_of_another_shape_is_never_continued(cli, db):
+@pytest.mark.parametrize("damage", ["other shape", "deleted"])
+def test_a_stored_document_of_another_shape_is_never_continued(cli, db, damage):
     log = Log(db)
-    shop(log, streams=2)
+    now = datetime.now(timezone.utc)
+    shop(log, streams=2, ts=now - timedelta(hours=2))  # before the window of the next run
+    log.add(cart_event(log, "cart-001", "cart.checked_out", ts=now - timedelta(hours=1)))
     rebuild_carts(cli)
     # Someone's hand-edit (or an older fold) left a document that is not this fold's state.
-    db.carts.replace_one({"_id": "cart-000"}, {"_id": "cart-000", "version": 5, "total": 1000})
+    if damage == "deleted":
+        db.carts.delete_one({"_id": "cart-000"})
+    else:
+        db.carts.replace_one({"_id": "cart-000"}, {"_id": "cart-000", "version": 5, "total": 1000})
     log.add(cart_event(log, "cart-000", "cart.item_added", 3))
     report = rebuild_carts(cli, "--incremental")
     assert report["mode"] == "incremental"
