@@ -909,7 +909,14 @@ def _rebuild(
     store = env.store()
     if not dry_run:
         ensure_indexes(store)  # the (stream, version) order and the ts window use them
-    plan = plan_rebuild(store, projection, incremental=incremental, margin=margin, part=part)
+    plan = plan_rebuild(
+        store,
+        projection,
+        incremental=incremental,
+        margin=margin,
+        part=part,
+        with_total=out.interactive,  # only a progress bar needs it
+    )
     if plan.reason:
         out.notice(f"rebuilding in full: {plan.reason}")
     label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"

@@ -86,9 +86,9 @@ def in_part(key: Any, part: Part | None) -> bool:
 class Plan:
     """What a rebuild will do, decided before it reads anything (so the counts come first).
 
-    `next_since` and `covered` become the checkpoint: every event of the declared types with
-    `ts` before `next_since` that existed when the plan was made (there were `covered` of them)
-    is applied by the run.
+    `next_since` becomes the checkpoint's time. `covered` is what the checkpoint covered before
+    this run (0 for a full one); the run adds each event it reads with a `ts` before
+    `next_since` (docs/projections.md, "Incremental equals full").
     """
 
     projection: Projection
@@ -125,6 +125,7 @@ class RebuildReport:
     reason: str | None = None
     last_event_ts: datetime | None = None
     skipped: Skipped = field(default_factory=Skipped)
+    counted: int = 0  # events read with a ts before the plan's next_since
 
     @property
     def written(self) -> int:
@@ -224,11 +225,12 @@ def plan_rebuild(
     incremental: bool,
     margin: float = DEFAULT_MARGIN,
     part: Part | None = None,
+    with_total: bool = True,
 ) -> Plan:
     """Decide between a full and an incremental run, and count what the checkpoint will cover.
 
     Why counting makes incremental runs equal full ones: docs/projections.md, "Incremental
-    equals full".
+    equals full". `with_total` counts the events the run will read, for a progress bar.
     """
     proj = projection or load_projection("sessions")
     types = proj.types
@@ -237,7 +239,8 @@ def plan_rebuild(
     newest = db.newest_ts(store, types)
     if newest is not None and newest < horizon:
         horizon = newest
-    next_since = horizon - timedelta(seconds=margin)
+    # A whole second: nx-27017 compares dates at whole seconds, which is then exact.
+    next_since = (horizon - timedelta(seconds=margin)).replace(microsecond=0)
     reason: str | None = None
     if incremental:
         checkpoint = db.load_checkpoint(store, checkpoint_key(proj, part))
@@ -246,7 +249,6 @@ def plan_rebuild(
             assert checkpoint is not None
             since: datetime = checkpoint["since"]
             next_since = max(since, next_since)
-            window = db.count_events(store, types, since=since, before=next_since)
             last = checkpoint.get("last_event_ts")
             return Plan(
                 projection=proj,
@@ -254,8 +256,8 @@ def plan_rebuild(
                 part=part,
                 since=since,
                 next_since=next_since,
-                covered=int(checkpoint["covered"]) + window,
-                total=db.count_events(store, types, since=since),
+                covered=int(checkpoint["covered"]),
+                total=db.count_events(store, types, since=since) if with_total else None,
                 last_event_ts=last if isinstance(last, datetime) else None,
                 margin=margin,
                 started=started,
@@ -265,8 +267,8 @@ def plan_rebuild(
         mode="full",
         part=part,
         next_since=next_since,
-        covered=db.count_events(store, types, before=next_since),
-        total=db.count_events(store, types),
+        covered=0,
+        total=db.count_events(store, types) if with_total else None,
         reason=reason,
         margin=margin,
         started=started,
@@ -355,7 +357,7 @@ def _checkpoint(plan: Plan, report: RebuildReport) -> Doc:
         "mode": report.mode,
         "last_run_at": now_utc(),
         "since": plan.next_since,
-        "covered": plan.covered,
+        "covered": plan.covered + report.counted,
         "last_event_ts": report.last_event_ts,
         "margin_seconds": plan.margin,
         "streams": report.streams,
@@ -378,7 +380,7 @@ def _full(
     proj, part = plan.projection, plan.part
     log = db.read_log(store, proj.types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
-    for stream, state in fold_streams(proj, log, report, progress, part):
+    for stream, state in fold_streams(proj, log, report, progress, part, plan.next_since):
         report.streams += 1
         for gone in existing.before(stream):
             if in_part(gone["_id"], part):
@@ -395,12 +397,14 @@ def fold_streams(
     report: RebuildReport,
     progress: Callable[[int], None],
     part: Part | None = None,
+    before: datetime | None = None,
 ) -> Iterator[tuple[str, Doc]]:
     """(stream, state) for each stream of a log read in (stream, version) order.
 
     Documents that are not events (`event_problem`) are skipped and counted; streams of other
     parts are passed over. A stream's events are folded a batch at a time, so a long stream
-    never sits in memory whole.
+    never sits in memory whole. Every document read with a date `ts` before `before` is counted
+    in `report.counted`, as the server's count would count it.
     """
     stream: str | None = None
     state: Doc | None = None
@@ -409,12 +413,17 @@ def fold_streams(
     read = 0
     skipped = report.skipped
     mine: dict[str, bool] = {}
+    counted = 0
     for event in log:
         read += 1
         if read == FOLD_BATCH:
             report.events += read
             progress(read)
             read = 0
+        if before is not None:
+            ts = event.get("ts")
+            if isinstance(ts, datetime) and ts < before:
+                counted += 1
         problem = event_problem(event)
         if problem is not None:
             skipped.add(event, problem)
@@ -439,6 +448,7 @@ def fold_streams(
         if newest is None or ts > newest:
             newest = ts
     report.events += read
+    report.counted += counted
     progress(read)
     report.last_event_ts = newest
     if stream is not None and (pending or state is not None):
@@ -524,6 +534,9 @@ def _apply_chunk(
     by_stream: dict[str, list[Doc]] = {}
     newest = report.last_event_ts
     for event in chunk:
+        ts = event.get("ts")
+        if isinstance(ts, datetime) and ts < plan.next_since:
+            report.counted += 1
         problem = event_problem(event)
         if problem is not None:
             report.skipped.add(event, problem)
