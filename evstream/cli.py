@@ -817,6 +817,24 @@ PartitionOption = Annotated[
         show_default=False,
     ),
 ]
+FollowOption = Annotated[
+    bool,
+    typer.Option(
+        "--follow",
+        "-f",
+        help="Catch up, then keep the projection current from the change stream until "
+        "Ctrl-C (the checkpoint is the one --incremental continues from).",
+    ),
+]
+IdleTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-timeout",
+        min=0,
+        help="With --follow: stop after this many seconds without a new event.",
+        show_default=False,
+    ),
+]
 BatchSizeOption = Annotated[
     int | None, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
 ]
@@ -842,6 +860,8 @@ def rebuild_projection(
     dry_run: DryRunOption = False,
     margin: MarginOption = 10.0,
     partition: PartitionOption = None,
+    follow: FollowOption = False,
+    idle_timeout: IdleTimeoutOption = None,
     batch_size: BatchSizeOption = None,
 ) -> None:
     """Rebuild a projection from the event log, online: readers never see it empty.
@@ -855,11 +875,15 @@ def rebuild_projection(
       evstream rebuild carts --module carts.py
       EVSTREAM_PROJECTIONS=shop.projections evstream rebuild carts --incremental
       evstream rebuild carts -m carts.py --partition 2/4
+      evstream rebuild carts -m carts.py --follow
     """
     with running(ctx) as env:
         from evstream.projections import load_projection
 
         projection = load_projection(name, module)
+        if follow:
+            _follow(env, projection, dry_run, margin, partition, idle_timeout)
+            return
         _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
 
 
@@ -870,6 +894,8 @@ def rebuild_sessions(
     dry_run: DryRunOption = False,
     margin: MarginOption = 10.0,
     partition: PartitionOption = None,
+    follow: FollowOption = False,
+    idle_timeout: IdleTimeoutOption = None,
     batch_size: BatchSizeOption = None,
 ) -> None:
     """Rebuild the sessions projection from the event log (evstream rebuild sessions).
@@ -887,7 +913,39 @@ def rebuild_sessions(
     with running(ctx) as env:
         from evstream.sessions import projection
 
+        if follow:
+            _follow(env, projection, dry_run, margin, partition, idle_timeout)
+            return
         _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
+
+
+def _follow(
+    env: Env,
+    projection: Any,
+    dry_run: bool,
+    margin: float,
+    partition: str | None,
+    idle_timeout: float | None,
+) -> None:
+    """Catch up, follow the change stream, and show what was applied when it stops."""
+    from evstream.output import follow_summary_text
+    from evstream.projection import Follower, parse_partition
+    from evstream.storage import ensure_indexes
+
+    if dry_run:
+        raise InvalidInput("--follow writes as events arrive; --dry-run is for a single run")
+    part = parse_partition(partition)
+    out = env.output
+    store = env.store()
+    ensure_indexes(store)
+    follower = Follower(
+        store, projection, part=part, margin=margin, notice=out.notice, warning=out.warning
+    )
+    report = follower.run(idle_timeout=idle_timeout)
+    if out.json:
+        out.emit(report.as_dict())
+    else:
+        out.show(follow_summary_text(report.as_dict()))
 
 
 def _rebuild(

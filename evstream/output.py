@@ -378,6 +378,20 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
     return summary_text(f"Rebuilt {name} ({mode})", fields)
 
 
+def follow_summary_text(summary: Mapping[str, Any]) -> Text:
+    """The end of `evstream rebuild NAME --follow` (from FollowReport.as_dict())."""
+    live = summary["live"]
+    fields: dict[str, Any] = {
+        f"caught up ({summary['caught_up']['mode']})": summary["caught_up"]["applied"],
+        "live events": live["events"],
+        "applied": live["applied"],
+        f"{summary.get('collection', 'documents')} written": live["written"],
+    }
+    if live["skipped"]["total"]:
+        fields["skipped"] = live["skipped"]["total"]
+    return summary_text(f"Followed {summary.get('projection', 'sessions')}", fields)
+
+
 # --- status --------------------------------------------------------------------------------------
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

@@ -547,6 +547,20 @@ def _apply_chunk(
         if newest is None or event["ts"] > newest:
             newest = event["ts"]
     report.last_event_ts = newest
+    update_streams(store, proj, by_stream, writer, report)
+    writer.flush()
+    report.events += len(chunk)
+    progress(len(chunk))
+
+
+def update_streams(
+    store: Store,
+    proj: Projection,
+    by_stream: dict[str, list[Doc]],
+    writer: Writer,
+    report: RebuildReport,
+) -> None:
+    """Apply each stream's new events (valid ones, of this part) onto its stored document."""
     stored = db.find_documents(store, proj.collection, list(by_stream)) if by_stream else {}
     from_log: list[str] = []  # streams whose documents are refolded from the log
     for stream, events in by_stream.items():
@@ -581,9 +595,6 @@ def _apply_chunk(
             report.streams += 1
             report.applied += state["events"]
             writer.put(stream, state, writer.preview_of(stream) or stored.get(stream))
-    writer.flush()
-    report.events += len(chunk)
-    progress(len(chunk))
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -673,3 +684,138 @@ class Writer:
             self.report.removed += len(dead)
             return
         self.report.removed += db.delete_documents(self.store, self.projection.collection, dead)
+
+
+# --- following -----------------------------------------------------------------------------------
+
+CHECKPOINT_EVERY = 30.0
+
+
+@dataclass
+class FollowReport:
+    """What a `--follow` run did: its catch-up, then the live events it applied."""
+
+    catch_up: RebuildReport
+    live: RebuildReport
+    checkpoints: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object."""
+        doc = self.catch_up.as_dict()
+        doc["mode"] = "follow"
+        doc["caught_up"] = {"mode": self.catch_up.mode, "applied": self.catch_up.applied}
+        doc["live"] = {
+            "events": self.live.events,
+            "applied": self.live.applied,
+            "written": self.live.written,
+            "skipped": self.live.skipped.as_dict(),
+        }
+        doc["checkpoints"] = self.checkpoints
+        return doc
+
+
+class Follower:
+    """`rebuild NAME --follow`: catch up (an incremental run), then apply events as they arrive.
+
+    Built on `evstream.watching`'s public `Watcher`, `WatchOptions` and `Hooks`: the watch reads
+    the log from the catch-up's checkpoint time, then follows the change stream with the
+    watch's handover. Each event is applied to its stream's document as an incremental run
+    would (conditionally on the version, so an event delivered twice changes nothing). The
+    projection's checkpoint is the incremental run's: it is saved by an incremental run every
+    `every` seconds while events arrive and on the way out, so --incremental and --follow
+    alternate, and after kill -9 the next start catches up from it (docs/projections.md).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        projection: Projection,
+        *,
+        part: Part | None = None,
+        margin: float = DEFAULT_MARGIN,
+        every: float = CHECKPOINT_EVERY,
+        notice: Callable[[str], None] = lambda message: None,
+        warning: Callable[[str], None] = lambda message: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.projection = projection
+        self.part = part
+        self.margin = margin
+        self.every = every
+        self.notice = notice
+        self.warning = warning
+        self.clock = clock
+        self.live = RebuildReport(
+            mode="follow", projection=projection.name, collection=projection.collection, part=part
+        )
+        self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
+        self.saved_at = clock()
+        self.checkpoints = 0
+
+    def catch_up(self) -> RebuildReport:
+        """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
+        plan = plan_rebuild(
+            self.store,
+            self.projection,
+            incremental=True,
+            margin=self.margin,
+            part=self.part,
+            with_total=False,
+        )
+        if plan.reason:
+            self.notice(f"rebuilding in full: {plan.reason}")
+        report = rebuild(self.store, plan)
+        self.since = plan.next_since
+        self.saved_at = self.clock()
+        self.checkpoints += 1
+        return report
+
+    def run(self, *, idle_timeout: float | None = None) -> FollowReport:
+        """Catch up, then follow until --idle-timeout or Ctrl-C."""
+        from evstream.watching import Hooks, Watcher, WatchOptions
+
+        first = self.catch_up()
+        self.notice(
+            f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
+            "events applied); applying new events as they arrive"
+        )
+        options = WatchOptions(
+            types=list(self.projection.types or []),
+            start=self.since,
+            start_given=True,
+            idle_timeout=idle_timeout,
+        )
+        hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
+        Watcher(self.store, options, hooks).run()
+        if self.live.events:
+            self.catch_up()  # the checkpoint, for status and the next --incremental
+        return FollowReport(first, self.live, self.checkpoints)
+
+    def _deliver(self, change: Any) -> None:
+        """One change of the log: apply it if it is an event of this projection and part."""
+        event = change.doc
+        if change.op != "insert" or event is None:
+            return
+        self.live.events += 1
+        problem = event_problem(event)
+        if problem is not None:
+            self.live.skipped.add(event, problem)
+            line = self.live.skipped.line("documents")
+            if self.live.skipped.total == 1 and line:
+                self.warning(line)
+            return
+        types = self.projection.types
+        if types is not None and event["type"] not in types:
+            return
+        if not in_part(event["stream"], self.part):
+            return
+        update_streams(
+            self.store, self.projection, {event["stream"]: [event]}, self.writer, self.live
+        )
+        self.writer.flush()
+        ts = event["ts"]
+        if self.live.last_event_ts is None or ts > self.live.last_event_ts:
+            self.live.last_event_ts = ts
+        if self.clock() - self.saved_at >= self.every:
+            self.catch_up()
