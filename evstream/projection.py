@@ -20,7 +20,7 @@ from typing import Any
 
 from evstream.errors import EvstreamError, InvalidInput
 from evstream.events import Skipped, event_problem, partition_of
-from evstream.projections import Projection, load_projection
+from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
 from evstream.storage import projections as db
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
@@ -232,7 +232,8 @@ def plan_rebuild(
     Why counting makes incremental runs equal full ones: docs/projections.md, "Incremental
     equals full". `with_total` counts the events the run will read, for a progress bar.
     """
-    proj = projection or load_projection("sessions")
+    # Without one: the built-in projection, for callers written before there were others.
+    proj = projection or builtin_projection("sessions")
     types = proj.types
     started = time.perf_counter()
     horizon = now_utc()

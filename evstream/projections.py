@@ -237,6 +237,14 @@ def known_projections(modules: Iterable[str]) -> dict[str, tuple[Projection, str
     return by_name
 
 
+def builtin_projection(name: str) -> Projection:
+    """A projection that ships with evstream (`sessions`), without loading users' modules."""
+    known = known_projections(BUILTIN_MODULES)
+    if name not in known:
+        raise InvalidInput(f"no built-in projection named {name!r}")
+    return known[name][0]
+
+
 def load_projection(name: str, module: str | None = None) -> Projection:
     """The projection called `name`, from the built-ins, EVSTREAM_PROJECTIONS and `module`."""
     refs = modules_to_load(module)
