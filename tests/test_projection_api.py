@@ -179,3 +179,18 @@ def test_the_summary_names_the_projection_its_part_and_what_it_skipped():
     assert "1 skipped" in text
     dry = render(rebuild_summary_text({**summary, "dry_run": True}))
     assert "Dry run of carts part 2 of 4 (full), nothing written" in dry
+
+
+@pytest.mark.parametrize("module", ["projection.py", "projections.py", "sessions.py"])
+def test_the_engine_and_the_api_import_neither_the_driver_nor_bson(module):
+    import ast
+
+    source = (Path(__file__).parent.parent / "evstream" / module).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"pymongo", "bson", "rich", "typer"}, imported
+    assert "is_nx27017" not in source and "product" not in source  # never asks which server

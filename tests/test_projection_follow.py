@@ -98,3 +98,19 @@ def test_kill_9_while_following_with_a_publisher_loses_nothing(cli, db):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert carts(db) == expected_carts(db)
+
+
+def test_rebuild_sessions_follow_and_a_partitioned_follower(cli, db):
+    from test_projection import expected_carts as want_carts
+    from test_rebuild import assert_exact
+
+    cli("seed", "--users", "6", "--events-per-user", "3", "-o", "json")
+    result = cli("rebuild-sessions", "--follow", "--idle-timeout", "0.3", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert_exact(db)
+    log = Log(db)
+    shop(log, streams=12)
+    part = cli("rebuild", "carts", "--module", CARTS, "--follow", "--partition", "2/3",
+               "--idle-timeout", "0.3", "-o", "json")  # fmt: skip
+    assert part.exit_code == 0, part.stderr
+    assert carts(db) == want_carts(db, (2, 3))
