@@ -109,8 +109,8 @@ class RebuildReport:
     """The account of a rebuild, shown as its summary."""
 
     mode: str
-    projection: str = "sessions"
-    collection: str = "sessions"
+    projection: str = ""
+    collection: str = ""
     part: Part | None = None
     dry_run: bool = False
     streams: int = 0
@@ -197,7 +197,10 @@ def projections_status(store: Store) -> list[dict[str, Any]]:
 
 
 def projection_status(store: Store, name: str = "sessions") -> dict[str, Any]:
-    """One projection's last run, how, and its lag (None before any run)."""
+    """One projection's last run, how, and its lag (None before any run).
+
+    `status` calls it for `sessions` today (overview.py); `projections_status` lists them all.
+    """
     checkpoint = db.load_checkpoint(store, name)
     if checkpoint is None:
         return {"last_run_at": None, "mode": None, "lag": None}
