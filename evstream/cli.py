@@ -851,8 +851,8 @@ def rebuild_projection(
         typer.Option(
             "--module",
             "-m",
-            help="Python file or importable module defining the projection "
-            "[env: EVSTREAM_PROJECTIONS, comma-separated modules].",
+            help="Python file or importable module defining the projection; "
+            "EVSTREAM_PROJECTIONS may list more modules, comma-separated.",
             show_default=False,
         ),
     ] = None,
