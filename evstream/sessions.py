@@ -1,5 +1,5 @@
-"""The `sessions` projection: one session per stream, folded by the rules of DESIGN's table
-(README, "The sessions projection"). Standard library only.
+"""The `sessions` projection: one session per stream, folded by the rules of the README's table
+("The sessions projection"); its guarantees are docs/projections.md's. Standard library only.
 
 It is defined with the same public API as users' own projections (`evstream.projections`), and
 nothing in the engine names it. Each event type's effect is one small handler; a new event type

@@ -217,7 +217,7 @@ def test_each_foreign_shape_is_skipped_alike_by_full_and_incremental(cli, db, sh
 
 
 def expected_valid(db: Any) -> dict[str, dict[str, Any]]:
-    """DESIGN's sessions fold of the valid events only."""
+    """The sessions table folded over the valid events only (test_rebuild.expected_session)."""
     from test_rebuild import expected_session
 
     by_stream: dict[str, list[dict[str, Any]]] = {}
