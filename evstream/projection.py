@@ -243,8 +243,7 @@ def plan_rebuild(
     newest = db.newest_ts(store, types)
     if newest is not None and newest < horizon:
         horizon = newest
-    # A whole second: nx-27017 compares dates at whole seconds, which is then exact.
-    next_since = (horizon - timedelta(seconds=margin)).replace(microsecond=0)
+    next_since = store.checkpoint_time(horizon - timedelta(seconds=margin))
     reason: str | None = None
     if incremental:
         checkpoint = db.load_checkpoint(store, checkpoint_key(proj, part))

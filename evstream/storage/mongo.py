@@ -133,6 +133,13 @@ class MongoStore:
         """The index of this name among `listIndexes` rows."""
         return next((ix for ix in indexes if ix.get("name") == name), None)
 
+    # --- projections ------------------------------------------------------------------------
+
+    def checkpoint_time(self, moment: datetime) -> datetime:
+        """A time to keep in a projection checkpoint, which `find` and `count` later compare
+        events' `ts` with exactly. MongoDB compares dates to the millisecond: any time will do."""
+        return moment
+
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
