@@ -355,6 +355,7 @@ def rebuild_limit(store: Store, target: str = "limit_sessions") -> float:
 def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progress) -> BenchResult:
     """A full rebuild of `sessions` against the limit: sorted scan, fold, insert_many."""
     from evstream.projection import plan_rebuild, rebuild
+    from evstream.sessions import projection as sessions
 
     progress("rebuild: writing the log")
     store = scratch.store("rebuild")
@@ -371,7 +372,7 @@ def bench_rebuild(scratch: Scratch, events: int, streams: int, progress: Progres
             progress("rebuild: evstream rebuild-sessions")
             cpu = time.process_time()
             started = time.perf_counter()
-            report = rebuild(store, plan_rebuild(store, incremental=False))
+            report = rebuild(store, plan_rebuild(store, sessions, incremental=False))
             took = time.perf_counter() - started
             took_cpu = time.process_time() - cpu
     sessions_made = raw_pymongo.count(store, "sessions")

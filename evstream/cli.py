@@ -799,42 +799,126 @@ def _watch_printer(env: Env, show_secrets: bool) -> Any:
     )
 
 
-# --- rebuild-sessions ----------------------------------------------------------------------------
+# --- rebuild, rebuild-sessions ------------------------------------------------------------------
+
+IncrementalOption = Annotated[
+    bool,
+    typer.Option(
+        "--incremental",
+        "-i",
+        help="Apply only what the log gained since the last rebuild (a full rebuild when "
+        "there is none, when events landed behind it, or when the projection's version changed).",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", "-n", help="Say what would change (created, updated, removed)."),
+]
+MarginOption = Annotated[
+    float,
+    typer.Option(
+        "--margin",
+        min=0,
+        max=7 * 24 * 3600,
+        help="Seconds of the log that the next --incremental reads again, for events that "
+        "land late or from clocks slightly behind.",
+    ),
+]
+PartitionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--partition",
+        metavar="I/N",
+        help="Rebuild only the streams in part I of N (by a stable hash of the stream), so N "
+        "workers share one rebuild; each part keeps its own checkpoint.",
+        show_default=False,
+    ),
+]
+FollowOption = Annotated[
+    bool,
+    typer.Option(
+        "--follow",
+        "-f",
+        help="Catch up, then keep the projection current from the change stream until "
+        "Ctrl-C (the checkpoint is the one --incremental continues from).",
+    ),
+]
+IdleTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-timeout",
+        min=0,
+        help="With --follow: stop after this many seconds without a new event.",
+        show_default=False,
+    ),
+]
+BatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
+]
+
+
+@app.command("rebuild")
+def rebuild_projection(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The projection, e.g. sessions or carts.")
+    ],
+    module: Annotated[
+        str | None,
+        typer.Option(
+            "--module",
+            "-m",
+            help="Python file or importable module defining the projection; "
+            "EVSTREAM_PROJECTIONS may list more modules, comma-separated.",
+            show_default=False,
+        ),
+    ] = None,
+    incremental: IncrementalOption = False,
+    dry_run: DryRunOption = False,
+    margin: MarginOption = 10.0,
+    partition: PartitionOption = None,
+    follow: FollowOption = False,
+    idle_timeout: IdleTimeoutOption = None,
+    batch_size: BatchSizeOption = None,
+) -> None:
+    """Rebuild a projection from the event log, online: readers never see it empty.
+
+    A projection is defined in Python with evstream.projections.Projection (see the README).
+    Safe to interrupt (even kill -9): the next run makes the projection exact.
+
+    Examples:
+
+    \b
+      evstream rebuild carts --module carts.py
+      EVSTREAM_PROJECTIONS=shop.projections evstream rebuild carts --incremental
+      evstream rebuild carts -m carts.py --partition 2/4
+      evstream rebuild carts -m carts.py --follow
+    """
+    with running(ctx) as env:
+        from evstream.projections import load_projection
+
+        projection = load_projection(name, module)
+        if follow:
+            _follow(env, projection, dry_run, margin, partition, idle_timeout)
+            return
+        _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
 
 
 @app.command("rebuild-sessions")
 def rebuild_sessions(
     ctx: typer.Context,
-    incremental: Annotated[
-        bool,
-        typer.Option(
-            "--incremental",
-            "-i",
-            help="Apply only what the log gained since the last rebuild (a full rebuild when "
-            "there is none, or when events landed behind it).",
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", "-n", help="Say what would change (created, updated, removed)."),
-    ] = False,
-    margin: Annotated[
-        float,
-        typer.Option(
-            "--margin",
-            min=0,
-            max=7 * 24 * 3600,
-            help="Seconds of the log that the next --incremental reads again, for events that "
-            "land late or from clocks slightly behind.",
-        ),
-    ] = 10.0,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
-    ] = None,
+    incremental: IncrementalOption = False,
+    dry_run: DryRunOption = False,
+    margin: MarginOption = 10.0,
+    partition: PartitionOption = None,
+    follow: FollowOption = False,
+    idle_timeout: IdleTimeoutOption = None,
+    batch_size: BatchSizeOption = None,
 ) -> None:
-    """Rebuild the sessions projection from the event log, online: readers never see it empty.
+    """Rebuild the sessions projection from the event log (evstream rebuild sessions).
 
-    Safe to interrupt (even kill -9): the next run makes the projection exact.
+    Readers never see it empty. Safe to interrupt (even kill -9): the next run makes the
+    projection exact.
 
     Examples:
 
@@ -844,24 +928,84 @@ def rebuild_sessions(
       evstream rebuild-sessions --dry-run -o json
     """
     with running(ctx) as env:
-        from evstream.output import rebuild_summary_text
-        from evstream.projection import plan_rebuild, rebuild
-        from evstream.storage import ensure_indexes
+        from evstream.sessions import projection
 
-        out = env.output
-        store = env.store()
-        if not dry_run:
-            ensure_indexes(store)  # the (stream, version) order and the ts window use them
-        plan = plan_rebuild(store, incremental=incremental, margin=margin)
-        if plan.reason:
-            out.notice(f"rebuilding in full: {plan.reason}")
-        label = "applying new events" if plan.mode == "incremental" else "rebuilding sessions"
-        with out.progress(label, total=plan.total or None) as advance:
-            report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
-        if out.json:
-            out.emit(report.as_dict())
-        else:
-            out.show(rebuild_summary_text(report.as_dict()))
+        if follow:
+            _follow(env, projection, dry_run, margin, partition, idle_timeout)
+            return
+        _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
+
+
+def _follow(
+    env: Env,
+    projection: Any,
+    dry_run: bool,
+    margin: float,
+    partition: str | None,
+    idle_timeout: float | None,
+) -> None:
+    """Catch up, follow the change stream, and show what was applied when it stops."""
+    from evstream.events import parse_partition
+    from evstream.output import follow_summary_text
+    from evstream.projection import Follower
+    from evstream.storage import ensure_indexes
+
+    if dry_run:
+        raise InvalidInput("--follow writes as events arrive; --dry-run is for a single run")
+    part = parse_partition(partition)
+    out = env.output
+    store = env.store()
+    ensure_indexes(store)
+    follower = Follower(
+        store, projection, part=part, margin=margin, notice=out.notice, warning=out.warning
+    )
+    report = follower.run(idle_timeout=idle_timeout)
+    if out.json:
+        out.emit(report.as_dict())
+    else:
+        out.show(follow_summary_text(report.as_dict()))
+
+
+def _rebuild(
+    env: Env,
+    projection: Any,
+    incremental: bool,
+    dry_run: bool,
+    margin: float,
+    partition: str | None,
+    batch_size: int | None,
+) -> None:
+    """Plan, run with progress, and show the summary of a rebuild."""
+    from evstream.events import parse_partition
+    from evstream.output import rebuild_summary_text
+    from evstream.projection import plan_rebuild, rebuild
+    from evstream.storage import ensure_indexes
+
+    part = parse_partition(partition)
+    out = env.output
+    store = env.store()
+    if not dry_run:
+        ensure_indexes(store)  # the (stream, version) order and the ts window use them
+    plan = plan_rebuild(
+        store,
+        projection,
+        incremental=incremental,
+        margin=margin,
+        part=part,
+        with_total=out.interactive,  # only a progress bar needs it
+    )
+    if plan.reason:
+        out.notice(f"rebuilding in full: {plan.reason}")
+    label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"
+    with out.progress(label, total=plan.total or None) as advance:
+        report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
+    skipped = report.skipped.line("documents")
+    if skipped:
+        out.warning(skipped)
+    if out.json:
+        out.emit(report.as_dict())
+    else:
+        out.show(rebuild_summary_text(report.as_dict()))
 
 
 # --- status --------------------------------------------------------------------------------------

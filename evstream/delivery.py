@@ -30,7 +30,7 @@ RETRY_MAX = 30.0
 KILL_GRACE = 2.0
 
 
-class HandlerFailed(EvstreamError):
+class ExecFailed(EvstreamError):
     """CMD kept failing on a batch and --on-failure is stop: exit 6."""
 
     exit_code = ExitCode.HANDLER_FAILED
@@ -137,7 +137,7 @@ class Executor:
         return bool(self.batch) and self.clock() - self.batch.opened >= self.options.batch_wait
 
     def flush(self) -> None:
-        """Run CMD on the waiting changes until they are acknowledged (or raise HandlerFailed)."""
+        """Run CMD on the waiting changes until they are acknowledged (or raise ExecFailed)."""
         if not self.batch:
             return
         batch = self.batch
@@ -158,7 +158,7 @@ class Executor:
             if self.options.on_failure == "stop":
                 first, final = batch.ids[0], batch.ids[-1]
                 said = f"; its last stderr line: {last.last_stderr}" if last.last_stderr else ""
-                raise HandlerFailed(
+                raise ExecFailed(
                     f"--exec failed {attempts} time(s) on a batch of {len(batch)} change(s) "
                     f"({first!r} … {final!r}): {last.reason}{said}; the checkpoint stays "
                     "before the batch",
@@ -287,20 +287,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def parse_partition(text: str | None) -> tuple[int, int] | None:
-    """--partition I/N: part I (1 to N) of N."""
-    if text is None:
-        return None
-    part, sep, total = text.partition("/")
-    try:
-        i, n = int(part), int(total)
-    except ValueError:
-        i = n = 0
-    if not sep or n < 1 or not 1 <= i <= n:
-        raise InvalidInput(f"--partition {text!r} is not I/N with 1 <= I <= N, e.g. 2/4")
-    return i, n
 
 
 def partition_checkpoint(name: str, partition: tuple[int, int] | None) -> str:

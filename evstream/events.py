@@ -600,7 +600,26 @@ class Skipped:
 
 def partition_of(stream: str, parts: int) -> int:
     """The part (1 to `parts`) a stream belongs to: the first 8 bytes of the SHA-1 of its UTF-8
-    name, as a big-endian number, modulo `parts`, plus 1. The same on every machine and in
-    every process (Python's own `hash` of a string is salted per process)."""
+    name, read as a big-endian unsigned integer, modulo `parts`, plus 1.
+
+    Stable across processes, machines and Python versions (unlike `hash()`, which is salted), so
+    `rebuild --partition` and `watch --partition` workers agree on it.
+    """
+    if parts < 1:
+        raise ValueError("parts must be at least 1")
     digest = hashlib.sha1(stream.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % parts + 1
+
+
+def parse_partition(text: str | None) -> tuple[int, int] | None:
+    """`--partition I/N` (parts numbered 1 to N) as (I, N); None for none (or 1/1)."""
+    if text is None:
+        return None
+    left, sep, right = text.partition("/")
+    try:
+        part, parts = int(left), int(right)
+    except ValueError:
+        part = parts = 0
+    if not sep or not 1 <= part <= parts or parts > 10_000:
+        raise InvalidInput(f"--partition takes I/N with 1 <= I <= N (e.g. 2/4), not {text!r}")
+    return (part, parts) if parts > 1 else None

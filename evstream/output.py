@@ -334,37 +334,59 @@ def _key_text(key: Mapping[str, Any]) -> Text:
     return compact_value(value, width=60)
 
 
-# --- rebuild-sessions ----------------------------------------------------------------------------
+# --- rebuild ------------------------------------------------------------------------------------
 
 
 def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
-    """The end of `evstream rebuild-sessions` for a person (from RebuildReport.as_dict())."""
+    """The end of `evstream rebuild` for a person (from RebuildReport.as_dict())."""
     mode = summary["mode"]
+    name = summary.get("projection", "sessions")
+    what = summary.get("collection", "sessions")
+    if summary.get("partition"):
+        parts = str(summary["partition"]).split("/")
+        name = f"{name} part {parts[0]} of {parts[-1]}"
+    skipped = (summary.get("skipped") or {}).get("total", 0)
     if summary["dry_run"]:
-        return summary_text(
-            f"Dry run ({mode}), nothing written",
-            {
-                "streams": summary["streams"],
-                "events": summary["events"],
-                "to create": summary["created"],
-                "to update": summary["updated"],
-                "to remove": summary["removed"],
-                "unchanged": summary["unchanged"],
-            },
-        )
-    fields: dict[str, Any] = (
+        fields: dict[str, Any] = {
+            "streams": summary["streams"],
+            "events": summary["events"],
+            "to create": summary["created"],
+            "to update": summary["updated"],
+            "to remove": summary["removed"],
+            "unchanged": summary["unchanged"],
+        }
+        if skipped:
+            fields["skipped"] = skipped
+        return summary_text(f"Dry run of {name} ({mode}), nothing written", fields)
+    fields = (
         {"events read": summary["events"], "new": summary["applied"]}
         if mode == "incremental"
         else {"events": summary["events"]}
     )
     fields["streams"] = summary["streams"]
-    fields["sessions written"] = summary["written"]
+    fields[f"{what} written"] = summary["written"]
     fields["removed"] = summary["removed"]
     if summary["superseded"]:
         fields["already newer"] = summary["superseded"]
+    if skipped:
+        fields["skipped"] = skipped
     fields["events/s"] = round(summary["events_per_second"])
     fields["s"] = float(summary["seconds"])
-    return summary_text(f"Rebuilt sessions ({mode})", fields)
+    return summary_text(f"Rebuilt {name} ({mode})", fields)
+
+
+def follow_summary_text(summary: Mapping[str, Any]) -> Text:
+    """The end of `evstream rebuild NAME --follow` (from FollowReport.as_dict())."""
+    live = summary["live"]
+    fields: dict[str, Any] = {
+        f"caught up ({summary['caught_up']['mode']})": summary["caught_up"]["applied"],
+        "live events": live["events"],
+        "applied": live["applied"],
+        f"{summary.get('collection', 'documents')} written": live["written"],
+    }
+    if live["skipped"]["total"]:
+        fields["skipped"] = live["skipped"]["total"]
+    return summary_text(f"Followed {summary.get('projection', 'sessions')}", fields)
 
 
 # --- status --------------------------------------------------------------------------------------

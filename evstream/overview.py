@@ -228,9 +228,7 @@ def gather(
     status["newest"] = newest
     status["projection"] = projection_info(store)
     status["checkpoints"] = checkpoints_info(store)
-    status["dead_letters"] = (
-        dead_letter_counts(store) if DEAD_LETTERS in names else {}
-    )
+    status["dead_letters"] = dead_letter_counts(store) if DEAD_LETTERS in names else {}
     if edges is None or activity is None:
         status["activity"] = None
     else:

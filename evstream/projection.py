@@ -1,59 +1,67 @@
-"""The `sessions` projection in MongoDB: full and incremental rebuilds from the event log.
+"""The projection engine: full and incremental rebuilds of any `Projection` from the event log.
 
-How a rebuild stays safe for readers, after `kill -9`, beside concurrent runs and on sharded
-collections, without renames or transactions (STORES.md: neither can be trusted on nx-27017):
+Why each run is online, kill-safe, bounded in memory and equal to a full rebuild whatever mix of
+runs came before: docs/projections.md. In short, each document is written whole and
+conditionally on its version, the full rebuild is a merge join of the log (in stream, version
+order) with the stored documents (in `_id` order), and the checkpoint is written last, by a run
+that finished, with a count of the events it covers.
 
-- Each session is written as one whole document by one single-document write (a `ReplaceOne`
-  upsert whose replacement carries its `_id`, which nx-27017 needs and MongoDB accepts), so a
-  reader sees either the old session or the new one, and `sessions` is never emptied. Replacing
-  whole documents also keeps dates real BSON dates on nx-27017, where `$set` of an existing
-  document stores them as strings.
-- Writes are conditional on the stored `version` being at or below the new one, so a session
-  never goes back to an older state under concurrent runs. A full rebuild is authoritative: when
-  the stored session is ahead of the log (events were deleted), it replaces it anyway.
-- A full rebuild reads the log in (stream, version) order and the existing sessions in `_id`
-  order, side by side (a merge join): memory stays bounded, unchanged sessions are not written,
-  and sessions whose stream has no events left are deleted (checked against the log first).
-- The checkpoint (collection `evstream_projections`, one small document per projection) is
-  written last, only by a run that finished. A run killed midway leaves sessions that are each a
-  correct fold of a prefix of their stream, and the previous checkpoint, so any next run (full or
-  incremental) makes the projection exact.
+Every read and write goes through `evstream.storage.projections`; nothing here names a
+projection or asks which server it talks to.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne
-from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, CursorNotFound, DuplicateKeyError
-
-from evstream import sessions
 from evstream.errors import EvstreamError
-from evstream.storage import (
-    DUPLICATE_KEY,
-    SESSIONS,
-    Store,
-    now_utc,
-    stream_head,
-)
+from evstream.events import Skipped, event_problem, partition_of
+from evstream.projections import Projection, builtin_projection
+from evstream.storage import Store, now_utc
+from evstream.storage import projections as db
+from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
 
-PROJECTIONS = "evstream_projections"
-PROJECTION_ID = "sessions"
+__all__ = [
+    "EVENT_FIELDS",
+    "READ_BATCH",
+    "Plan",
+    "RebuildReport",
+    "checkpoint_key",
+    "plan_rebuild",
+    "projection_status",
+    "projections_status",
+    "rebuild",
+]
+
 DEFAULT_MARGIN = 10.0
 WRITE_BATCH = 5000
-READ_BATCH = 2000
 # An incremental run reads new events in chunks of this many, so its memory stays bounded.
 CHUNK_EVENTS = 20_000
 FOLD_BATCH = 1000
-EVENT_FIELDS = {"_id": 0, "stream": 1, "version": 1, "type": 1, "data": 1, "ts": 1}
-MAX_WRITE_ATTEMPTS = 20
 
 Doc = dict[str, Any]
+Part = tuple[int, int]
+
+
+def checkpoint_key(projection: Projection, part: Part | None) -> str:
+    """The checkpoint's `_id`: the projection's name, with `part I of N` for a partition."""
+    return projection.name if part is None else f"{projection.name} part {part[0]} of {part[1]}"
+
+
+def in_part(key: Any, part: Part | None) -> bool:
+    """Whether a stream (or a stored document's `_id`) belongs to this part.
+
+    Documents whose `_id` is not a string belong to no stream; part 1 removes them.
+    """
+    if part is None:
+        return True
+    if not isinstance(key, str):
+        return part[0] == 1
+    return partition_of(key, part[1]) == part[0]
 
 
 # --- what a run does and reports ---------------------------------------------------------------
@@ -63,14 +71,17 @@ Doc = dict[str, Any]
 class Plan:
     """What a rebuild will do, decided before it reads anything (so the counts come first).
 
-    `next_since` and `covered` become the checkpoint: every event with `ts` before `next_since`
-    that existed when the plan was made (there were `covered` of them) is applied by the run.
+    `next_since` becomes the checkpoint's time. `covered` is what the checkpoint covered before
+    this run (0 for a full one); the run adds each event it reads with a `ts` before
+    `next_since` (docs/projections.md, "Incremental equals full").
     """
 
+    projection: Projection
     mode: str
     next_since: datetime
     covered: int
     total: int | None
+    part: Part | None = None
     since: datetime | None = None
     last_event_ts: datetime | None = None
     reason: str | None = None
@@ -83,6 +94,9 @@ class RebuildReport:
     """The account of a rebuild, shown as its summary."""
 
     mode: str
+    projection: str = ""
+    collection: str = ""
+    part: Part | None = None
     dry_run: bool = False
     streams: int = 0
     events: int = 0
@@ -95,10 +109,12 @@ class RebuildReport:
     seconds: float = 0.0
     reason: str | None = None
     last_event_ts: datetime | None = None
+    skipped: Skipped = field(default_factory=Skipped)
+    counted: int = 0  # events read with a ts before the plan's next_since
 
     @property
     def written(self) -> int:
-        """Sessions written (or, in a dry run, that would be)."""
+        """Documents written (or, in a dry run, that would be)."""
         return self.created + self.updated
 
     @property
@@ -109,6 +125,8 @@ class RebuildReport:
     def as_dict(self) -> dict[str, Any]:
         """The summary as a JSON-ready object."""
         doc: dict[str, Any] = {
+            "projection": self.projection,
+            "collection": self.collection,
             "mode": self.mode,
             "dry_run": self.dry_run,
             "streams": self.streams,
@@ -120,53 +138,64 @@ class RebuildReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "superseded": self.superseded,
+            "skipped": self.skipped.as_dict(),
             "events_per_second": round(self.rate, 1),
             "seconds": round(self.seconds, 3),
         }
+        if self.part is not None:
+            doc["partition"] = f"{self.part[0]}/{self.part[1]}"
         if self.reason:
             doc["full_because"] = self.reason
         return doc
 
 
-# --- counting, consistently with find ----------------------------------------------------------
+# --- status ------------------------------------------------------------------------------------
 
 
-def count_events(store: Store, query: Mapping[str, Any]) -> int:
-    """Events matching `query`, counted with the same date comparison as `find` uses."""
-    return store.count(store.events, dict(query))
+def projections_status(store: Store) -> list[dict[str, Any]]:
+    """Every projection (part) with a checkpoint: name, collection, version, last run, mode, lag.
 
-
-def newest_ts(store: Store) -> datetime | None:
-    """The largest `ts` in the log (from the `ts` index), or None for an empty log."""
-    doc = store.events.find_one({}, {"ts": 1, "_id": 0}, sort=[("ts", -1)])
-    ts = doc.get("ts") if doc else None
-    return ts if isinstance(ts, datetime) else None
-
-
-# --- the checkpoint ------------------------------------------------------------------------------
-
-
-def checkpoints(store: Store) -> Collection[Doc]:
-    """The collection of projection checkpoints."""
-    return store.collection(PROJECTIONS)
-
-
-def load_checkpoint(store: Store) -> Doc | None:
-    """The sessions projection's checkpoint, if a rebuild ever finished."""
-    return checkpoints(store).find_one({"_id": PROJECTION_ID})
-
-
-def projection_status(store: Store) -> dict[str, Any]:
-    """When the projection was last rebuilt, how, and how many events it lags behind the log.
-
-    `lag` counts events with a `ts` after the newest event the last run applied (None before any
-    run); events published with an older `ts` than that are not counted.
+    `lag` counts events of the projection's types with a `ts` after the newest event its last
+    run applied; events published with an older `ts` than that are not counted.
     """
-    checkpoint = load_checkpoint(store)
+    rows = []
+    for checkpoint in db.all_checkpoints(store):
+        last = checkpoint.get("last_event_ts")
+        types = checkpoint.get("types")
+        rows.append(
+            {
+                "name": checkpoint.get("projection", checkpoint["_id"]),
+                "checkpoint": checkpoint["_id"],
+                "collection": checkpoint.get("collection", checkpoint["_id"]),
+                "version": checkpoint.get("fold_version"),
+                "partition": checkpoint.get("partition"),
+                "last_run_at": checkpoint.get("last_run_at"),
+                "mode": checkpoint.get("mode"),
+                "lag": db.count_after(
+                    store,
+                    types if isinstance(types, list) else None,
+                    last if isinstance(last, datetime) else None,
+                ),
+            }
+        )
+    return rows
+
+
+def projection_status(store: Store, name: str = "sessions") -> dict[str, Any]:
+    """One projection's last run, how, and its lag (None before any run).
+
+    `status` calls it for `sessions` today (overview.py); `projections_status` lists them all.
+    """
+    checkpoint = db.load_checkpoint(store, name)
     if checkpoint is None:
         return {"last_run_at": None, "mode": None, "lag": None}
     last = checkpoint.get("last_event_ts")
-    lag = count_events(store, {"ts": {"$gt": last}} if isinstance(last, datetime) else {})
+    types = checkpoint.get("types")
+    lag = db.count_after(
+        store,
+        types if isinstance(types, list) else None,
+        last if isinstance(last, datetime) else None,
+    )
     return {
         "last_run_at": checkpoint.get("last_run_at"),
         "mode": checkpoint.get("mode"),
@@ -174,102 +203,88 @@ def projection_status(store: Store) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(store: Store, plan: Plan, report: RebuildReport) -> None:
-    """Record a finished run: one whole-document write, so dates stay BSON dates on nx-27017."""
-    doc: Doc = {
-        "_id": PROJECTION_ID,
-        "mode": report.mode,
-        "last_run_at": now_utc(),
-        "since": plan.next_since,
-        "covered": plan.covered,
-        "last_event_ts": report.last_event_ts,
-        "margin_seconds": plan.margin,
-        "streams": report.streams,
-        "events": report.events,
-        "written": report.written,
-        "removed": report.removed,
-        "seconds": round(report.seconds, 3),
-    }
-    checkpoints(store).replace_one({"_id": PROJECTION_ID}, doc, upsert=True)
-
-
 # --- planning ------------------------------------------------------------------------------------
 
 
-def plan_rebuild(store: Store, *, incremental: bool, margin: float = DEFAULT_MARGIN) -> Plan:
+def plan_rebuild(
+    store: Store,
+    projection: Projection | None = None,
+    *,
+    incremental: bool,
+    margin: float = DEFAULT_MARGIN,
+    part: Part | None = None,
+    with_total: bool = True,
+) -> Plan:
     """Decide between a full and an incremental run, and count what the checkpoint will cover.
 
-    Why incremental runs equal full rebuilds. Event `ts` values come from publishers' clocks, and
-    an insert becomes visible a little after its `ts` was taken, so a log read "after time T"
-    can miss events that land later with a `ts` before T. Three things make that harmless:
-
-    1. A safety margin: the checkpoint time is `margin` seconds before the newest event (or before
-       now, if that is earlier), and the next run reads every event from there on again. Events
-       read twice are skipped by version: the session holds the last version applied to it.
-    2. A count: the checkpoint records how many events had a `ts` before the checkpoint time
-       when the run began. The next incremental run counts them again first; any difference
-       means events landed behind the checkpoint (published late, with an old `ts`, or deleted),
-       and the run becomes a full rebuild, saying why. So correctness does not rest on clocks.
-    3. Gaps: if a stream's new events do not continue its session's version (an event of it
-       landed behind the window), that stream is refolded from the log past its version.
-
-    Counts are taken before the log is read, so nothing counted can escape the read. The log is
-    append-only: an incremental run does not look for deletions inside the window (nor for one
-    deletion that a late event behind the checkpoint cancels out); a full rebuild after deleting
-    events from the log makes the projection exact again.
+    Why counting makes incremental runs equal full ones: docs/projections.md, "Incremental
+    equals full". `with_total` counts the events the run will read, for a progress bar.
     """
+    # Without one: the built-in projection, for callers written before there were others.
+    proj = projection or builtin_projection("sessions")
+    types = proj.types
     started = time.perf_counter()
     horizon = now_utc()
-    newest = newest_ts(store)
+    newest = db.newest_ts(store, types)
     if newest is not None and newest < horizon:
         horizon = newest
-    next_since = horizon - timedelta(seconds=margin)
+    next_since = store.checkpoint_time(horizon - timedelta(seconds=margin))
     reason: str | None = None
     if incremental:
-        checkpoint = load_checkpoint(store)
-        reason = _why_not_incremental(store, checkpoint)
+        checkpoint = db.load_checkpoint(store, checkpoint_key(proj, part))
+        reason = _why_not_incremental(store, proj, checkpoint)
         if reason is None:
             assert checkpoint is not None
             since: datetime = checkpoint["since"]
             next_since = max(since, next_since)
-            window = count_events(store, {"ts": {"$gte": since, "$lt": next_since}})
             last = checkpoint.get("last_event_ts")
             return Plan(
+                projection=proj,
                 mode="incremental",
+                part=part,
                 since=since,
                 next_since=next_since,
-                covered=int(checkpoint["covered"]) + window,
-                total=count_events(store, {"ts": {"$gte": since}}),
+                covered=int(checkpoint["covered"]),
+                total=db.count_events(store, types, since=since) if with_total else None,
                 last_event_ts=last if isinstance(last, datetime) else None,
                 margin=margin,
                 started=started,
             )
     return Plan(
+        projection=proj,
         mode="full",
+        part=part,
         next_since=next_since,
-        covered=count_events(store, {"ts": {"$lt": next_since}}),
-        total=store.events.estimated_document_count(),
+        covered=0,
+        total=db.count_events(store, types) if with_total else None,
         reason=reason,
         margin=margin,
         started=started,
     )
 
 
-def _why_not_incremental(store: Store, checkpoint: Doc | None) -> str | None:
+def _why_not_incremental(store: Store, proj: Projection, checkpoint: Doc | None) -> str | None:
     """Why an incremental run cannot continue from the checkpoint, or None when it can."""
     if checkpoint is None:
         return "no earlier rebuild to continue from"
     since, covered = checkpoint.get("since"), checkpoint.get("covered")
-    if not isinstance(since, datetime) or not isinstance(covered, int):
+    if not isinstance(since, datetime) or type(covered) is not int:
         return "the checkpoint in evstream_projections is not one evstream wrote"
-    behind = count_events(store, {"ts": {"$lt": since}})
+    recorded = checkpoint.get("fold_version")
+    if recorded != proj.version:
+        was = "none recorded" if recorded is None else f"was {recorded}"
+        return f"the projection's version is now {proj.version} ({was})"
+    declared = None if proj.types is None else list(proj.types)
+    if checkpoint.get("types") != declared or checkpoint.get("collection") != proj.collection:
+        return "the projection's types or collection changed since the last run"
+    behind = db.count_events(store, proj.types, before=since)
     if behind != covered:
         return (
             f"the log holds {behind:,} events before the checkpoint, not {covered:,} "
             "(events published late or with an old ts, or deleted)"
         )
-    if covered and store.collection(SESSIONS).find_one({}, {"_id": 1}) is None:
-        return "the sessions collection is empty"
+    if covered and not db.has_documents(store, proj.collection):
+        return f"the {proj.collection} collection is empty"
     return None
 
 
@@ -286,81 +301,146 @@ def rebuild(
 ) -> RebuildReport:
     """Carry out a plan; then, unless it is a dry run, save the checkpoint.
 
-    The report's seconds count from the start of planning.
+    The report's seconds count from the start of planning. A handler that raises stops the run
+    (`HandlerFailed`) before anything of its stream is written, and no checkpoint is saved.
     """
-    report = RebuildReport(mode=plan.mode, dry_run=dry_run, reason=plan.reason)
-    writer = SessionWriter(
+    proj = plan.projection
+    report = RebuildReport(
+        mode=plan.mode,
+        projection=proj.name,
+        collection=proj.collection,
+        part=plan.part,
+        dry_run=dry_run,
+        reason=plan.reason,
+    )
+    writer = Writer(
         store,
+        proj,
         report,
         dry_run=dry_run,
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
     if plan.mode == "full":
-        _full(store, writer, report, progress)
+        _full(store, plan, writer, report, progress)
     else:
         report.last_event_ts = plan.last_event_ts
         _incremental(store, plan, writer, report, progress)
     writer.finish()
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
-        save_checkpoint(store, plan, report)
+        db.save_checkpoint(store, _checkpoint(plan, report))
     return report
 
 
+def _checkpoint(plan: Plan, report: RebuildReport) -> Doc:
+    proj = plan.projection
+    return {
+        "_id": checkpoint_key(proj, plan.part),
+        "projection": proj.name,
+        "collection": proj.collection,
+        "fold_version": proj.version,
+        "types": None if proj.types is None else list(proj.types),
+        "partition": None if plan.part is None else f"{plan.part[0]}/{plan.part[1]}",
+        "mode": report.mode,
+        "last_run_at": now_utc(),
+        "since": plan.next_since,
+        "covered": plan.covered + report.counted,
+        "last_event_ts": report.last_event_ts,
+        "margin_seconds": plan.margin,
+        "streams": report.streams,
+        "events": report.events,
+        "written": report.written,
+        "removed": report.removed,
+        "skipped": report.skipped.total,
+        "seconds": round(report.seconds, 3),
+    }
+
+
 def _full(
-    store: Store, writer: SessionWriter, report: RebuildReport, progress: Callable[[int], None]
+    store: Store,
+    plan: Plan,
+    writer: Writer,
+    report: RebuildReport,
+    progress: Callable[[int], None],
 ) -> None:
-    """Fold every stream of the log and merge the result into `sessions`."""
-    log = (
-        store.events.find({}, EVENT_FIELDS)
-        .sort([("stream", 1), ("version", 1)])
-        .batch_size(READ_BATCH)
-    )
-    existing = SortedSessions(sessions_by_id(store.collection(SESSIONS)))
-    for stream, state in fold_streams(log, report, progress):
+    """Fold every stream (of this part) and merge the result into the projection's collection."""
+    proj, part = plan.projection, plan.part
+    log = db.read_log(store, proj.types)
+    existing = SortedDocuments(db.stored_documents(store, proj.collection))
+    for stream, state in fold_streams(proj, log, report, progress, part, plan.next_since):
         report.streams += 1
         for gone in existing.before(stream):
-            writer.remove(gone)
+            if in_part(gone["_id"], part):
+                writer.remove(gone)
         writer.put(stream, state, existing.take(stream))
     for gone in existing.rest():
-        writer.remove(gone)
+        if in_part(gone["_id"], part):
+            writer.remove(gone)
 
 
 def fold_streams(
-    log: Iterable[Doc], report: RebuildReport, progress: Callable[[int], None]
-) -> Iterator[tuple[str, sessions.State]]:
-    """(stream, state) for each stream of a log read in (stream, version) order."""
+    proj: Projection,
+    log: Iterable[Doc],
+    report: RebuildReport,
+    progress: Callable[[int], None],
+    part: Part | None = None,
+    before: datetime | None = None,
+) -> Iterator[tuple[str, Doc]]:
+    """(stream, state) for each stream of a log read in (stream, version) order.
+
+    Documents that are not events (`event_problem`) are skipped and counted; streams of other
+    parts are passed over. A stream's events are folded a batch at a time, so a long stream
+    never sits in memory whole. Every document read with a date `ts` before `before` is counted
+    in `report.counted`, as the server's count would count it.
+    """
     stream: str | None = None
-    state: sessions.State | None = None
+    state: Doc | None = None
     pending: list[Doc] = []
     newest = report.last_event_ts
     read = 0
+    skipped = report.skipped
+    mine: dict[str, bool] = {}
+    counted = 0
     for event in log:
         read += 1
         if read == FOLD_BATCH:
             report.events += read
             progress(read)
             read = 0
+        if before is not None:
+            ts = event.get("ts")
+            if isinstance(ts, datetime) and ts < before:
+                counted += 1
+        problem = event_problem(event)
+        if problem is not None:
+            skipped.add(event, problem)
+            continue
         name = event["stream"]
         if name != stream:
             if stream is not None:
                 if not name > stream:
                     raise _order_error("events", stream, name)
-                yield stream, sessions.fold(pending, state)
+                if pending or state is not None:
+                    yield stream, proj.fold(pending, state)
             stream, state, pending = name, None, []
-        elif len(pending) == FOLD_BATCH:
-            state, pending = sessions.fold(pending, state), []
+            if part is not None:
+                mine = {name: in_part(name, part)}
+        if part is not None and not mine[name]:
+            continue
+        if len(pending) == FOLD_BATCH:
+            state, pending = proj.fold(pending, state), []
         pending.append(event)
-        ts = event.get("ts")
-        if isinstance(ts, datetime) and (newest is None or ts > newest):
+        report.applied += 1
+        ts = event["ts"]
+        if newest is None or ts > newest:
             newest = ts
     report.events += read
-    report.applied = report.events
+    report.counted += counted
     progress(read)
     report.last_event_ts = newest
-    if stream is not None:
-        yield stream, sessions.fold(pending, state)
+    if stream is not None and (pending or state is not None):
+        yield stream, proj.fold(pending, state)
 
 
 def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
@@ -370,27 +450,8 @@ def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
     )
 
 
-def sessions_by_id(coll: Collection[Doc]) -> Iterator[Doc]:
-    """All sessions in `_id` order, through one cursor.
-
-    The cursor can sit idle while the log is read (long streams) and the server may time it out;
-    it is then reopened past the last session seen.
-    """
-    last: str | None = None
-    while True:
-        query = {} if last is None else {"_id": {"$gt": last}}
-        try:
-            for doc in coll.find(query).sort("_id", 1).batch_size(READ_BATCH):
-                if isinstance(doc["_id"], str):
-                    last = doc["_id"]
-                yield doc
-            return
-        except CursorNotFound:
-            continue
-
-
-class SortedSessions:
-    """The stored sessions in `_id` order, consumed alongside the log's streams."""
+class SortedDocuments:
+    """The stored documents in `_id` order, consumed alongside the log's streams."""
 
     def __init__(self, cursor: Iterable[Doc]) -> None:
         self._docs = iter(cursor)
@@ -403,26 +464,26 @@ class SortedSessions:
         key = doc["_id"]
         if isinstance(key, str):
             if self._last is not None and not key > self._last:
-                raise _order_error("sessions", self._last, key)
+                raise _order_error("documents", self._last, key)
             self._last = key
         self._head = next(self._docs, None)
         return doc
 
     def before(self, stream: str) -> Iterator[Doc]:
-        """Sessions ordered before `stream` (no stream of the log has them), then stop."""
+        """Documents ordered before `stream` (no stream of the log has them), then stop."""
         while self._head is not None and not (
             isinstance(self._head["_id"], str) and self._head["_id"] >= stream
         ):
             yield self._pop()
 
     def take(self, stream: str) -> Doc | None:
-        """The stored session of `stream`, if the next one is it."""
+        """The stored document of `stream`, if the next one is it."""
         if self._head is not None and self._head["_id"] == stream:
             return self._pop()
         return None
 
     def rest(self) -> Iterator[Doc]:
-        """Sessions after the last stream of the log."""
+        """Documents after the last stream of the log."""
         while self._head is not None:
             yield self._pop()
 
@@ -430,83 +491,114 @@ class SortedSessions:
 def _incremental(
     store: Store,
     plan: Plan,
-    writer: SessionWriter,
+    writer: Writer,
     report: RebuildReport,
     progress: Callable[[int], None],
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
-    window = (
-        store.events.find({"ts": {"$gte": plan.since}}, EVENT_FIELDS)
-        .sort("ts", 1)
-        .batch_size(READ_BATCH)
-    )
-    coll = store.collection(SESSIONS)
+    window = db.read_window(store, plan.projection.types, plan.since)
     chunk: list[Doc] = []
     for event in window:
         chunk.append(event)
         if len(chunk) == CHUNK_EVENTS:
-            _apply_chunk(store, coll, chunk, writer, report, progress)
+            _apply_chunk(store, plan, chunk, writer, report, progress)
             chunk = []
-    _apply_chunk(store, coll, chunk, writer, report, progress)
+    _apply_chunk(store, plan, chunk, writer, report, progress)
 
 
 def _apply_chunk(
     store: Store,
-    coll: Collection[Doc],
+    plan: Plan,
     chunk: list[Doc],
-    writer: SessionWriter,
+    writer: Writer,
     report: RebuildReport,
     progress: Callable[[int], None],
 ) -> None:
-    """Bring the sessions of the streams in `chunk` up to date with the log."""
+    """Bring the documents of the streams in `chunk` up to date with the log."""
     if not chunk:
         return
+    proj, part = plan.projection, plan.part
     by_stream: dict[str, list[Doc]] = {}
     newest = report.last_event_ts
     for event in chunk:
-        by_stream.setdefault(event["stream"], []).append(event)
         ts = event.get("ts")
-        if isinstance(ts, datetime) and (newest is None or ts > newest):
-            newest = ts
-    report.last_event_ts = newest
-    stored = {doc["_id"]: doc for doc in coll.find({"_id": {"$in": list(by_stream)}})}
-    for stream, events in by_stream.items():
-        old = writer.preview_of(stream) or stored.get(stream)
-        base = old if old is not None and sessions.is_state(old) else None
-        applied = base["version"] if base is not None and isinstance(base["version"], int) else 0
-        fresh = sorted((e for e in events if e["version"] > applied), key=lambda e: e["version"])
-        if not fresh:
+        if isinstance(ts, datetime) and ts < plan.next_since:
+            report.counted += 1
+        problem = event_problem(event)
+        if problem is not None:
+            report.skipped.add(event, problem)
             continue
-        if any(e["version"] != applied + 1 + i for i, e in enumerate(fresh)):
-            # Some event of this stream is not in the window (it landed late, behind it): read
-            # everything the session lacks from the log instead.
-            fresh = list(
-                store.events.find({"stream": stream, "version": {"$gt": applied}}, EVENT_FIELDS)
-                .sort("version", 1)
-                .batch_size(READ_BATCH)
-            )
-        report.streams += 1
-        report.applied += len(fresh)
-        writer.put(stream, sessions.fold(fresh, base), old)
+        if not in_part(event["stream"], part):
+            continue
+        by_stream.setdefault(event["stream"], []).append(event)
+        if newest is None or event["ts"] > newest:
+            newest = event["ts"]
+    report.last_event_ts = newest
+    update_streams(store, proj, by_stream, writer, report)
     writer.flush()
     report.events += len(chunk)
     progress(len(chunk))
+
+
+def update_streams(
+    store: Store,
+    proj: Projection,
+    by_stream: dict[str, list[Doc]],
+    writer: Writer,
+    report: RebuildReport,
+) -> None:
+    """Apply each stream's new events (valid ones, of this part) onto its stored document."""
+    stored = db.find_documents(store, proj.collection, list(by_stream)) if by_stream else {}
+    from_log: list[str] = []  # streams whose documents are refolded from the log
+    for stream, events in by_stream.items():
+        old = writer.preview_of(stream) or stored.get(stream)
+        base = old if old is not None and proj.is_state(old) else None
+        applied = base["version"] if base is not None else 0
+        fresh = sorted((e for e in events if e["version"] > applied), key=lambda e: e["version"])
+        if not fresh:
+            continue
+        if base is None and proj.types is not None:
+            # Of a few types, versions have gaps by design: the document alone says whether the
+            # stream has earlier events (of those types) before the window. It is missing or not
+            # a state of this fold, so read the stream from the log.
+            from_log.append(stream)
+            continue
+        if proj.types is None and any(e["version"] != applied + 1 + i for i, e in enumerate(fresh)):
+            # Some event of this stream is not in the window (it landed late, behind it): read
+            # everything the document lacks from the log instead.
+            fresh = [
+                e
+                for e in db.read_stream_after(store, stream, applied, proj.types)
+                if event_problem(e) is None
+            ]
+        report.streams += 1
+        report.applied += len(fresh)
+        writer.put(stream, proj.fold(fresh, base), old)
+    if from_log:
+        ignored = RebuildReport(mode="incremental")  # counted once, in the window
+        for stream, state in fold_streams(
+            proj, db.read_streams(store, from_log, proj.types), ignored, lambda n: None
+        ):
+            report.streams += 1
+            report.applied += state["events"]
+            writer.put(stream, state, writer.preview_of(stream) or stored.get(stream))
 
 
 # --- writing -------------------------------------------------------------------------------------
 
 
 @dataclass
-class SessionWriter:
-    """Writes whole sessions in bulk, never moving one back to an older version; counts it all.
+class Writer:
+    """Buffers whole documents and writes them in bulk, never moving one back; counts it all.
 
-    A full rebuild is authoritative (`full`): where a stored session is ahead of the log (events
+    A full rebuild is authoritative (`full`): where a stored document is ahead of the log (events
     were deleted from the stream), it is replaced anyway. In a dry run nothing is written; an
     incremental dry run remembers what it would have written, as later chunks read it back.
     """
 
     store: Store
+    projection: Projection
     report: RebuildReport
     dry_run: bool = False
     full: bool = True
@@ -515,17 +607,12 @@ class SessionWriter:
     _gone: list[Any] = field(default_factory=list)
     _preview: dict[str, Doc] = field(default_factory=dict)
 
-    @property
-    def coll(self) -> Collection[Doc]:
-        """The sessions collection."""
-        return self.store.collection(SESSIONS)
-
     def preview_of(self, stream: str) -> Doc | None:
-        """In an incremental dry run, the session this run would have written for `stream`."""
+        """In an incremental dry run, the document this run would have written for `stream`."""
         return self._preview.get(stream)
 
-    def put(self, stream: str, state: sessions.State, old: Doc | None) -> None:
-        """Make `stream`'s session `state`, unless it already is."""
+    def put(self, stream: str, state: Doc, old: Doc | None) -> None:
+        """Make `stream`'s document `state`, unless it already is."""
         doc: Doc = {"_id": stream, **state}
         if old == doc:
             self.report.unchanged += 1
@@ -536,14 +623,17 @@ class SessionWriter:
                 self._preview[stream] = doc
                 if seen:
                     return
-            self._count(old is None)
+            if old is None:
+                self.report.created += 1
+            else:
+                self.report.updated += 1
             return
         self._puts.append((doc, old))
         if len(self._puts) >= self.batch_size:
             self.flush()
 
     def remove(self, doc: Doc) -> None:
-        """Delete a session whose stream has no events (checked against the log first)."""
+        """Delete a document whose stream has no events (checked against the log first)."""
         self._gone.append(doc["_id"])
         if len(self._gone) >= self.batch_size:
             self._flush_gone()
@@ -553,86 +643,167 @@ class SessionWriter:
         self.flush()
         self._flush_gone()
 
-    def _count(self, created: bool) -> None:
-        if created:
-            self.report.created += 1
-        else:
-            self.report.updated += 1
-
     def flush(self) -> None:
-        """Write the buffered sessions in one unordered bulk write."""
+        """Write the buffered documents in one unordered bulk write."""
         puts, self._puts = self._puts, []
-        if not puts:
-            return
-        # A session that was not there when read is inserted (cheaper than an upsert); if a
-        # concurrent run inserted it meanwhile, the duplicate key sends it to _resolve.
-        ops = [
-            InsertOne(doc)
-            if old is None
-            else ReplaceOne(
-                {"_id": doc["_id"], "version": {"$lte": doc["version"]}}, doc, upsert=True
-            )
-            for doc, old in puts
-        ]
-        failed: set[int] = set()
-        try:
-            self.coll.bulk_write(ops, ordered=False)
-        except BulkWriteError as exc:
-            errors = (exc.details or {}).get("writeErrors") or []
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            failed = {int(e["index"]) for e in errors}
-        for i, (doc, old) in enumerate(puts):
-            if i in failed:
-                self._resolve(doc)
-            else:
-                self._count(old is None)
-
-    def _resolve(self, doc: Doc) -> None:
-        """A conditional write found a newer (or racing) session: decide, retry, or give way."""
-        stream, version = doc["_id"], doc["version"]
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            stored = self.coll.find_one({"_id": stream})
-            if stored is None:
-                try:
-                    self.coll.insert_one(doc)
-                    self.report.created += 1
-                    return
-                except DuplicateKeyError:
-                    continue
-            held = stored.get("version")
-            if isinstance(held, int) and held > version:
-                if not self.full or stream_head(self.store, stream) >= held:
-                    self.report.superseded += 1  # a concurrent run applied more already
-                    return
-                condition: Doc = {"_id": stream, "version": held}
-            elif isinstance(held, int):
-                condition = {"_id": stream, "version": held}
-            else:
-                condition = {"_id": stream}  # not a session evstream wrote
-            if self.coll.replace_one(condition, doc).matched_count:
-                self.report.updated += 1
-                return
-        raise EvstreamError(
-            f"could not write the session of stream {stream!r}: "
-            f"{MAX_WRITE_ATTEMPTS} attempts raced other writers"
+        counts = db.write_documents(
+            self.store,
+            self.projection.collection,
+            puts,
+            authoritative=self.full,
+            types=self.projection.types,
         )
+        self.report.created += counts.created
+        self.report.updated += counts.updated
+        self.report.superseded += counts.superseded
 
     def _flush_gone(self) -> None:
         ids, self._gone = self._gone, []
         if not ids:
             return
-        # A stream may have got its first events since the log was read: keep its session.
-        alive = {
-            row["_id"]
-            for row in self.store.events.aggregate(
-                [{"$match": {"stream": {"$in": ids}}}, {"$group": {"_id": "$stream"}}]
-            )
-        }
+        # A stream may have got its first events since the log was read: keep its document.
+        alive = db.live_streams(
+            self.store, [i for i in ids if isinstance(i, str)], self.projection.types
+        )
         dead = [i for i in ids if i not in alive]
         if not dead:
             return
         if self.dry_run:
             self.report.removed += len(dead)
             return
-        self.report.removed += self.coll.delete_many({"_id": {"$in": dead}}).deleted_count
+        self.report.removed += db.delete_documents(self.store, self.projection.collection, dead)
+
+
+# --- following -----------------------------------------------------------------------------------
+
+CHECKPOINT_EVERY = 30.0
+
+
+@dataclass
+class FollowReport:
+    """What a `--follow` run did: its catch-up, then the live events it applied."""
+
+    catch_up: RebuildReport
+    live: RebuildReport
+    checkpoints: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object."""
+        doc = self.catch_up.as_dict()
+        doc["mode"] = "follow"
+        doc["caught_up"] = {"mode": self.catch_up.mode, "applied": self.catch_up.applied}
+        doc["live"] = {
+            "events": self.live.events,
+            "applied": self.live.applied,
+            "written": self.live.written,
+            "skipped": self.live.skipped.as_dict(),
+        }
+        doc["checkpoints"] = self.checkpoints
+        return doc
+
+
+class Follower:
+    """`rebuild NAME --follow`: catch up (an incremental run), then apply events as they arrive.
+
+    Built on `evstream.watching`'s public `Watcher`, `WatchOptions` and `Hooks`: the watch reads
+    the log from the catch-up's checkpoint time, then follows the change stream with the
+    watch's handover. Each event is applied to its stream's document as an incremental run
+    would (conditionally on the version, so an event delivered twice changes nothing). The
+    projection's checkpoint is the incremental run's: it is saved by an incremental run every
+    `every` seconds while events arrive and on the way out, so --incremental and --follow
+    alternate, and after kill -9 the next start catches up from it (docs/projections.md).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        projection: Projection,
+        *,
+        part: Part | None = None,
+        margin: float = DEFAULT_MARGIN,
+        every: float = CHECKPOINT_EVERY,
+        notice: Callable[[str], None] = lambda message: None,
+        warning: Callable[[str], None] = lambda message: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.projection = projection
+        self.part = part
+        self.margin = margin
+        self.every = every
+        self.notice = notice
+        self.warning = warning
+        self.clock = clock
+        self.live = RebuildReport(
+            mode="follow", projection=projection.name, collection=projection.collection, part=part
+        )
+        self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
+        self.saved_at = clock()
+        self.checkpoints = 0
+
+    def catch_up(self) -> RebuildReport:
+        """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
+        plan = plan_rebuild(
+            self.store,
+            self.projection,
+            incremental=True,
+            margin=self.margin,
+            part=self.part,
+            with_total=False,
+        )
+        if plan.reason:
+            self.notice(f"rebuilding in full: {plan.reason}")
+        report = rebuild(self.store, plan)
+        self.since = plan.next_since
+        self.saved_at = self.clock()
+        self.checkpoints += 1
+        return report
+
+    def run(self, *, idle_timeout: float | None = None) -> FollowReport:
+        """Catch up, then follow until --idle-timeout or Ctrl-C."""
+        from evstream.watching import Hooks, Watcher, WatchOptions
+
+        first = self.catch_up()
+        self.notice(
+            f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
+            "events applied); applying new events as they arrive"
+        )
+        options = WatchOptions(
+            types=list(self.projection.types or []),
+            start=self.since,
+            start_given=True,
+            idle_timeout=idle_timeout,
+        )
+        hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
+        Watcher(self.store, options, hooks).run()
+        if self.live.events:
+            self.catch_up()  # the checkpoint, for status and the next --incremental
+        return FollowReport(first, self.live, self.checkpoints)
+
+    def _deliver(self, change: Any) -> None:
+        """One change of the log: apply it if it is an event of this projection and part."""
+        event = change.doc
+        if change.op != "insert" or event is None:
+            return
+        self.live.events += 1
+        problem = event_problem(event)
+        if problem is not None:
+            self.live.skipped.add(event, problem)
+            line = self.live.skipped.line("documents")
+            if self.live.skipped.total == 1 and line:
+                self.warning(line)
+            return
+        types = self.projection.types
+        if types is not None and event["type"] not in types:
+            return
+        if not in_part(event["stream"], self.part):
+            return
+        update_streams(
+            self.store, self.projection, {event["stream"]: [event]}, self.writer, self.live
+        )
+        self.writer.flush()
+        ts = event["ts"]
+        if self.live.last_event_ts is None or ts > self.live.last_event_ts:
+            self.live.last_event_ts = ts
+        if self.clock() - self.saved_at >= self.every:
+            self.catch_up()

@@ -14,14 +14,13 @@ import pytest
 from waiting import wait_for
 
 from evstream.delivery import (
+    ExecFailed,
     ExecOptions,
     Executor,
-    HandlerFailed,
-    parse_partition,
     partition_checkpoint,
 )
 from evstream.errors import ExitCode, InvalidInput
-from evstream.events import partition_of
+from evstream.events import parse_partition, partition_of
 
 
 def executor(command: str, **options: Any) -> tuple[Executor, list[Any], list[float], io.StringIO]:
@@ -79,7 +78,7 @@ def test_a_batch_that_keeps_failing_stops_with_exit_6_and_the_last_stderr_line()
         "cat > /dev/null; echo 'cannot send mail' >&2; exit 1", batch=2, retries=3
     )
     ex.add(*lines(1)[0])
-    with pytest.raises(HandlerFailed) as caught:
+    with pytest.raises(ExecFailed) as caught:
         ex.add(*lines(1, 1)[0])
     assert caught.value.exit_code == ExitCode.HANDLER_FAILED
     line = caught.value.line()
@@ -105,7 +104,7 @@ def test_a_cmd_that_outlives_its_timeout_is_killed_with_its_children(tmp_path: P
     ex, _, _, _ = executor(
         f"sleep 60 & echo $! > {pid_file}; wait", batch=1, retries=0, timeout=0.5
     )
-    with pytest.raises(HandlerFailed) as caught:
+    with pytest.raises(ExecFailed) as caught:
         ex.add(*lines(1)[0])
     assert "timed out after 0.5 s" in caught.value.line()
     child = int(pid_file.read_text())
@@ -122,7 +121,7 @@ def test_a_cmd_that_outlives_its_timeout_is_killed_with_its_children(tmp_path: P
 
 def test_a_crash_is_a_failure_named_by_its_signal() -> None:
     ex, _, _, _ = executor("kill -9 $$", batch=1, retries=0)
-    with pytest.raises(HandlerFailed) as caught:
+    with pytest.raises(ExecFailed) as caught:
         ex.add(*lines(1)[0])
     assert "killed by SIGKILL" in caught.value.line()
 
@@ -198,7 +197,7 @@ def test_the_partition_of_a_stream_is_the_same_in_every_process() -> None:
     import subprocess
     import sys
 
-    code = "from evstream.events import partition_of; print([partition_of(f's{i}', 4) for i in range(200)])"
+    code = "from evstream.events import parse_partition, partition_of; print([partition_of(f's{i}', 4) for i in range(200)])"
     runs = {
         subprocess.run(
             [sys.executable, "-c", code],

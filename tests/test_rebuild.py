@@ -249,7 +249,7 @@ def test_dry_run_says_what_would_change_and_writes_nothing(cli, db):
     assert projection(db) == sessions_before
     assert db.evstream_projections.find_one() == checkpoint_before
     pretty = cli("rebuild-sessions", "--dry-run", "-o", "pretty").stdout
-    assert "Dry run (full), nothing written" in pretty and "1 to remove" in pretty
+    assert "Dry run of sessions (full), nothing written" in pretty and "1 to remove" in pretty
 
 
 @pytest.mark.parametrize("chunk", [20_000, 2])
@@ -379,7 +379,7 @@ def test_bad_options_exit_2(cli, db, args):
 def test_a_timed_out_sessions_cursor_is_reopened_past_the_last_session():
     from pymongo.errors import CursorNotFound
 
-    from evstream.projection import sessions_by_id
+    from evstream.storage.projections import documents_by_id as sessions_by_id
 
     docs = [{"_id": 1}, *({"_id": f"s{i}"} for i in range(5))]
     queries: list[dict[str, Any]] = []

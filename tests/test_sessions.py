@@ -155,15 +155,30 @@ def test_a_state_read_back_from_the_store_continues():
 
 
 def test_a_new_event_type_is_one_handler(monkeypatch):
-    monkeypatch.setattr(sessions, "HANDLERS", dict(sessions.HANDLERS))
+    monkeypatch.setattr(sessions.projection, "handlers", dict(sessions.projection.handlers))
 
-    @sessions.handles("account.locked")
-    def _locked(state, data, ts):
+    @sessions.projection.on("account.locked")
+    def _locked(state, event):
         state["status"] = "locked"
 
     state = fold([ev(1, "login"), ev(2, "account.locked", {"reason": "fraud"})])
     assert state["status"] == "locked" and state["login_count"] == 1
     assert state["events"] == 2 and state["version"] == 2
+
+
+def test_sessions_is_defined_with_the_public_api():
+    from evstream.projections import Projection
+
+    assert isinstance(sessions.projection, Projection)
+    assert (sessions.projection.name, sessions.projection.collection) == ("sessions", "sessions")
+    assert sessions.projection.types is None  # every event counts in `events` and `version`
+    assert set(sessions.projection.handlers) == {
+        "session.started",
+        "login",
+        "logout",
+        "profile.updated",
+        "session.ended",
+    }
 
 
 # --- properties ----------------------------------------------------------------------------------

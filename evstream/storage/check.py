@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 from pymongo.errors import OperationFailure
 
-from evstream.storage.mongo import CHECKPOINTS, EVENTS, OWN_PREFIX, Doc, MongoStore
+from evstream.storage.mongo import CHECKPOINTS, EVENTS, Doc, MongoStore
 
-PROJECTIONS = OWN_PREFIX + "projections"
 # The fields the check looks at: the whole payload (`data`, `meta`) is never read.
 CHECK_FIELDS = {"_id": 1, "stream": 1, "version": 1, "type": 1, "ts": 1}
 SCAN_BATCH = 10_000

@@ -11,7 +11,6 @@ import orjson
 from bson import json_util
 from bson.errors import BSONError
 
-
 _LONG_DIGITS = re.compile(r"\d{19}")
 
 

@@ -48,9 +48,7 @@ def dead_letter(
 
 def dead_letter_counts(store: MongoStore) -> dict[str, int]:
     """How many dead letters each checkpoint has."""
-    rows = store.db[DEAD_LETTERS].aggregate(
-        [{"$group": {"_id": "$checkpoint", "n": {"$sum": 1}}}]
-    )
+    rows = store.db[DEAD_LETTERS].aggregate([{"$group": {"_id": "$checkpoint", "n": {"$sum": 1}}}])
     return {str(row["_id"]): int(row["n"]) for row in rows}
 
 

@@ -146,6 +146,13 @@ class MongoStore(OverviewQueries):
         """The index of this name among `listIndexes` rows."""
         return next((ix for ix in indexes if ix.get("name") == name), None)
 
+    # --- projections ------------------------------------------------------------------------
+
+    def checkpoint_time(self, moment: datetime) -> datetime:
+        """A time to keep in a projection checkpoint, which `find` and `count` later compare
+        events' `ts` with exactly. MongoDB compares dates to the millisecond: any time will do."""
+        return moment
+
 
 def _skip_pymongo_exit_wait() -> None:
     import atexit

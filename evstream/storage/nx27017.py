@@ -155,3 +155,10 @@ class Nx27017Store(MongoStore):
             if 0 <= at < len(counts):
                 counts[at] += int(row["n"])
         return counts
+
+    # --- projections ------------------------------------------------------------------------
+
+    def checkpoint_time(self, moment: datetime) -> datetime:
+        """nx-27017 compares dates at whole seconds in `find` and `count` (`$gt` on a date skips
+        the rest of that second): on a whole second, `$lt` and `$gte` are exact again."""
+        return moment.replace(microsecond=0)

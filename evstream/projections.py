@@ -1,0 +1,262 @@
+"""Projections, the public API: a read model folded from the log, one document per stream.
+
+    from evstream.projections import Projection
+
+    carts = Projection(name="carts", collection="carts", version=1,
+                       types=["cart.created", "cart.item_added"],
+                       initial={"items": [], "total": 0})
+
+    @carts.on("cart.item_added")
+    def _(state, event):
+        state["items"].append(event["data"]["sku"])
+
+Standard library only. The engine that rebuilds a projection in MongoDB is `evstream.projection`;
+its guarantees are in docs/projections.md. Loading user modules (`--module`,
+`EVSTREAM_PROJECTIONS`) is `load_projection`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evstream.errors import EvstreamError, InvalidInput
+
+State = dict[str, Any]
+Event = Mapping[str, Any]
+Handler = Callable[[State, Event], None]
+
+# Fields the engine keeps on every document, beside the fold's own (docs/projections.md).
+BOOKKEEPING = ("version", "updated_at", "events")
+BUILTIN_MODULES = ("evstream.sessions",)
+ENV_VAR = "EVSTREAM_PROJECTIONS"
+RESERVED_COLLECTIONS = ("events",)
+
+
+class HandlerFailed(EvstreamError):
+    """A projection's handler raised: the run stops (exit 1), naming the event and the error."""
+
+
+@dataclass(eq=False)
+class Projection:
+    """A read model: its name, collection, fold version, the event types it reads, its initial
+    state, and one handler `(state, event) -> None` per type it changes state for.
+
+    `types=None` reads every type (as `sessions` does: every event counts in `events`).
+    """
+
+    name: str
+    collection: str
+    version: int
+    types: Iterable[str] | None
+    initial: Mapping[str, Any]
+    handlers: dict[str, Handler] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidInput(f"a projection's name must be a non-empty string, not {self.name!r}")
+        if (
+            not isinstance(self.collection, str)
+            or not self.collection
+            or self.collection.startswith(("$", "system.", "evstream_"))
+            or self.collection in RESERVED_COLLECTIONS
+            or "\x00" in self.collection
+        ):
+            raise InvalidInput(
+                f"projection {self.name!r}: {self.collection!r} cannot be its collection "
+                "(not events, system.* or evstream_*)"
+            )
+        if type(self.version) is not int or self.version < 1:
+            raise InvalidInput(f"projection {self.name!r}: version must be an integer from 1")
+        if self.types is not None:
+            types = list(self.types)
+            if not types or any(not isinstance(t, str) or not t for t in types):
+                raise InvalidInput(
+                    f"projection {self.name!r}: types must be a non-empty list of type names"
+                )
+            self.types = tuple(dict.fromkeys(types))
+        clash = set(self.initial) & {"_id", *BOOKKEEPING}
+        if clash:
+            raise InvalidInput(
+                f"projection {self.name!r}: initial cannot hold {', '.join(sorted(clash))} "
+                "(the engine keeps them)"
+            )
+        self.initial = dict(self.initial)
+
+    def on(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Register the handler for one of the projection's event types."""
+        if self.types is not None and event_type not in self.types:
+            raise InvalidInput(f"projection {self.name!r}: {event_type!r} is not one of its types")
+
+        def register(handler: Handler) -> Handler:
+            self.handlers[event_type] = handler
+            return handler
+
+        return register
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The keys of a stored state (besides `_id`)."""
+        return frozenset(self.initial) | frozenset(BOOKKEEPING)
+
+    def initial_state(self) -> State:
+        """A fresh state: a copy of `initial`, no events applied."""
+        state = _clone(self.initial)
+        state.update(version=None, updated_at=None, events=0)
+        return state
+
+    def is_state(self, doc: Mapping[str, Any]) -> bool:
+        """Whether a stored document has exactly this fold's shape, so a run may continue it."""
+        return (
+            doc.keys() - {"_id"} == self.fields
+            and type(doc.get("version")) is int
+            and type(doc.get("events")) is int
+        )
+
+    def fold(self, events: Iterable[Event], state: Mapping[str, Any] | None = None) -> State:
+        """Fold one stream's events (in version order) onto a copy of `state` or the initial one.
+
+        An event at or below the state's `version` counts as applied and is skipped. A handler
+        that raises stops the fold with `HandlerFailed`, naming the event.
+        """
+        current = self.initial_state() if state is None else _clone(dict(state))
+        current.pop("_id", None)
+        handlers = self.handlers
+        for event in events:
+            version = event.get("version")
+            applied = current.get("version")
+            if applied is not None and version is not None and version <= applied:
+                continue
+            handler = handlers.get(event.get("type"))  # type: ignore[arg-type]
+            if handler is not None:
+                try:
+                    handler(current, event)
+                except Exception as exc:
+                    raise self.failure(event, exc) from exc
+            current["version"] = version
+            current["updated_at"] = event.get("ts")
+            current["events"] = (current.get("events") or 0) + 1
+        return current
+
+    def failure(self, event: Event, exc: BaseException) -> HandlerFailed:
+        """The one line for a handler that raised on `event`."""
+        return HandlerFailed(
+            f"projection {self.name!r}: the {event.get('type')!r} handler raised on event "
+            f"_id {event.get('_id')!r} (stream {event.get('stream')!r}, version "
+            f"{event.get('version')!r}): {type(exc).__name__}: {exc}",
+            hint="nothing of that stream was written; --debug shows the traceback",
+        )
+
+
+def _clone(value: Any) -> Any:
+    """A copy of nested dicts and lists (states are plain data), faster than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+# --- finding projections -------------------------------------------------------------------------
+
+
+def modules_to_load(module: str | None, env: Mapping[str, str] | None = None) -> list[str]:
+    """The built-in modules, then those in EVSTREAM_PROJECTIONS, then `--module`."""
+    listed = (env if env is not None else os.environ).get(ENV_VAR, "")
+    names = [*BUILTIN_MODULES, *(m.strip() for m in listed.split(",") if m.strip())]
+    if module:
+        names.append(module)
+    return list(dict.fromkeys(names))
+
+
+def import_module(ref: str) -> Any:
+    """A module from a file path (`carts.py`, `./models/carts.py`) or an importable name."""
+    path = Path(ref)
+    try:
+        if ref.endswith(".py") or os.sep in ref:
+            if not path.is_file():
+                raise InvalidInput(f"cannot load projections from {ref!r}: no such file")
+            name = f"evstream_user_{abs(hash(str(path.resolve())))}"
+            if name in sys.modules:
+                return sys.modules[name]
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise InvalidInput(f"cannot load projections from {ref!r}: not a Python module")
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[name] = loaded
+            try:
+                spec.loader.exec_module(loaded)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            return loaded
+        return importlib.import_module(ref)
+    except InvalidInput:
+        raise
+    except Exception as exc:
+        raise InvalidInput(
+            f"cannot load projections from {ref!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def projections_in(module: Any) -> list[Projection]:
+    """The projections a module defines at its top level."""
+    found: dict[int, Projection] = {}
+    for value in vars(module).values():
+        if isinstance(value, Projection):
+            found.setdefault(id(value), value)
+    return list(found.values())
+
+
+def known_projections(modules: Iterable[str]) -> dict[str, tuple[Projection, str]]:
+    """Every projection of these modules by name, with the module it came from.
+
+    Two projections with the same name or the same collection are refused.
+    """
+    by_name: dict[str, tuple[Projection, str]] = {}
+    by_collection: dict[str, tuple[Projection, str]] = {}
+    for ref in modules:
+        for proj in projections_in(import_module(ref)):
+            for key, seen in ((proj.name, by_name), (proj.collection, by_collection)):
+                other = seen.get(key)
+                if other is not None and other[0] is not proj:
+                    what = "name" if seen is by_name else "collection"
+                    raise InvalidInput(
+                        f"two projections have the {what} {key!r}: {other[0].name!r} in "
+                        f"{other[1]} and {proj.name!r} in {ref}",
+                        hint="give each projection its own name and collection",
+                    )
+            by_name[proj.name] = (proj, ref)
+            by_collection[proj.collection] = (proj, ref)
+    return by_name
+
+
+def builtin_projection(name: str) -> Projection:
+    """A projection that ships with evstream (`sessions`), without loading users' modules."""
+    known = known_projections(BUILTIN_MODULES)
+    if name not in known:
+        raise InvalidInput(f"no built-in projection named {name!r}")
+    return known[name][0]
+
+
+def load_projection(name: str, module: str | None = None) -> Projection:
+    """The projection called `name`, from the built-ins, EVSTREAM_PROJECTIONS and `module`."""
+    refs = modules_to_load(module)
+    known = known_projections(refs)
+    if name in known:
+        return known[name][0]
+    where = module or ", ".join(refs)
+    defined = (
+        sorted(known) if module is None else [p.name for p in projections_in(import_module(module))]
+    )
+    raise InvalidInput(
+        f"no projection named {name!r} in {where} (it defines: "
+        f"{', '.join(defined) if defined else 'none'})",
+        hint="give its module with --module PATH or in EVSTREAM_PROJECTIONS",
+    )
