@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pymongo.errors import OperationFailure
 
 from evstream.storage.mongo import CHECKPOINTS, EVENTS, Doc, MongoStore
+from evstream.storage.projections import PROJECTIONS
 
 # The fields the check looks at: the whole payload (`data`, `meta`) is never read.
 CHECK_FIELDS = {"_id": 1, "stream": 1, "version": 1, "type": 1, "ts": 1}
