@@ -576,6 +576,27 @@ def _projection_line(projection: Mapping[str, Any] | None, now: datetime) -> Tex
     return text
 
 
+def projections_table(rows: list[Mapping[str, Any]], now: datetime) -> Any:
+    """Each projection (and part): its collection, fold version, last run and lag."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+    for column in ("projection", "collection", "version", "last run", "lag"):
+        table.add_column(column, style="bold" if column == "projection" else None)
+    for row in rows:
+        last = row.get("last_run_at")
+        when = human_age(last, now) if last else "never"
+        mode = f" ({row['mode']})" if row.get("mode") else ""
+        table.add_row(
+            str(row.get("checkpoint") or row.get("name")),
+            str(row.get("collection") or ""),
+            "" if row.get("version") is None else f"v{row['version']}",
+            f"{when}{mode}",
+            _lag_text(row.get("lag")),
+        )
+    return table
+
+
 def types_table(types: list[Mapping[str, Any]], *, limit: int = TOP_TYPES) -> Any:
     """Events by type: count, share and a bar, most frequent first."""
     from rich.table import Table
@@ -708,6 +729,13 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
             Text(""),
             Text("Events by type", style="bold"),
             Padding(types_table(types), (0, 0, 0, 2), expand=False),
+        ]
+    projections = (status.get("projections") or {}).get("items") or []
+    if projections:
+        parts += [
+            Text(""),
+            Text("Projections", style="bold"),
+            Padding(projections_table(projections, now), (0, 0, 0, 2), expand=False),
         ]
     if items:
         parts += [

@@ -134,6 +134,16 @@ def projection_info(store: Store) -> dict[str, Any]:
     )
 
 
+def projections_info(store: Store) -> dict[str, Any]:
+    """Every projection (and part) that has a checkpoint: collection, version, last run, lag."""
+    return _optional(
+        "evstream.projection",
+        "projections_status",
+        store,
+        lambda v: {"items": [dict(item) for item in v or []]},
+    )
+
+
 def checkpoints_info(store: Store) -> dict[str, Any]:
     """The saved watch checkpoints, with age and how far behind the log each is."""
     return _optional(
@@ -227,6 +237,7 @@ def gather(
     status["oldest"] = oldest
     status["newest"] = newest
     status["projection"] = projection_info(store)
+    status["projections"] = projections_info(store)
     status["checkpoints"] = checkpoints_info(store)
     status["dead_letters"] = dead_letter_counts(store) if DEAD_LETTERS in names else {}
     if edges is None or activity is None:

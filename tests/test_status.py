@@ -576,3 +576,23 @@ def test_activity_counts_agree_with_the_log(cli, db):
     expected = [sum(1 for d in docs if edges[i] <= d["ts"] < edges[i + 1]) for i in range(4)]
     assert counts == expected
     assert sum(counts) == 40
+
+
+def test_status_lists_every_projection_with_its_lag(cli, tmp_path):
+    """Projections other than sessions, and their parts, each with collection, version and lag."""
+    from pathlib import Path
+
+    carts = str(Path(__file__).parent / "projections" / "carts.py")
+    for i in range(3):
+        r = cli("publish", "cart.created", "-s", f"cart{i}", "-o", "json")
+        assert r.exit_code == 0, r.stderr
+    assert cli("rebuild", "carts", "--module", carts, "-o", "json").exit_code == 0
+    assert cli("rebuild-sessions", "-o", "json").exit_code == 0
+    assert cli("publish", "cart.created", "-s", "cart9", "-o", "json").exit_code == 0
+    status = json.loads(cli("status", "-o", "json").stdout)
+    rows = {row["checkpoint"]: row for row in status["projections"]["items"]}
+    assert set(rows) == {"carts", "sessions"}
+    assert rows["carts"]["collection"] == "carts" and rows["carts"]["lag"] == 1
+    assert rows["carts"]["mode"] == "full" and rows["carts"]["version"] is not None
+    pretty = cli("status", "-o", "pretty", COLUMNS="120")
+    assert "Projections" in pretty.stdout and "carts" in pretty.stdout
