@@ -152,6 +152,16 @@ def _type_name(value: Any) -> str:
 
 def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
     """Validate a stream name, event type or event id; returns it unchanged."""
+    # The common case in one look: printable (so no NUL or control character), not too long,
+    # neither starting with '$' nor blank at either end (a blank name goes the long way).
+    if (
+        type(value) is str
+        and 0 < len(value) <= limit
+        and value.isprintable()
+        and value[0] not in "$ "
+        and value[-1] != " "
+    ):
+        return value
     if not isinstance(value, str):
         raise InvalidEvent(f"{kind} must be a string, not {_type_name(value)}")
     if not value.strip():
@@ -186,18 +196,24 @@ def _check_keys(value: Any, where: str, depth: int = 0) -> None:
         raise InvalidEvent(f"{where} is nested more than 100 levels deep")
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise InvalidEvent(f"{where} has a non-string key {key!r}")
-            if key.startswith("$"):
+            if key[:1] == "$":
                 raise InvalidEvent(f"{where} has a key {key[:40]!r} starting with '$'")
             if "\x00" in key:
                 raise InvalidEvent(f"{where} has a key containing a NUL character")
+            kind = type(item)
+            if kind is str or kind is float or kind is bool or item is None:
+                continue  # most values: nothing to check
             if isinstance(item, (dict, list)):
                 _check_keys(item, f"{where}.{key}", depth + 1)
             elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
                 raise InvalidEvent(f"{where}.{key} is a whole number beyond MongoDB's 8-byte ints")
     elif isinstance(value, list):
         for item in value:
+            kind = type(item)
+            if kind is str or kind is float or kind is bool or item is None:
+                continue
             if isinstance(item, (dict, list)):
                 _check_keys(item, where, depth + 1)
             elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
