@@ -36,12 +36,15 @@ from evstream.storage.changes import (
     StreamInterrupted,
     collection_exists,
     collection_gone,
+    count_after,
+    count_upto,
     delete_checkpoint,
     event_ts,
     forget_below,
     key_fields,
     load_checkpoint,
     log_query,
+    newest_inserted,
     record_shown,
     save_checkpoint,
     scan_collection,
@@ -283,6 +286,7 @@ class Ledger:
         self.window = 2 * margin
         self._adds = 0
         self.floor: datetime | None = None
+        self.settled_count = 0  # window entries summarised into the settled position so far
         for pos, raw in recent:
             self._add(pos, raw)
 
@@ -298,6 +302,10 @@ class Ledger:
     def position(self, doc: Mapping[str, Any]) -> Position:
         """An event's place in log order: (ts, id)."""
         return (event_ts(doc), id_key(self.ident(doc)))
+
+    def holds(self, key: tuple[int, Any]) -> bool:
+        """Whether the window holds this id (an `id_key`)."""
+        return key in self._ids
 
     def knows(self, doc: Mapping[str, Any]) -> bool:
         """Whether this event has been shown (by id, or at or below the settled position)."""
@@ -374,6 +382,7 @@ class Ledger:
             return
         while entries and entries[0][0] < threshold:
             pos = heapq.heappop(entries)
+            self.settled_count += 1
             self._settle(pos)  # before its id is forgotten: the settled position keeps it
             self._ids.pop(pos[1], None)
 
@@ -383,6 +392,11 @@ class Ledger:
             self._settled_raw = self._ids.get(pos[1], self._settled_raw)
 
     _settled_raw: Any = None
+
+    @property
+    def settled_ident(self) -> Any:
+        """The raw id of the settled position."""
+        return self._settled_raw
 
     def snapshot(self) -> dict[str, Any]:
         """The ledger as data: settled position, window entries (ts, id), newest, origin."""
@@ -496,6 +510,11 @@ class Watcher:
         self.unsaved: list[tuple[datetime, Any]] = []  # printed log events not yet in the window
         self.saved_since = 0  # window inserts since the checkpoint document was last written
         self.written_at = clock()
+        # Polling: the log's counts at the last look for late events, and what was shown since.
+        self.poll_counts: tuple[int, int, int] | None = None
+        self.next_late_look = 0.0
+        self.shown_lately: set[tuple[int, Any]] = set()
+        self.shown_before: set[tuple[int, Any]] = set()
 
     # --- setup ---
 
@@ -826,13 +845,8 @@ class Watcher:
             ts = doc.get("ts")
             if verdict == "seen":
                 return
-            if verdict == "late" and not self.warned_late:
-                self.warned_late = True
-                self.hooks.warning(
-                    f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
-                    "older than events already shown (imported, or a publisher's clock is off); "
-                    "it is shown, and may have been shown before"
-                )
+            if verdict == "late":
+                self._warn_late(doc)
             when = ts if isinstance(ts, datetime) else when
             if verdict == "new" and self._checkpoint_base is not None:
                 shown = (event_ts(doc), self.ledger.ident(doc))
@@ -907,6 +921,8 @@ class Watcher:
                 key = {name: doc.get(name) for name in self.fields}
                 change = Change("insert", EVENTS, key, doc, when)
                 entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
+                if self.polling:
+                    self.shown_lately.add(self.ledger.position(doc)[1])
                 self._deliver(change, entry)
             self._check_idle()
         return read.mark
@@ -945,6 +961,7 @@ class Watcher:
         while True:
             self._check_idle()
             self._read_log()
+            self._late_in_poll()
             if not self.options.follow:
                 raise _Stop
             now = self.clock()
@@ -953,6 +970,55 @@ class Watcher:
             else:
                 self._look()
                 self.sleep(poll_pause(now - idle_since))
+
+    def _late_in_poll(self) -> None:
+        """Polling: show events that landed below the settled position, as the stream path
+        shows a 'late' one (docs/handover.md, "Following by polling").
+
+        About once a second: the number of events at or below the settled position can only
+        grow by what the ledger settled since; anything more landed late. Those are among the
+        newest inserted, and are the ones there that were not shown.
+        """
+        ledger = self.ledger
+        assert ledger is not None
+        now = self.clock()
+        if now < self.next_late_look or ledger.settled is None:
+            return
+        self.next_late_look = now + 1.0
+        filters = self.options.filters()
+        total = count_after(self.store, filters, None, None)
+        below = count_upto(self.store, filters, ledger.settled[0], ledger.settled_ident)
+        counts = (below, total, ledger.settled_count)
+        last, self.poll_counts = self.poll_counts, counts
+        shown_since, self.shown_before = self.shown_before | self.shown_lately, self.shown_lately
+        self.shown_lately = set()
+        if last is None:
+            return
+        missing = below - (last[0] + counts[2] - last[2])
+        if missing <= 0:
+            return
+        settled = ledger.settled
+        for doc in newest_inserted(self.store, filters, total - last[1] + missing + 16):
+            pos = ledger.position(doc)
+            if pos > settled or pos[1] in shown_since or ledger.holds(pos[1]):
+                continue
+            self._warn_late(doc)
+            ts = doc.get("ts")
+            when = ts if isinstance(ts, datetime) else None
+            key = {name: doc.get(name) for name in self.fields}
+            entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
+            self.shown_lately.add(pos[1])
+            self._deliver(Change("insert", EVENTS, key, doc, when), entry)
+
+    def _warn_late(self, doc: Mapping[str, Any]) -> None:
+        if self.warned_late:
+            return
+        self.warned_late = True
+        self.hooks.warning(
+            f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
+            "older than events already shown (imported, or a publisher's clock is off); "
+            "it is shown, and may have been shown before"
+        )
 
     # --- showing and saving ---
 

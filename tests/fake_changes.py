@@ -43,6 +43,53 @@ def server_error(code: int, *labels: str) -> OperationFailure:
     return OperationFailure(details["errmsg"], code=code, details=details)
 
 
+class MergedCursor:
+    """What mongos answers for a find on a sharded collection: every shard's, merged."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+
+    def sort(self, field: str, direction: int) -> MergedCursor:
+        self.docs.sort(key=lambda d: d.get(field), reverse=direction < 0)
+        return self
+
+    def batch_size(self, n: int) -> MergedCursor:
+        return self
+
+    def __iter__(self) -> Any:
+        return iter(self.docs)
+
+    def __enter__(self) -> MergedCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class ShardedCollection:
+    """A collection sharded over mongomock collections (each keeps _id unique alone)."""
+
+    def __init__(self, shards: list[Any], shard_key: tuple[str, ...]) -> None:
+        self.shards = shards
+        self.shard_key = shard_key
+
+    def shard_for(self, doc: dict[str, Any]) -> Any:
+        key = "|".join(str(doc.get(field)) for field in self.shard_key)
+        return self.shards[ord(key[:1] or "?") % len(self.shards)]  # alice, bob, carol: 1, 2, 0
+
+    def insert_one(self, doc: dict[str, Any]) -> None:
+        self.shard_for(doc).insert_one(doc)
+
+    def find(self, query: Any = None, projection: Any = None, **kwargs: Any) -> MergedCursor:
+        docs: list[dict[str, Any]] = []
+        for shard in self.shards:
+            docs.extend(shard.find(query, projection))
+        return MergedCursor(docs)
+
+    def count_documents(self, query: Any) -> int:
+        return sum(shard.count_documents(query) for shard in self.shards)
+
+
 class FakeCluster:
     """A database and its oplog: every write through `insert` gets the next cluster time."""
 
@@ -53,6 +100,16 @@ class FakeCluster:
         self.oplog: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.seconds = 1_700_000_000
+        self.sharded: ShardedCollection | None = None
+        if shard_key:
+            shards = [self.client[f"{db_name}_shard{i}"]["events"] for i in range(3)]
+            self.sharded = ShardedCollection(shards, shard_key)
+
+    def collection(self, name: str) -> Any:
+        """Where a write to this collection goes."""
+        if name == "events" and self.sharded is not None:
+            return self.sharded
+        return self.db[name]
 
     def now(self) -> Timestamp:
         """The cluster time of the newest write (what a read's operationTime says)."""
@@ -63,7 +120,7 @@ class FakeCluster:
         """Insert documents, one oplog entry each, as MongoDB does for an insert_many."""
         with self.lock:
             for doc in docs:
-                self.db[name].insert_one(dict(doc))
+                self.collection(name).insert_one(dict(doc))
                 at = Timestamp(self.seconds, len(self.oplog) + 1)
                 key = {field: doc.get(field) for field in self.shard_key}
                 key["_id"] = doc["_id"]
@@ -88,6 +145,7 @@ class FakeChangeStream:
     - ("slow", seconds): the same, answered after that long;
     - ("empty", None): an empty batch although a backlog exists; its post-batch token is where
       the stream got to, behind the backlog;
+    - ("do", fn): call fn() (a write landing now), then as "normal";
     - an exception: raised, as the server's error.
     """
 
@@ -116,6 +174,8 @@ class FakeChangeStream:
         step = self.plan.pop(0) if self.plan else "normal"
         if isinstance(step, Exception):
             raise step
+        if isinstance(step, tuple) and step[0] == "do":
+            step[1]()
         if isinstance(step, tuple) and step[0] == "slow":
             threading.Event().wait(step[1])  # a slow link: the reply takes this long
         if isinstance(step, tuple) and step[0] == "empty":
@@ -182,6 +242,13 @@ class FakeStore(MongoStore):
         if self.on_open is not None:
             self.on_open(len(self.opened))
         return stream
+
+    @property
+    def events(self) -> Any:
+        return self.cluster.collection("events")
+
+    def handover_log(self) -> Any:
+        return self.cluster.collection("events")
 
     def log_session(self) -> Any:
         return None  # mongomock has no sessions; operation_time answers for the fake cluster

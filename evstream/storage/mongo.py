@@ -248,6 +248,19 @@ class MongoStore:
             query["$or"] = [{"ts": {"$gt": ts}}, {"ts": ts, "_id": {"$gt": raw}}]
         return int(self.events.count_documents(query))
 
+    def count_log_upto(self, query: Doc, ts: datetime, ident: Any) -> int:
+        """How many log events matching `query` come at or before (ts, ident) in log order."""
+        raw = ident[-1] if isinstance(ident, list) else ident
+        query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lte": raw}}]
+        return int(self.events.count_documents(query))
+
+    def newest_inserted(self, query: Doc, limit: int) -> list[Doc]:
+        """The last `limit` log events inserted (matching `query`), newest first: natural order
+        is insertion order on a standalone mongod (WiredTiger never reuses a record id)."""
+        cursor = self.events.find(query).sort("$natural", -1).limit(max(limit, 1))
+        with cursor:
+            return list(cursor)
+
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
