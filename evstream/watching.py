@@ -716,6 +716,7 @@ class Watcher:
         return ChangeFeed(self.store, self.options.collection, pipeline, resume)
 
     def _stream_session(self) -> None:
+        self._look(force=True)  # before the stream: opening one may create the collection
         opened_at = utcnow()
         try:
             feed = self._open()
@@ -736,7 +737,6 @@ class Watcher:
             return
         self.reached = True
         with feed:
-            self._look(force=True)  # before "ready": what exists now was there from the start
             self._reconnected()
             if self.dirty:
                 self._save()
@@ -879,10 +879,6 @@ class Watcher:
         if self.seen_existing:
             if collection_gone(self.store, name):
                 raise CollectionGone(f"the collection {name!r} was dropped; the watch ends")
-            return
-        if self.warned_missing and not force:
-            db_there, there = collection_exists(self.store, name)
-            self.seen_existing = there
             return
         db_there, there = collection_exists(self.store, name)
         if there:

@@ -21,6 +21,7 @@ from evstream.errors import EvstreamError, FeatureUnsupported, HistoryLost, Tran
 from evstream.storage.codec import aware, id_key
 from evstream.storage.errors import (
     NO_CHANGE_STREAMS_CODES,
+    UNAUTHORIZED,
     driver_message,
     history_lost_name,
     is_retryable,
@@ -286,9 +287,15 @@ def key_fields(store: MongoStore, name: str) -> tuple[str, ...]:
 
 
 def collection_exists(store: MongoStore, name: str) -> tuple[bool, bool]:
-    """Whether the database and the collection exist yet."""
+    """Whether the database and the collection exist yet (both, for a user who may not list
+    collections: the watch goes on either way)."""
     with guarded(store.uri):
-        return store.database_exists(), store.collection_exists(name)
+        try:
+            return store.database_exists(), store.collection_exists(name)
+        except OperationFailure as exc:
+            if exc.code != UNAUTHORIZED:
+                raise
+            return True, True
 
 
 def collection_gone(store: MongoStore, name: str) -> bool:
