@@ -36,15 +36,13 @@ from evstream.storage.changes import (
     StreamInterrupted,
     collection_exists,
     collection_gone,
-    count_after,
-    count_upto,
     delete_checkpoint,
     event_ts,
     forget_below,
+    inserted_since,
     key_fields,
     load_checkpoint,
     log_query,
-    newest_inserted,
     record_shown,
     save_checkpoint,
     scan_collection,
@@ -68,6 +66,8 @@ PACE_MAX = 0.1
 # Following the log by polling (servers without change streams): between these bounds.
 POLL_MIN = 0.02
 POLL_MAX = 1.0
+# Polling: at most this many events inserted between two looks for late ones are looked at.
+LATE_LOOK_MAX = 100_000
 # Waits between attempts to reconnect after a lost connection, in seconds.
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 # How often a quiet watch looks whether its collection was dropped unannounced (nx-27017) or
@@ -510,8 +510,8 @@ class Watcher:
         self.unsaved: list[tuple[datetime, Any]] = []  # printed log events not yet in the window
         self.saved_since = 0  # window inserts since the checkpoint document was last written
         self.written_at = clock()
-        # Polling: the log's counts at the last look for late events, and what was shown since.
-        self.poll_counts: tuple[int, int, int] | None = None
+        # Polling: where the last look for late events ended, and what was shown since.
+        self.poll_marker: Any = None  # the _id of the newest inserted event at the last look
         self.next_late_look = 0.0
         self.shown_lately: set[tuple[int, Any]] = set()
         self.shown_before: set[tuple[int, Any]] = set()
@@ -954,6 +954,7 @@ class Watcher:
         self.fresh = False
         self.reached = True
         idle_since = self.clock()
+        self._late_in_poll(first=True)
         while True:
             self._check_idle()
             self._read_log()
@@ -967,37 +968,41 @@ class Watcher:
                 self._look()
                 self.sleep(poll_pause(now - idle_since))
 
-    def _late_in_poll(self) -> None:
+    def _late_in_poll(self, *, first: bool = False) -> None:
         """Polling: show events that landed below the settled position, as the stream path
         shows a 'late' one (docs/handover.md, "Following by polling").
 
-        About once a second: the number of events at or below the settled position can only
-        grow by what the ledger settled since; anything more landed late. Those are among the
-        newest inserted, and are the ones there that were not shown.
+        About once a second, what was inserted since the last look (natural order, newest
+        first, back to the last look's newest): those at or below the settled position that
+        were not shown landed late. `first`: only note where the log ends now.
         """
         ledger = self.ledger
         assert ledger is not None
         now = self.clock()
-        if now < self.next_late_look or ledger.settled is None:
+        if not first and now < self.next_late_look:
             return
         self.next_late_look = now + 1.0
-        filters = self.options.filters()
-        total = count_after(self.store, filters, None, None)
-        below = count_upto(self.store, filters, ledger.settled[0], ledger.settled_ident)
-        counts = (below, total, ledger.settled_count)
-        last, self.poll_counts = self.poll_counts, counts
+        marker = None if first else self.poll_marker
+        if not first and marker is None:
+            first = True  # the log was empty at the last look
+        docs, self.poll_marker, reached = inserted_since(self.store, marker, LATE_LOOK_MAX)
         shown_since, self.shown_before = self.shown_before | self.shown_lately, self.shown_lately
         self.shown_lately = set()
-        if last is None:
+        if first:
             return
-        missing = below - (last[0] + counts[2] - last[2])
-        if missing <= 0:
-            return
+        if not reached and not self.warned_late:
+            self.hooks.warning(
+                f"more than {LATE_LOOK_MAX:,} events landed between two polls; an event among "
+                "them with a ts older than those shown would not be found"
+            )
+        filters = self.options.filters()
         settled = ledger.settled
-        for doc in newest_inserted(self.store, filters, total - last[1] + missing + 16):
+        for doc in reversed(docs):  # oldest first
+            if settled is None or not _matches(doc, filters):
+                continue
             pos = ledger.position(doc)
             if pos > settled or pos[1] in shown_since or ledger.holds(pos[1]):
-                continue
+                continue  # the log read shows it (or did)
             self._warn_late(doc)
             ts = doc.get("ts")
             when = ts if isinstance(ts, datetime) else None
@@ -1075,6 +1080,12 @@ class Watcher:
             forget_below(self.store, doc["_id"], snap["settled"]["ts"])
         self.saved_since = 0
         self.written_at = self.clock()
+
+
+def _matches(doc: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    """Whether a log event passes --type and --stream."""
+    types, streams = filters.get("types"), filters.get("streams")
+    return (not types or doc.get("type") in types) and (not streams or doc.get("stream") in streams)
 
 
 def _describe(filters: Any) -> str:

@@ -412,16 +412,11 @@ def count_after(
         return store.count_log_after(log_query(filters), ts, ident, inclusive=inclusive)
 
 
-def count_upto(store: MongoStore, filters: Mapping[str, Any], ts: datetime, ident: Any) -> int:
-    """How many of the log's events (with these filters) come at or before (ts, ident)."""
+def inserted_since(store: MongoStore, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
+    """The log's documents inserted after the one whose _id is `marker`, newest first; the
+    next marker; whether `marker` was reached (MongoStore.inserted_since)."""
     with guarded(store.uri):
-        return store.count_log_upto(log_query(filters), ts, ident)
-
-
-def newest_inserted(store: MongoStore, filters: Mapping[str, Any], limit: int) -> list[Doc]:
-    """The log's most recently inserted events (with these filters), newest first."""
-    with guarded(store.uri):
-        return store.newest_inserted(log_query(filters), limit)
+        return store.inserted_since(marker, limit)
 
 
 def position_key(ts: datetime, ident: Any) -> tuple[datetime, tuple[int, Any]]:

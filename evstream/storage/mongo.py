@@ -248,18 +248,27 @@ class MongoStore:
             query["$or"] = [{"ts": {"$gt": ts}}, {"ts": ts, "_id": {"$gt": raw}}]
         return int(self.events.count_documents(query))
 
-    def count_log_upto(self, query: Doc, ts: datetime, ident: Any) -> int:
-        """How many log events matching `query` come at or before (ts, ident) in log order."""
-        raw = ident[-1] if isinstance(ident, list) else ident
-        query["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lte": raw}}]
-        return int(self.events.count_documents(query))
+    def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
+        """The log's documents inserted after the one whose _id is `marker`, newest first; the
+        newest one's _id (the next marker); whether `marker` was reached within `limit`.
 
-    def newest_inserted(self, query: Doc, limit: int) -> list[Doc]:
-        """The last `limit` log events inserted (matching `query`), newest first: natural order
-        is insertion order on a standalone mongod (WiredTiger never reuses a record id)."""
-        cursor = self.events.find(query).sort("$natural", -1).limit(max(limit, 1))
+        Natural order is insertion order on a standalone mongod (WiredTiger never reuses a
+        record id), so reading it backwards until the marker costs what was inserted since.
+        """
+        docs: list[Doc] = []
+        reached = marker is None
+        newest = marker
+        cursor = self.events.find({}).sort("$natural", -1).limit(1 if marker is None else limit)
         with cursor:
-            return list(cursor)
+            for n, doc in enumerate(cursor):
+                if n == 0:
+                    newest = doc.get("_id")
+                if marker is not None and doc.get("_id") == marker:
+                    reached = True
+                    break
+                if marker is not None:
+                    docs.append(doc)
+        return docs, newest, reached
 
 
 def _aware(moment: datetime) -> datetime:

@@ -219,24 +219,11 @@ class Nx27017Store(MongoStore):
                 total += 1
         return total
 
-    def count_log_upto(self, query: Doc, ts: datetime, ident: Any) -> int:
-        """Whole-second date comparisons: the seconds before ts's by `count` (SQL), ts's
-        second onwards fetched and compared here."""
-        upto = (ts, id_key(ident))
-        before = self.count(self.events, {**query, "ts": self.ts_before(ts)})
-        found = self.events.find({**query, "ts": self.ts_since(ts)}, {"_id": 1, "ts": 1})
-        for doc in found.batch_size(10_000):
-            at = doc.get("ts")
-            if isinstance(at, datetime) and (aware(at), id_key(doc.get("_id"))) <= upto:
-                before += 1
-        return before
-
-    def newest_inserted(self, query: Doc, limit: int) -> list[Doc]:
-        """A $natural sort is ignored there (documents come in storage order either way): the
-        whole matching log, which only a dev store's `--poll` ever asks for."""
-        cursor = self.events.find(query)
-        with cursor:
-            return list(cursor)
+    def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
+        """A $natural sort is ignored there (documents come in storage order either way), so
+        what was inserted last cannot be asked for: none (only `--poll` on the dev store,
+        which has change streams, follows by polling there)."""
+        return [], None, True
 
 
 def _second(when: datetime) -> datetime:
