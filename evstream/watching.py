@@ -646,7 +646,10 @@ class Watcher:
             pass
 
     def _run(self) -> None:
-        self.prepare()
+        try:
+            self.prepare()
+        except StreamInterrupted as exc:
+            raise exc.translated from None  # as every other command says it
         while True:
             try:
                 if self.polling:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import pytest
 from conftest import Cli
@@ -25,6 +25,19 @@ def upstream_port(uri: str) -> int | None:
     if "," in netloc or uri.startswith("mongodb+srv://"):
         return None
     return int(netloc.rsplit(":", 1)[1]) if ":" in netloc else 27017
+
+
+def through(uri: str, port: int) -> str:
+    """The same URI (credentials, options, database) with its one host replaced by the proxy."""
+    parts = urlparse(uri)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    options = [
+        (k, v)
+        for k, v in parse_qsl(parts.query)
+        if k.lower() not in ("replicaset", "directconnection")
+    ]
+    query = urlencode([*options, ("directConnection", "true")])
+    return parts._replace(netloc=f"{userinfo}127.0.0.1:{port}", query=query).geturl()
 
 
 class Feeder(threading.Thread):
@@ -52,7 +65,7 @@ def test_from_start_over_a_slow_link_shows_every_event_once(cli, db, server_uri)
     publish(cli, logins("alice", 1500) + logins("bob", 1500))
     rule = FirstGetMoreAfterRead(open_delay=5.0, getmore_delay=1.5)
     with SlowLink(port, rule) as link:
-        slow = Cli(link.uri(), cli.db)
+        slow = Cli(through(server_uri, link.port), cli.db)
         writer = slow.popen("publish", "--file", "-", "--batch-size", "3")
         feeder = Feeder(writer, total=800, rate=80)
         feeder.start()
