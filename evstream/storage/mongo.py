@@ -226,9 +226,8 @@ class MongoStore:
         that cannot be read (no privilege, not sharded) the key is `_id` alone.
         """
         try:
-            info = self.client["config"]["collections"].find_one(
-                {"_id": f"{self.db.name}.{name}"}, {"key": 1}
-            )
+            config = self.client.get_database("config", read_preference=ReadPreference.PRIMARY)
+            info = config["collections"].find_one({"_id": f"{self.db.name}.{name}"}, {"key": 1})
         except OperationFailure:
             info = None
         key = (info or {}).get("key") or {}
