@@ -240,3 +240,26 @@ def test_polling_shows_an_event_that_lands_below_what_was_shown():
     store.script[:] = [server_error(40573)]
     watch(store, again, SleepClock(), checkpoint="p", idle_timeout=3)
     assert again.ids() == []
+
+
+class NoClusterTimes(FakeStore):
+    """A server like nx-27017: no operation times, tokens without a time (its getMore answers
+    at once with everything it has, so an empty answer after the read is the server's word)."""
+
+    def operation_time(self, session: Any) -> Timestamp | None:
+        return None
+
+    def token_time(self, token: Any) -> Timestamp | None:
+        return None
+
+    def change_time(self, change: Any) -> Timestamp | None:
+        return None
+
+
+def test_without_cluster_times_the_first_empty_answer_after_the_read_ends_the_overlap():
+    cluster = FakeCluster()
+    store = NoClusterTimes(cluster, [[("slow", 0.8)]], on_open=long_read(cluster))
+    rec = Recorder()
+    watch(store, rec, start="start", idle_timeout=1.5)
+    assert_once(rec, [f"during{i:04d}" for i in range(200)])
+    assert store.opened[0].getmores >= 2  # the backlog, then the empty answer that ended it

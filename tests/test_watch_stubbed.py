@@ -182,9 +182,7 @@ def test_lost_connections_are_ridden_out_with_one_notice_and_backoff():
     assert len(lost) == 1 and "connection reset" in lost[0]
     assert any(n.startswith("reconnected after") for n in rec.notices)
     # resumed from the last change's token each time, after waits that grow
-    assert [c.get("resume_after") for c in store.calls[1:]] == [
-        {"_data": "tok1"}
-    ] * 3
+    assert [c.get("resume_after") for c in store.calls[1:]] == [{"_data": "tok1"}] * 3
     assert clock.now > 0.5
 
 
