@@ -736,12 +736,20 @@ def watch(
     show_secrets: Annotated[
         bool, typer.Option("--show-secrets", help="Show secret-looking fields unmasked.")
     ] = False,
+    no_follow: Annotated[
+        bool,
+        typer.Option(
+            "--no-follow",
+            help="Show what matches up to now, then exit 0 (like tail without -f).",
+        ),
+    ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
 
     History then live with --from start (or a time), with no gap and no duplicate;
-    --checkpoint NAME survives kill -9. Ctrl-C stops (exit 130).
+    --checkpoint NAME survives kill -9; --no-follow reads history and exits. Ctrl-C stops
+    (exit 130).
 
     Examples:
 
@@ -749,6 +757,7 @@ def watch(
       evstream watch
       evstream watch --type login --stream alice --from start
       evstream watch --checkpoint mailer -o json | ./send-mails
+      evstream watch --from start --stream alice --no-follow
       evstream watch sessions --limit 1
     """
     with running(ctx) as env:
@@ -767,6 +776,7 @@ def watch(
             limit=limit,
             idle_timeout=idle_timeout,
             poll=poll,
+            follow=not no_follow,
         )
         out = env.output
         if checkpoint is not None:

@@ -1,78 +1,63 @@
 """`evstream watch`: follow a collection's changes, history then live, with named checkpoints.
 
-How the event log is followed without a gap or a duplicate
-----------------------------------------------------------
-For `events` the log itself is the history and the checkpoint, never the server's change history:
-nx-27017 keeps only the newest 1,000 change entries per collection and silently resumes past lost
-ones, and a real oplog rolls over. Every session (the first one, and each one after a lost
-connection or a restart from a checkpoint) goes:
-
-1. Open the change stream. From here on, the stream delivers every change committed after
-   this moment (T0), in commit order.
-2. Read the log in ts order (events with equal ts in the order they were stored, which keeps a
-   batch's versions in order; that is the ts index's own order, so MongoDB streams it rather
-   than sorting the log), from what is not known to be shown yet. Together with
-   the stream, this covers everything: what was committed before T0 is in the log when the
-   read gets there, and what was committed after T0 is in the stream. An event committed
-   between T0 and the read is in both; it is shown once because every shown event's _id is
-   remembered (the `Ledger`) and the stream's copy is dropped.
-3. Follow the stream.
-
-The ledger cannot remember every id forever. It remembers exactly the ids shown within a window
-below the newest shown `ts` (twice `MARGIN`), and summarises everything older as one settled
-position (ts, _id): "everything at or below this was shown". That summary is only right if no
-event can still arrive with a `ts` below it, and `ts` is the publisher's clock at publish time:
-an insert in flight, a slow batch or a skewed clock can make an event with a slightly older `ts`
-land after a newer one. `MARGIN` (2 s) bounds that disorder, and the window is twice that, so a
-late event always finds the ledger still holding the ids around it: it is shown, once.
-
-- While the read and the stream overlap (from T0 until the stream is seen caught up after the
-  read), nothing with ts >= T0 - MARGIN is summarised, however long the read takes.
-- An event that breaks the bound (its `ts` is older than the settled position, e.g. imported
-  with its original timestamp) is shown anyway, with a warning that it may repeat: evstream
-  never drops an event it cannot prove it has shown.
-- A checkpoint is the ledger: one document per name in `evstream_checkpoints` (the settled
-  position, the newest shown event, filters, updated_at) plus the ids of the window, one small
-  document each in `evstream_checkpoint_window`, written after every printed change. Every few
-  hundred changes (or second) the document is rewritten and ids below the settled position
-  deleted. A restarted watcher runs the same three steps from it: nothing is lost, and only the
-  change printed right before a `kill -9` (printed, not yet saved) can show again.
-
-Other collections are not append-only logs: their checkpoints are the server's resume tokens.
-When the server can no longer resume from one, evstream says so and stops (`CheckpointLost`).
+For `events` the log itself is the history and the checkpoint: each session opens the change
+stream, reads the log from what the ledger does not know to be shown, and follows the stream,
+dropping what both delivered until the server says the stream has passed the read. Why that
+loses and repeats nothing, how the ledger is saved, and what each server does differently:
+docs/handover.md. Other collections are not append-only logs: their checkpoints are the
+server's resume tokens, and when it can no longer resume from one the watch stops
+(`CheckpointLost`).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bson import ObjectId, json_util
-from bson.tz_util import utc as bson_utc
-from pymongo.errors import ConnectionFailure, OperationFailure
-
-from evstream.errors import EvstreamError, ExitCode, FeatureUnsupported, InvalidInput
+from evstream.errors import EvstreamError, ExitCode, InvalidInput
 from evstream.interrupts import CTRL_C
-from evstream.storage import CHECKPOINTS, EVENTS, NO_CHANGE_STREAMS_CODES, OWN_PREFIX, Store
+from evstream.storage import EVENTS, Store
+from evstream.storage.changes import (
+    INVALIDATING_OPS,
+    Caught,
+    ChangeFeed,
+    ChangeHistoryLost,
+    LiveChange,
+    LogRead,
+    NoChangeStreams,
+    ReadMark,
+    StreamInterrupted,
+    collection_exists,
+    collection_gone,
+    delete_checkpoint,
+    event_ts,
+    forget_below,
+    inserted_since,
+    key_fields,
+    load_checkpoint,
+    log_query,
+    record_shown,
+    save_checkpoint,
+    scan_collection,
+    start_window,
+    stream_past_read,
+)
+from evstream.storage.changes import list_checkpoints as _list_checkpoints
+from evstream.storage.codec import aware, doc_hash, id_key, key_text
+from evstream.storage.mongo import WATCH_AWAIT_MS as AWAIT_MS
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")
 # How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
 # batches, publishers' clocks). The ledger keeps exact ids for twice this below the newest `ts`.
 MARGIN = timedelta(seconds=2)
-# The ids of a log checkpoint's window: one small document per printed event, so that saving
-# after every change stays one small insert however busy the log is (see `record_shown`).
-CHECKPOINT_WINDOW = OWN_PREFIX + "checkpoint_window"
-# A getMore may wait this long for changes on a server that honours maxAwaitTimeMS.
-AWAIT_MS = 500
 # When the server answers at once with nothing (nx-27017 does), wait before asking again:
 # a tenth of the quiet time so far, between these bounds. An event after a quiet spell is
 # printed at most ~10% of that spell (and at most PACE_MAX) later; an idle watcher asks ~10/s.
@@ -81,17 +66,13 @@ PACE_MAX = 0.1
 # Following the log by polling (servers without change streams): between these bounds.
 POLL_MIN = 0.02
 POLL_MAX = 1.0
+# Polling: at most this many events inserted between two looks for late ones are looked at.
+LATE_LOOK_MAX = 100_000
 # Waits between attempts to reconnect after a lost connection, in seconds.
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
-HISTORY_LOST_CODES = {
-    286: "ChangeStreamHistoryLost",
-    260: "InvalidResumeToken",
-    280: "ChangeStreamFatalError",
-}
-# Server errors that mean "try again on a healthy connection" (shutdown, step-down, cursor lost).
-RETRYABLE_CODES = {6, 7, 43, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150}
-INVALIDATING_OPS = {"drop", "rename", "dropDatabase", "invalidate"}
-MIN_TS = datetime(1970, 1, 1, tzinfo=UTC)
+# How often a quiet watch looks whether its collection was dropped unannounced (nx-27017) or
+# exists yet (the warning for a name that does not).
+LOOK_EVERY = 2.0
 
 
 class CheckpointLost(EvstreamError):
@@ -107,11 +88,7 @@ class CollectionGone(EvstreamError):
 
 
 class _Stop(Exception):
-    """--limit reached or --idle-timeout passed: a normal end."""
-
-
-_IDLE = object()  # the reader found the stream caught up
-_QUIET = object()  # nothing from the reader for a while
+    """--limit reached, --idle-timeout passed, or --no-follow done: a normal end."""
 
 
 class _Prefetch:
@@ -120,13 +97,13 @@ class _Prefetch:
 
     Changes go through a bounded queue in order; the main thread handles, prints and saves
     them, so what is saved is still exactly what was printed. The reader paces empty answers
-    (see PACE_MIN), marks the moment the stream is caught up, and hands errors over.
+    (see PACE_MIN), reports what each empty answer says (`Caught`), and hands errors over.
     """
 
     def __init__(
-        self, stream: Any, clock: Callable[[], float], sleep: Callable[[float], None]
+        self, feed: ChangeFeed, clock: Callable[[], float], sleep: Callable[[float], None]
     ) -> None:
-        self.stream = stream
+        self.feed = feed
         self.clock = clock
         self.sleep = sleep
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C: cheap per change
@@ -136,7 +113,7 @@ class _Prefetch:
         self.thread.start()
 
     def get(self, timeout: float) -> Any:
-        """The next change, _IDLE, or an exception to raise; queue.Empty after `timeout`."""
+        """The next change, a Caught, or an exception to raise; queue.Empty after `timeout`."""
         return self.queue.get(timeout=timeout)
 
     def close(self) -> None:
@@ -156,22 +133,23 @@ class _Prefetch:
 
     def _run(self) -> None:
         idle_since = self.clock()
-        was_idle = False
+        reported: Any = ()  # the server position of the last Caught handed over
         try:
             while not self.stopping.is_set():
                 asked = self.clock()
-                change = self.stream.try_next()
+                change = self.feed.poll()
                 if change is not None:
-                    was_idle = False
+                    reported = ()
                     idle_since = self.clock()
                     if not self._put(change):
                         return
                     continue
                 now = self.clock()
-                self.token = self.stream.resume_token
-                if not was_idle:
-                    was_idle = True
-                    if not self._put(_IDLE):
+                self.token = self.feed.resume_token
+                caught = self.feed.caught(asked)
+                if caught.cluster_time != reported:  # the first empty answer, or one further on
+                    reported = caught.cluster_time
+                    if not self._put(caught):
                         return
                 if now - asked < AWAIT_MS / 2000:
                     self.sleep(idle_pause(now - idle_since))
@@ -198,6 +176,7 @@ class WatchOptions:
     limit: int | None = None
     idle_timeout: float | None = None
     poll: bool = False  # follow the log by polling even where change streams work
+    follow: bool = True  # False (--no-follow): what matches up to now, then exit 0
 
     @property
     def is_log(self) -> bool:
@@ -277,43 +256,15 @@ class Hooks:
 # --- the ledger: what of the log has been shown --------------------------------------------------
 
 Position = tuple[datetime, tuple[int, Any]]
-
-
-def id_key(value: Any) -> tuple[int, Any]:
-    """A sortable, hashable stand-in for an _id, ordered by type as BSON orders them."""
-    if isinstance(value, bool):
-        return (8, value)
-    if isinstance(value, (int, float)):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    if isinstance(value, ObjectId):
-        return (7, str(value))
-    if isinstance(value, datetime):
-        return (9, aware(value).isoformat())
-    if isinstance(value, bytes):
-        return (5, value)
-    return (3, json_util.dumps(value))
-
-
-def aware(when: datetime) -> datetime:
-    """A datetime in UTC; naive ones are taken to be UTC already (as BSON dates are)."""
-    tz = when.tzinfo
-    if tz is UTC or tz is bson_utc:
-        return when
-    return when.replace(tzinfo=UTC) if tz is None else when.astimezone(UTC)
-
-
-def position(doc: Mapping[str, Any]) -> Position:
-    """An event's place in log order: (ts, _id)."""
-    ts = doc.get("ts")
-    return (aware(ts) if isinstance(ts, datetime) else MIN_TS, id_key(doc.get("_id")))
+ID_ONLY = ("_id",)
 
 
 class Ledger:
     """What of the log has been shown: exact ids near the newest end, one settled position below.
 
-    Pure bookkeeping, no I/O; see the module docstring for why it is right.
+    Pure bookkeeping, no I/O; docs/handover.md says why it is right. An event is known by its
+    document key (`fields`: `_id`, or on a sharded log the shard key's fields and `_id`, since
+    MongoDB keeps `_id` unique per shard only).
     """
 
     def __init__(
@@ -323,33 +274,49 @@ class Ledger:
         settled: Position | None = None,
         recent: Iterable[tuple[Position, Any]] = (),
         origin: datetime | None = None,
+        fields: tuple[str, ...] = ID_ONLY,
     ) -> None:
         self.margin = margin
         self.settled = settled
         self.origin = origin
+        self.fields = fields
         self._entries: list[Position] = []
-        self._ids: dict[tuple[int, Any], Any] = {}  # id key -> the raw _id
+        self._ids: dict[tuple[int, Any], Any] = {}  # id key -> the raw id
         self.newest: Position | None = settled
         self.window = 2 * margin
         self._adds = 0
         self.floor: datetime | None = None
-        self.read_ended: datetime | None = None
+        self.settled_count = 0  # window entries summarised into the settled position so far
         for pos, raw in recent:
             self._add(pos, raw)
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def ident(self, doc: Mapping[str, Any]) -> Any:
+        """The raw id an event is remembered by: its _id, or its document key's values."""
+        if self.fields == ID_ONLY:
+            return doc.get("_id")
+        return [doc.get(name) for name in self.fields]
+
+    def position(self, doc: Mapping[str, Any]) -> Position:
+        """An event's place in log order: (ts, id)."""
+        return (event_ts(doc), id_key(self.ident(doc)))
+
+    def holds(self, key: tuple[int, Any]) -> bool:
+        """Whether the window holds this id (an `id_key`)."""
+        return key in self._ids
+
     def knows(self, doc: Mapping[str, Any]) -> bool:
         """Whether this event has been shown (by id, or at or below the settled position)."""
-        pos = position(doc)
+        pos = self.position(doc)
         return pos[1] in self._ids or (self.settled is not None and pos <= self.settled)
 
     def admit_read(self, doc: Mapping[str, Any]) -> bool:
         """An event read from the log: True (and remembered) if it has not been shown yet."""
         if self.knows(doc):
             return False
-        self._add(position(doc), doc.get("_id"))
+        self._add(self.position(doc), self.ident(doc))
         return True
 
     def admit_live(self, doc: Mapping[str, Any]) -> str:
@@ -358,34 +325,31 @@ class Ledger:
         'late' is an event below the settled position that the ledger no longer holds ids
         for: its `ts` broke the margin, so it may or may not have been shown.
         """
-        pos = position(doc)
+        pos = self.position(doc)
         if pos[1] in self._ids:
             return "seen"
         if self.settled is not None and pos <= self.settled:
             return "late"
-        self._add(pos, doc.get("_id"))
+        self._add(pos, self.ident(doc))
         return "new"
+
+    @property
+    def overlapping(self) -> bool:
+        """Whether a read and the stream may still both deliver an event."""
+        return self.floor is not None
 
     def start_overlap(self, opened_at: datetime) -> None:
         """A stream opened at this time and the log is about to be read: keep ids above it."""
         self.floor = aware(opened_at) - self.margin
-        self.read_ended = None
 
-    def end_read(self, when: datetime) -> None:
-        """The log read of this session is done."""
-        self.read_ended = aware(when)
+    def end_overlap(self) -> None:
+        """The server says the stream has passed the read: nothing can come twice any more."""
+        self.floor = None
+        self._trim()
 
-    def live_progress(self, *, idle: bool = False, ts: datetime | None = None) -> None:
-        """The stream is caught up (idle) or delivered an event with this ts: maybe end overlap.
-
-        After the read, an empty answer from the stream, or an event that was certainly
-        committed after the read ended, means no event in both can still come.
-        """
-        if self.floor is None or self.read_ended is None:
-            return
-        if idle or (ts is not None and aware(ts) >= self.read_ended + self.margin):
-            self.floor = None
-            self._trim()
+    def tidy(self) -> None:
+        """Summarise what fell out of the window (between changes)."""
+        self._trim()
 
     def read_from(self) -> datetime | None:
         """Where a log read must start: everything below is known to be shown (None: all)."""
@@ -418,6 +382,7 @@ class Ledger:
             return
         while entries and entries[0][0] < threshold:
             pos = heapq.heappop(entries)
+            self.settled_count += 1
             self._settle(pos)  # before its id is forgotten: the settled position keeps it
             self._ids.pop(pos[1], None)
 
@@ -428,8 +393,13 @@ class Ledger:
 
     _settled_raw: Any = None
 
+    @property
+    def settled_ident(self) -> Any:
+        """The raw id of the settled position."""
+        return self._settled_raw
+
     def snapshot(self) -> dict[str, Any]:
-        """The ledger as data: settled position, window entries (ts, _id), newest, origin."""
+        """The ledger as data: settled position, window entries (ts, id), newest, origin."""
         self._trim()
         newest_raw = self._ids.get(self.newest[1], self._settled_raw) if self.newest else None
         return {
@@ -442,7 +412,9 @@ class Ledger:
         }
 
     @classmethod
-    def from_snapshot(cls, saved: Mapping[str, Any], margin: timedelta = MARGIN) -> Ledger:
+    def from_snapshot(
+        cls, saved: Mapping[str, Any], margin: timedelta = MARGIN, fields: tuple[str, ...] = ID_ONLY
+    ) -> Ledger:
         """A ledger as a checkpoint saved it."""
         settled_doc = saved.get("settled")
         settled = None
@@ -455,6 +427,7 @@ class Ledger:
             settled=settled,
             recent=recent,
             origin=aware(origin) if isinstance(origin, datetime) else None,
+            fields=fields,
         )
         if settled_doc:
             ledger._settled_raw = settled_doc.get("id")
@@ -471,189 +444,9 @@ def poll_pause(idle_for: float) -> float:
     return min(POLL_MAX, max(POLL_MIN, idle_for / 10))
 
 
-# --- nx-27017 ------------------------------------------------------------------------------------
-
-
-class NX27017_WATCH_QUIRKS:  # noqa: N801 - named after the server whose quirks it holds
-    """nx-27017's quirks that touch watching (shared/STORES.md), worked around here and only here.
-
-    - Dates compare at whole-second precision: {ts: {$gte: T}} matches all of T's second, and
-      {ts: {$gt: T}} skips the rest of it (silently losing events) → `ts_since` asks for the
-      whole second, readers re-check `ts >= T` themselves, and nothing here uses $gt on a date.
-    - `fullDocument` is decoded JSON: datetimes come as {"$date": "..."} and ObjectIds as
-      {"__neosqlite_objectid__": true, "id": "<hex>"} → `full_document` restores them.
-    - `documentKey._id` is right for strings and ObjectIds only → `document_key` takes the
-      full document's _id where there is one.
-    - A drop produces no invalidate event → `collection_gone` asks whether it still exists.
-    - A replace is reported as an update, `updateDescription` is null: shown as they come.
-    - `getMore` answers at once: paced by the loop for every server (see PACE_MIN).
-    """
-
-    @classmethod
-    def full_document(cls, value: Any) -> Any:
-        """A change's fullDocument with its dates and ObjectIds as BSON types again (in place)."""
-        if type(value) is dict:
-            if len(value) == 1 and "$date" in value:
-                return cls._date(value["$date"], value)
-            if value.get("__neosqlite_objectid__") is True and isinstance(value.get("id"), str):
-                try:
-                    return ObjectId(value["id"])
-                except Exception:  # noqa: BLE001 - not an ObjectId after all: leave as is
-                    return value
-            for k, v in value.items():
-                if type(v) is dict or type(v) is list:
-                    value[k] = cls.full_document(v)
-        elif type(value) is list:
-            for i, v in enumerate(value):
-                if type(v) is dict or type(v) is list:
-                    value[i] = cls.full_document(v)
-        return value
-
-    @staticmethod
-    def _date(raw: Any, original: Any) -> Any:
-        try:
-            if isinstance(raw, str):
-                text = raw[:-1] + "+00:00" if raw.endswith("Z") else raw
-                return aware(datetime.fromisoformat(text))
-            value = json_util.loads(json.dumps({"$date": raw}))
-            return aware(value) if isinstance(value, datetime) else original
-        except (ValueError, TypeError, OverflowError):
-            return original
-
-    @staticmethod
-    def document_key(change: Mapping[str, Any], doc: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The document key, from the full document's _id where nx-27017 mangles other types."""
-        key = dict(change.get("documentKey") or {})
-        if doc is not None and "_id" in doc:
-            key["_id"] = doc["_id"]
-        return key
-
-    @staticmethod
-    def ts_since(lower: datetime) -> dict[str, Any]:
-        """A `ts` condition that matches at least everything at or after `lower` there."""
-        return {"$gte": aware(lower).replace(microsecond=0)}
-
-    @staticmethod
-    def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
-        """Its change-stream $match knows field conditions only ($or matches nothing), and it
-        sends no drop/invalidate events to let through: the filters alone."""
-        return [{"$match": match}]
-
-    @staticmethod
-    def collection_gone(store: Store, name: str) -> bool:
-        """Whether the collection no longer exists (nx-27017 sends no invalidate on a drop)."""
-        return not store.db.list_collection_names(filter={"name": name})
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def load_checkpoint(store: Store, name: str) -> dict[str, Any] | None:
-    """The saved checkpoint of this name, or None; a log checkpoint with its window as `recent`."""
-    doc = store.db[CHECKPOINTS].find_one({"_id": name})
-    if doc is not None and doc.get("collection") == EVENTS:
-        window = store.db[CHECKPOINT_WINDOW].find({"c": name}, {"_id": 0, "ts": 1, "id": 1})
-        doc["recent"] = [
-            [w["ts"], w.get("id")] for w in window if isinstance(w.get("ts"), datetime)
-        ]
-    return doc
-
-
-def record_shown(store: Store, name: str, entries: Iterable[tuple[datetime, Any]]) -> None:
-    """Add printed events (ts, _id) to a log checkpoint's window."""
-    docs = [{"c": name, "ts": ts, "id": raw} for ts, raw in entries]
-    if len(docs) == 1:
-        store.db[CHECKPOINT_WINDOW].insert_one(docs[0])
-    elif docs:
-        store.db[CHECKPOINT_WINDOW].insert_many(docs, ordered=False)
-
-
-def forget_below(store: Store, name: str, settled_ts: datetime) -> None:
-    """Delete window ids the checkpoint's settled position now covers.
-
-    Below the start of the settled position's second: a subset of `ts < settled_ts` on any
-    server, and exact on nx-27017, whose date comparisons are whole-second (keeping a few ids
-    too many is harmless; deleting one the position does not cover would repeat it).
-    """
-    before = NX27017_WATCH_QUIRKS.ts_since(settled_ts)["$gte"]
-    store.db[CHECKPOINT_WINDOW].delete_many({"c": name, "ts": {"$lt": before}})
-
-
-def save_checkpoint(store: Store, doc: dict[str, Any]) -> None:
-    """Write a whole checkpoint document, `_id` included, stamped with a BSON date.
-
-    A whole-document replace (not $set) is the one write that keeps datetimes BSON dates on
-    nx-27017 (a datetime written with $set is stored as a string there), and the `_id` in the
-    replacement keeps the upsert's _id (nx-27017 drops the filter's). Valid on MongoDB too.
-    """
-    doc = {**doc, "updated_at": datetime.now(UTC)}
-    store.db[CHECKPOINTS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
-
-
-def delete_checkpoint(store: Store, name: str) -> bool:
-    """Forget a checkpoint and its window; whether there was one."""
-    store.db[CHECKPOINT_WINDOW].delete_many({"c": name})
-    return store.db[CHECKPOINTS].delete_one({"_id": name}).deleted_count > 0
-
-
 def list_checkpoints(store: Store) -> list[dict[str, Any]]:
-    """Every saved checkpoint: name, collection, updated_at, position_ts, behind (events only).
-
-    `behind` counts the log's events after the checkpoint's newest shown one (with the
-    checkpoint's --type/--stream filters); None for other collections.
-    """
-    rows = []
-    for doc in store.db[CHECKPOINTS].find().sort("_id", 1):
-        collection = doc.get("collection")
-        row: dict[str, Any] = {
-            "name": doc["_id"],
-            "collection": collection,
-            "updated_at": doc.get("updated_at"),
-            "position_ts": None,
-            "behind": None,
-        }
-        if collection == EVENTS:
-            pos = doc.get("position") or {}
-            ts = pos.get("ts")
-            row["position_ts"] = ts if isinstance(ts, datetime) else None
-            filters = doc.get("filters") or {}
-            if isinstance(ts, datetime):
-                after = (aware(ts), id_key(pos.get("id")))
-                row["behind"] = _count_after(store, filters, after)
-            else:
-                origin = doc.get("origin")
-                start = (aware(origin), (0, None)) if isinstance(origin, datetime) else None
-                row["behind"] = _count_after(store, filters, start, inclusive=True)
-        else:
-            ts = doc.get("position_ts")
-            row["position_ts"] = ts if isinstance(ts, datetime) else None
-        rows.append(row)
-    return rows
-
-
-def _count_after(
-    store: Store, filters: Mapping[str, Any], after: Position | None, *, inclusive: bool = False
-) -> int:
-    """How many of the log's events (with these filters) come after a position in log order."""
-    query = _log_query(filters)
-    if after is None:
-        return int(store.events.count_documents(query))
-    if not store.is_nx27017:
-        ts, (_, raw) = after
-        later: dict[str, Any] = {"$gte" if inclusive else "$gt": ts}
-        if inclusive:
-            query["ts"] = later
-        else:
-            query["$or"] = [{"ts": later}, {"ts": ts, "_id": {"$gt": raw}}]
-        return int(store.events.count_documents(query))
-    # nx-27017: no $gt on dates (NX27017_WATCH_QUIRKS), and counting there runs in Python after
-    # an aggregation; fetching (_id, ts) of the second onwards and comparing here is faster.
-    query["ts"] = NX27017_WATCH_QUIRKS.ts_since(after[0])
-    return sum(
-        1
-        for doc in store.events.find(query, {"_id": 1, "ts": 1}).batch_size(10_000)
-        if (position(doc) >= after if inclusive else position(doc) > after)
-    )
+    """Every saved checkpoint: name, collection, updated_at, position_ts, behind (events only)."""
+    return _list_checkpoints(store)
 
 
 def change_match(options: WatchOptions) -> dict[str, Any]:
@@ -668,21 +461,12 @@ def change_match(options: WatchOptions) -> dict[str, Any]:
     return match
 
 
-def _log_query(filters: Mapping[str, Any]) -> dict[str, Any]:
-    query: dict[str, Any] = {}
-    if filters.get("types"):
-        query["type"] = {"$in": list(filters["types"])}
-    if filters.get("streams"):
-        query["stream"] = {"$in": list(filters["streams"])}
-    return query
-
-
-# --- the watch -----------------------------------------------------------------------------------
-
-
 def utcnow() -> datetime:
     """The current time in UTC."""
     return datetime.now(UTC)
+
+
+# --- the watch -----------------------------------------------------------------------------------
 
 
 class Watcher:
@@ -702,8 +486,8 @@ class Watcher:
         self.hooks = hooks
         self.clock = clock
         self.sleep = sleep
-        self.collection = store.collection(options.collection)
         self.count = 0
+        self.fields: tuple[str, ...] = ID_ONLY  # the watched collection's document key
         self.ledger: Ledger | None = Ledger() if options.is_log else None
         self.token: Any = None
         self.position_ts: datetime | None = None
@@ -716,14 +500,21 @@ class Watcher:
         self.failures = 0
         self.dirty = False  # a change was printed but its checkpoint not yet saved
         self.warned_late = False
+        self.warned_missing = False
         self.seen_existing = False
-        self.next_gone_check = 0.0
-        self.scan_ids: dict[str, int] | None = None  # other collections: docs read by --from start
+        self.next_look = 0.0
+        self.handover: ReadMark | None = None  # where this session's read ended, until passed
+        self.scan_keys: dict[str, int] | None = None  # other collections: docs read by the scan
         self._checkpoint_base: dict[str, Any] | None = None
         self.resumed_from: datetime | None = None  # updated_at of the checkpoint continued
         self.unsaved: list[tuple[datetime, Any]] = []  # printed log events not yet in the window
         self.saved_since = 0  # window inserts since the checkpoint document was last written
         self.written_at = clock()
+        # Polling: where the last look for late events ended, and what was shown since.
+        self.poll_marker: Any = None  # the _id of the newest inserted event at the last look
+        self.next_late_look = 0.0
+        self.shown_lately: set[tuple[int, Any]] = set()
+        self.shown_before: set[tuple[int, Any]] = set()
 
     # --- setup ---
 
@@ -736,6 +527,14 @@ class Watcher:
             )
         if opts.poll and not opts.is_log:
             raise InvalidInput("--poll follows the events log only")
+        if isinstance(opts.start, datetime) and opts.start > utcnow() + MARGIN:
+            self.hooks.warning(
+                f"--from {opts.start.isoformat(timespec='seconds')} is in the future: "
+                "nothing will show until events with a ts from then on arrive"
+            )
+        self.fields = key_fields(self.store, opts.collection)
+        if self.ledger is not None:
+            self.ledger.fields = self.fields
         saved = None
         if opts.checkpoint is not None:
             if not opts.checkpoint.strip() or len(opts.checkpoint) > 200:
@@ -771,9 +570,7 @@ class Watcher:
             }
             if opts.is_log:
                 assert self.ledger is not None
-                window = self.store.db[CHECKPOINT_WINDOW]
-                window.delete_many({"c": opts.checkpoint})  # a stale one of a deleted checkpoint
-                window.create_index([("c", 1), ("ts", 1)])
+                start_window(self.store, opts.checkpoint)
                 baseline = self.ledger.snapshot()["recent"]
                 record_shown(self.store, opts.checkpoint, [(ts, raw) for ts, raw in baseline])
                 self._write_checkpoint()
@@ -802,7 +599,7 @@ class Watcher:
         }
         self.resumed_from = saved.get("updated_at")
         if opts.is_log:
-            self.ledger = Ledger.from_snapshot(saved)
+            self.ledger = Ledger.from_snapshot(saved, fields=self.fields)
             self.needs_read = True
         else:
             self.token = saved.get("token")
@@ -817,13 +614,14 @@ class Watcher:
         assert self.ledger is not None
         origin = utcnow() - self.ledger.margin
         self.ledger.origin = origin
-        for doc in self._log_since(origin, {"_id": 1, "ts": 1}):
+        fields = {name: 1 for name in (*self.fields, "ts")}
+        for doc in LogRead(self.store, self.options.filters(), origin, projection=fields):
             self.ledger.admit_read(doc)
 
     # --- the run ---
 
     def run(self) -> int:
-        """Follow until --limit, --idle-timeout, an error, or Ctrl-C; returns changes shown."""
+        """Follow until --limit, --idle-timeout, --no-follow's end, an error, or Ctrl-C."""
         try:
             with CTRL_C:
                 self._run()
@@ -848,32 +646,43 @@ class Watcher:
             pass
 
     def _run(self) -> None:
-        self.prepare()
+        try:
+            self.prepare()
+        except StreamInterrupted as exc:
+            raise exc.translated from None  # as every other command says it
         while True:
             try:
                 if self.polling:
                     self._poll_session()
                 else:
                     self._stream_session()
-            except ConnectionFailure as exc:
-                if not self.reached:
-                    raise  # never reached: exit 3, as every other command does
+            except StreamInterrupted as exc:
+                if not self.reached and exc.connection:
+                    raise exc.translated from None  # never reached: exit 3, as other commands
                 self._ride_out(exc)
-            except OperationFailure as exc:
-                if exc.code in HISTORY_LOST_CODES:
+            except ChangeHistoryLost as exc:
+                if self.ledger is None:
                     raise self._lost(exc) from None
-                if not _retryable(exc):
-                    raise
-                self._ride_out(exc)
+                self._history_lost(exc)
 
-    def _ride_out(self, exc: Exception) -> None:
+    def _history_lost(self, exc: ChangeHistoryLost) -> None:
+        """The log is its own history: a new session reads it from the ledger."""
+        assert self.ledger is not None
+        since = self.ledger.read_from()
+        where = f"{since:%Y-%m-%d %H:%M:%S} UTC" if since else "the start"
+        self.hooks.notice(
+            f"the server's change history no longer reaches the watch's position ({exc.name}); "
+            f"reading the log from {where} instead, then live again"
+        )
+        self.needs_read = True
+
+    def _ride_out(self, exc: StreamInterrupted) -> None:
         """A lost connection or a restarting server: say so once, wait, and try again."""
         now = self.clock()
         if self.outage_since is None:
             self.outage_since = now
             self.failures = 0
-            reason = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0][:160]
-            self.hooks.notice(f"lost the connection to the server ({reason}); retrying")
+            self.hooks.notice(f"lost the connection to the server ({exc.message}); retrying")
         delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)] * random.uniform(0.8, 1.2)
         self.failures += 1
         self._check_idle(extra=delay)
@@ -887,13 +696,13 @@ class Watcher:
             self.outage_since = None
             self.failures = 0
 
-    def _lost(self, exc: OperationFailure) -> CheckpointLost:
+    def _lost(self, exc: ChangeHistoryLost) -> CheckpointLost:
         name = self.options.checkpoint
         what = f"checkpoint {name!r}" if name else "the watch's last position"
         since = f" (saved {self.position_ts:%Y-%m-%d %H:%M:%S} UTC)" if self.position_ts else ""
         return CheckpointLost(
             f"the server can no longer resume {what}{since}: "
-            f"{HISTORY_LOST_CODES.get(exc.code or 0, 'history lost')}; changes to "
+            f"{exc.name}; changes to "
             f"{self.options.collection!r} since then are no longer in its change history",
             hint=f"start over with --checkpoint {name} --reset-checkpoint --from start to re-read "
             "the collection, or --from now to skip the gap knowingly"
@@ -903,34 +712,20 @@ class Watcher:
 
     # --- change streams ---
 
-    def _pipeline(self) -> list[dict[str, Any]]:
-        """The filters as the server's $match, letting drop/rename/invalidate through."""
+    def _open(self) -> ChangeFeed:
         match = change_match(self.options)
-        if not match:
-            return []
-        if self.store.is_nx27017:
-            return NX27017_WATCH_QUIRKS.pipeline(match)
-        return [{"$match": {"$or": [match, {"operationType": {"$in": sorted(INVALIDATING_OPS)}}]}}]
-
-    def _open(self) -> Any:
-        kwargs: dict[str, Any] = {
-            "full_document": "updateLookup",
-            "max_await_time_ms": AWAIT_MS,
-            "batch_size": 1000,
-        }
-        if not self.options.is_log and self.token is not None:
-            kwargs["resume_after"] = self.token
-        return self.collection.watch(self._pipeline(), **kwargs)
+        pipeline = self.store.watch_pipeline(match, INVALIDATING_OPS)
+        resume = self.token if not self.options.is_log else None
+        return ChangeFeed(self.store, self.options.collection, pipeline, resume)
 
     def _stream_session(self) -> None:
+        self._look(force=True)  # before the stream: opening one may create the collection
         opened_at = utcnow()
         try:
-            stream = self._open()
-        except OperationFailure as exc:
-            if exc.code not in NO_CHANGE_STREAMS_CODES:
-                raise
+            feed = self._open()
+        except NoChangeStreams:
             if not self.options.is_log:
-                raise FeatureUnsupported(
+                raise NoChangeStreams(
                     f"cannot watch {self.options.collection!r}: this server has no change "
                     "streams (a standalone mongod)",
                     hint="run mongod as a replica set, even a single-node one: "
@@ -944,27 +739,25 @@ class Watcher:
             self._poll_session()
             return
         self.reached = True
-        with stream:
-            if self.store.is_nx27017 and not self.seen_existing:
-                self.seen_existing = not NX27017_WATCH_QUIRKS.collection_gone(
-                    self.store, self.options.collection
-                )
+        with feed:
             self._reconnected()
             if self.dirty:
                 self._save()
             self._announce()
+            self.handover = None
             if self.ledger is not None and (self.needs_read or not self.fresh):
                 self.ledger.start_overlap(opened_at)
-                self._read_log()
-                self.ledger.end_read(utcnow())
+                self.handover = self._read_log(handover=True)
             elif self.needs_read:
-                self._scan_collection()
+                self.handover = self._scan_collection()
             elif self.ledger is None and self.options.checkpoint and self.token is None:
-                self.token = stream.resume_token  # a restart continues from here, not "now"
+                self.token = feed.resume_token  # a restart continues from here, not "now"
                 self._save()
             self.fresh = False
             self.needs_read = False
-            self._follow(stream)
+            if not self.options.follow:
+                raise _Stop
+            self._follow(feed)
 
     def _announce(self) -> None:
         if not self.fresh:
@@ -980,12 +773,15 @@ class Watcher:
             start = opts.start.astimezone().isoformat(timespec="seconds")
         else:
             start = "now"
-        how = "polling the log" if self.polling else "live"
+        if not opts.follow:
+            how = "up to now"
+        else:
+            how = "polling the log" if self.polling else "live"
         self.hooks.notice(f"watching {where} from {start}, {how} (Ctrl-C to stop)")
 
-    def _follow(self, stream: Any) -> None:
+    def _follow(self, feed: ChangeFeed) -> None:
         """Print the stream's changes as they come; a reader thread fetches the next ones."""
-        reader = _Prefetch(stream, self.clock, self.sleep)
+        reader = _Prefetch(feed, self.clock, self.sleep)
         token_saved_at = float("-inf")
         try:
             while True:
@@ -993,14 +789,15 @@ class Watcher:
                 try:
                     item = reader.get(self._wait())
                 except queue.Empty:
-                    item = _QUIET
-                if item is _IDLE or item is _QUIET:
-                    # The stream is caught up (or still quiet): housekeeping between changes.
+                    item = None  # quiet: the server has not answered yet, which says nothing
+                if item is None or isinstance(item, Caught):
+                    if isinstance(item, Caught):
+                        self._passed(item)
+                    # Housekeeping between changes.
                     now = self.clock()
                     if self.ledger is not None:
-                        self.ledger.live_progress(idle=True)
-                    self.scan_ids = None
-                    self._check_gone(now)
+                        self.ledger.tidy()
+                    self._look()
                     if (
                         self.options.checkpoint
                         and not self.options.is_log
@@ -1014,9 +811,19 @@ class Watcher:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                self._handle(item, stream)
+                self._handle(item)
+                self._passed(item)
         finally:
             reader.close()
+
+    def _passed(self, seen: LiveChange | Caught) -> None:
+        """End the handover's overlap once the server says the stream has passed the read."""
+        if self.handover is None or not stream_past_read(self.handover, seen):
+            return
+        self.handover = None
+        if self.ledger is not None:
+            self.ledger.end_overlap()
+        self.scan_keys = None
 
     def _wait(self) -> float:
         """How long to wait for the next change before housekeeping (and --idle-timeout)."""
@@ -1026,146 +833,201 @@ class Watcher:
         left = timeout - (self.clock() - self.last_change)
         return min(0.25, max(left, 0.001))
 
-    def _handle(self, change: Mapping[str, Any], stream: Any) -> None:
-        op = change.get("operationType")
+    def _handle(self, change: LiveChange) -> None:
+        op = change.op
         if op in INVALIDATING_OPS:
             raise self._gone(change)
         if op not in OPS:
             return
-        doc = change.get("fullDocument")
-        nx = self.store.is_nx27017
-        if nx:
-            doc = NX27017_WATCH_QUIRKS.full_document(doc)
-            key = NX27017_WATCH_QUIRKS.document_key(change, doc)
-        else:
-            key = dict(change.get("documentKey") or {})
-        if op == "delete":
-            doc = None
-        wall = change.get("wallTime")
-        when = wall if isinstance(wall, datetime) else None
+        doc = change.doc
+        key = change.key
+        when = change.wall
         shown = None
         if self.ledger is not None and op == "insert" and doc is not None:
             verdict = self.ledger.admit_live(doc)
             ts = doc.get("ts")
-            self.ledger.live_progress(ts=ts if isinstance(ts, datetime) else None)
             if verdict == "seen":
                 return
-            if verdict == "late" and not self.warned_late:
-                self.warned_late = True
-                self.hooks.warning(
-                    f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
-                    "older than events already shown (imported, or a publisher's clock is off); "
-                    "it is shown, and may have been shown before"
-                )
+            if verdict == "late":
+                self._warn_late(doc)
             when = ts if isinstance(ts, datetime) else when
             if verdict == "new" and self._checkpoint_base is not None:
-                shown = (position(doc)[0], doc.get("_id"))
-        elif self.scan_ids is not None and op == "insert" and doc is not None:
-            seen = self.scan_ids.pop(_doc_hash_key(key), None)
-            if seen is not None and seen == _doc_hash(doc):
+                shown = (event_ts(doc), self.ledger.ident(doc))
+        elif self.scan_keys is not None and op == "insert" and doc is not None:
+            seen = self.scan_keys.pop(key_text(key), None)
+            if seen is not None and seen == doc_hash(doc):
                 return
-        self.token = change.get("_id")
+        self.token = change.token
         self.position_ts = when or utcnow()
         self._deliver(Change(op, self.options.collection, key, doc, when), shown)
 
-    def _gone(self, change: Mapping[str, Any]) -> CollectionGone:
+    def _gone(self, change: LiveChange) -> CollectionGone:
         name = self.options.collection
-        op = change.get("operationType")
-        if op == "rename":
-            to = (change.get("to") or {}).get("coll")
-            return CollectionGone(f"the collection {name!r} was renamed to {to!r}; the watch ends")
-        if op == "dropDatabase":
+        if change.op == "rename":
+            return CollectionGone(
+                f"the collection {name!r} was renamed to {change.renamed_to!r}; the watch ends"
+            )
+        if change.op == "dropDatabase":
             return CollectionGone(f"the database holding {name!r} was dropped; the watch ends")
         return CollectionGone(f"the collection {name!r} was dropped; the watch ends")
 
-    def _check_gone(self, now: float) -> None:
-        """nx-27017 only: a dropped collection sends nothing, so look every few seconds."""
-        if now < self.next_gone_check or not self.store.is_nx27017:
+    def _look(self, force: bool = False) -> None:
+        """Every few seconds while quiet: warn once if the collection does not exist yet, and
+        end the watch if it was dropped without an event (nx-27017 sends none)."""
+        now = self.clock()
+        if not force and now < self.next_look:
             return
-        self.next_gone_check = now + 2.0
-        if NX27017_WATCH_QUIRKS.collection_gone(self.store, self.options.collection):
-            if self.seen_existing:
-                raise CollectionGone(
-                    f"the collection {self.options.collection!r} was dropped; the watch ends"
-                )
-        else:
+        self.next_look = now + LOOK_EVERY
+        name = self.options.collection
+        if self.seen_existing:
+            if collection_gone(self.store, name):
+                raise CollectionGone(f"the collection {name!r} was dropped; the watch ends")
+            return
+        db_there, there = collection_exists(self.store, name)
+        if there:
             self.seen_existing = True
+            return
+        if not self.warned_missing:
+            self.warned_missing = True
+            db = self.store.db.name
+            what = (
+                f"the collection {db}.{name} does not exist yet"
+                if db_there
+                else f"the database {db!r} does not exist yet (no collections)"
+            )
+            self.hooks.warning(f"{what}; waiting for it (check the name, --db or the URI)")
 
     # --- reading what is already there ---
 
-    def _log_since(
-        self, lower: datetime | None, projection: dict[str, int] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """The log's events (with the filters) at or after `lower`, in log order."""
-        query = _log_query(self.options.filters())
-        if lower is not None:
-            nx = self.store.is_nx27017
-            query["ts"] = NX27017_WATCH_QUIRKS.ts_since(lower) if nx else {"$gte": lower}
-        cursor = self.store.events.find(query, projection).sort("ts", 1).batch_size(1000)
-        with cursor:
-            for doc in cursor:
-                if lower is None or position(doc)[0] >= lower:
-                    yield doc
-
-    def _read_log(self) -> int:
-        """Show the log's events not shown yet, in log order; how many (module docstring)."""
+    def _read_log(self, *, handover: bool = False) -> ReadMark | None:
+        """Show the log's events not shown yet, in log order; where the read ended."""
         assert self.ledger is not None
         if self.options.ops and "insert" not in self.options.ops:
-            return 0
-        shown = 0
-        for doc in self._log_since(self.ledger.read_from()):
+            return None
+        read = LogRead(
+            self.store,
+            self.options.filters(),
+            self.ledger.read_from(),
+            handover=handover,
+            clock=self.clock,
+        )
+        self.shown_by_read = 0
+        for doc in read:
             if self.ledger.admit_read(doc):
-                shown += 1
+                self.shown_by_read += 1
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
-                change = Change("insert", EVENTS, {"_id": doc.get("_id")}, doc, when)
-                entry = (position(doc)[0], doc.get("_id")) if self._checkpoint_base else None
+                key = {name: doc.get(name) for name in self.fields}
+                change = Change("insert", EVENTS, key, doc, when)
+                entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
+                if self.polling:
+                    self.shown_lately.add(self.ledger.position(doc)[1])
                 self._deliver(change, entry)
             self._check_idle()
-        return shown
+        return read.mark
 
-    def _scan_collection(self) -> None:
+    shown_by_read = 0
+
+    def _scan_collection(self) -> ReadMark | None:
         """--from start on another collection: its documents as inserts, then live.
 
         Inserts that the stream also delivers (committed after it opened and read by the scan)
-        are dropped while they match what was read, until the stream is first caught up.
+        are dropped while they match what was read, until the server says the stream has
+        passed the scan.
         """
         if self.options.ops and "insert" not in self.options.ops:
-            return
-        query = _log_query(self.options.filters())
-        self.scan_ids = {}
-        with self.collection.find(query).sort("_id", 1).batch_size(1000) as cursor:
-            for doc in cursor:
-                key = {"_id": doc.get("_id")}
-                self.scan_ids[_doc_hash_key(key)] = _doc_hash(doc)
-                self._deliver(Change("insert", self.options.collection, key, doc, None))
-                self._check_idle()
+            return None
+        self.scan_keys = {}
+        for doc in scan_collection(self.store, self.options.collection, log_query({})):
+            key = {name: doc.get(name) for name in self.fields}
+            self.scan_keys[key_text(key)] = doc_hash(doc)
+            self._deliver(Change("insert", self.options.collection, key, doc, None))
+            self._check_idle()
+        return ReadMark(None, self.clock())
 
     # --- polling (servers without change streams) ---
 
     def _poll_session(self) -> None:
         assert self.ledger is not None
+        self._look(force=True)
         self._reconnected()
         if self.dirty:
             self._save()
         self._announce()
         self.fresh = False
+        self.reached = True
         idle_since = self.clock()
+        self._late_in_poll(first=True)
         while True:
             self._check_idle()
-            shown = self._read_log()
-            self.reached = True
+            self._read_log()
+            self._late_in_poll()
+            if not self.options.follow:
+                raise _Stop
             now = self.clock()
-            if shown:
+            if self.shown_by_read:
                 idle_since = now
             else:
-                self._check_gone(now)
+                self._look()
                 self.sleep(poll_pause(now - idle_since))
+
+    def _late_in_poll(self, *, first: bool = False) -> None:
+        """Polling: show events that landed below the settled position, as the stream path
+        shows a 'late' one (docs/handover.md, "Following by polling").
+
+        About once a second, what was inserted since the last look (natural order, newest
+        first, back to the last look's newest): those at or below the settled position that
+        were not shown landed late. `first`: only note where the log ends now.
+        """
+        ledger = self.ledger
+        assert ledger is not None
+        now = self.clock()
+        if not first and now < self.next_late_look:
+            return
+        self.next_late_look = now + 1.0
+        marker = None if first else self.poll_marker
+        if not first and marker is None:
+            first = True  # the log was empty at the last look
+        docs, self.poll_marker, reached = inserted_since(self.store, marker, LATE_LOOK_MAX)
+        shown_since, self.shown_before = self.shown_before | self.shown_lately, self.shown_lately
+        self.shown_lately = set()
+        if first:
+            return
+        if not reached and not self.warned_late:
+            self.hooks.warning(
+                f"more than {LATE_LOOK_MAX:,} events landed between two polls; an event among "
+                "them with a ts older than those shown would not be found"
+            )
+        filters = self.options.filters()
+        settled = ledger.settled
+        for doc in reversed(docs):  # oldest first
+            if settled is None or not _matches(doc, filters):
+                continue
+            pos = ledger.position(doc)
+            if pos > settled or pos[1] in shown_since or ledger.holds(pos[1]):
+                continue  # the log read shows it (or did)
+            self._warn_late(doc)
+            ts = doc.get("ts")
+            when = ts if isinstance(ts, datetime) else None
+            key = {name: doc.get(name) for name in self.fields}
+            entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
+            self.shown_lately.add(pos[1])
+            self._deliver(Change("insert", EVENTS, key, doc, when), entry)
+
+    def _warn_late(self, doc: Mapping[str, Any]) -> None:
+        if self.warned_late:
+            return
+        self.warned_late = True
+        self.hooks.warning(
+            f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
+            "older than events already shown (imported, or a publisher's clock is off); "
+            "it is shown, and may have been shown before"
+        )
 
     # --- showing and saving ---
 
     def _deliver(self, change: Change, shown: tuple[datetime, Any] | None = None) -> None:
-        """Print a change, then save it (a log event: `shown`, its ts and _id) if checkpointing."""
+        """Print a change, then save it (a log event: `shown`, its ts and id) if checkpointing."""
         if shown is not None:
             self.unsaved.append(shown)
         with CTRL_C.held:  # a Ctrl-C now waits until the change is printed and saved
@@ -1223,21 +1085,10 @@ class Watcher:
         self.written_at = self.clock()
 
 
-def _retryable(exc: OperationFailure) -> bool:
-    if exc.code in RETRYABLE_CODES:
-        return True
-    return bool(
-        exc.has_error_label("ResumableChangeStreamError")
-        or exc.has_error_label("RetryableWriteError")
-    )
-
-
-def _doc_hash_key(key: Mapping[str, Any]) -> str:
-    return json_util.dumps(key.get("_id"))
-
-
-def _doc_hash(doc: Mapping[str, Any]) -> int:
-    return hash(json_util.dumps(doc, sort_keys=True))
+def _matches(doc: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    """Whether a log event passes --type and --stream."""
+    types, streams = filters.get("types"), filters.get("streams")
+    return (not types or doc.get("type") in types) and (not streams or doc.get("stream") in streams)
 
 
 def _describe(filters: Any) -> str:

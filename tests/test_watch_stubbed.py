@@ -1,7 +1,8 @@
 """Watch against servers that nx-27017 cannot play: no change streams, lost history, flaky links.
 
-The store is mongomock (faithful for the log reads and checkpoint writes used here) with a
-scripted `watch()`: it raises what a real server would, or hands out a fake change stream.
+The store is a MongoStore over mongomock (faithful for the log reads and checkpoint writes
+used here) whose change streams are scripted (tests/fake_changes.py): it raises what a real
+server would, or hands out a fake change stream.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import mongomock
+import fake_changes
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
@@ -44,6 +45,9 @@ class FakeStream:
         self.resume_token = item["_id"]
         return item
 
+    def close(self) -> None:
+        pass
+
     def __enter__(self) -> FakeStream:
         return self
 
@@ -51,38 +55,9 @@ class FakeStream:
         pass
 
 
-class Scripted:
-    """A collection whose watch() follows a script: exceptions to raise, or streams to return."""
-
-    def __init__(self, real: Any, script: list[Any]) -> None:
-        self.real = real
-        self.script = script
-        self.calls: list[dict[str, Any]] = []
-
-    def watch(self, pipeline: Any = None, **kwargs: Any) -> Any:
-        self.calls.append(kwargs)
-        step = self.script.pop(0) if self.script else FakeStream([])
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
-class FakeStore:
-    def __init__(self, script: list[Any] | None = None) -> None:
-        self.db = mongomock.MongoClient(tz_aware=True)["evstream"]
-        self.script = script or []
-        self.is_nx27017 = False
-        self.scripted: dict[str, Scripted] = {}
-
-    @property
-    def events(self) -> Any:
-        return self.db["events"]
-
-    def collection(self, name: str) -> Any:
-        return self.scripted.setdefault(name, Scripted(self.db[name], self.script))
+def FakeStore(script: list[Any] | None = None) -> Any:  # noqa: N802 - reads like a class
+    """The strict fake's store, with scripted streams (each a FakeStream or an error)."""
+    return fake_changes.FakeStore(script=script if script is not None else [])
 
 
 class Recorder:
@@ -187,7 +162,7 @@ def test_a_token_the_server_no_longer_has_stops_with_how_to_recover():
     assert "can no longer resume checkpoint 's'" in line
     assert "ChangeStreamHistoryLost" in line and "--reset-checkpoint" in line
     assert info.value.exit_code != 0
-    assert store.scripted["sessions"].calls[-1]["resume_after"] == {"_data": "tok1"}
+    assert store.calls[-1]["resume_after"] == {"_data": "tok1"}
 
 
 def test_lost_connections_are_ridden_out_with_one_notice_and_backoff():
@@ -207,9 +182,7 @@ def test_lost_connections_are_ridden_out_with_one_notice_and_backoff():
     assert len(lost) == 1 and "connection reset" in lost[0]
     assert any(n.startswith("reconnected after") for n in rec.notices)
     # resumed from the last change's token each time, after waits that grow
-    assert [c.get("resume_after") for c in store.scripted["sessions"].calls[1:]] == [
-        {"_data": "tok1"}
-    ] * 3
+    assert [c.get("resume_after") for c in store.calls[1:]] == [{"_data": "tok1"}] * 3
     assert clock.now > 0.5
 
 

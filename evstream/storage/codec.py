@@ -1,16 +1,20 @@
-"""JSON in MongoDB's Extended JSON (docs/storage.md, "Layout"): what bson knows, for services
-that must not import it."""
+"""BSON values for services that must not import bson (docs/storage.md, "Layout"): Extended JSON
+in and out, ids as sortable keys."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.errors import BSONError
+from bson.tz_util import utc as bson_utc
 
+UTC = timezone.utc
 _LONG_DIGITS = re.compile(r"\d{19}")
 
 
@@ -37,3 +41,44 @@ def loads(text: str) -> Any:
     except (TypeError, ArithmeticError, BSONError) as exc:
         # Malformed Extended JSON ({"$oid": "zz"}, {"$date": [1]} …) raises these, not ValueError.
         raise ValueError(str(exc)[:200]) from None
+
+
+def aware(when: datetime) -> datetime:
+    """A datetime in UTC; naive ones are taken to be UTC already (as BSON dates are)."""
+    tz = when.tzinfo
+    if tz is UTC or tz is bson_utc:
+        return when
+    return when.replace(tzinfo=UTC) if tz is None else when.astimezone(UTC)
+
+
+def id_key(value: Any) -> tuple[int, Any]:
+    """A sortable, hashable stand-in for an _id, ordered by type as BSON orders them."""
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, (int, float)):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, ObjectId):
+        return (7, str(value))
+    if isinstance(value, datetime):
+        return (9, aware(value).isoformat())
+    if isinstance(value, bytes):
+        return (5, value)
+    return (3, json_util.dumps(value))
+
+
+def key_text(key: Mapping[str, Any]) -> str:
+    """A document key (every field of it: a sharded collection's includes the shard key) as
+    one hashable string."""
+    return json_util.dumps(dict(key), sort_keys=True)
+
+
+def doc_hash(doc: Mapping[str, Any]) -> int:
+    """A hash of a whole document, equal for equal documents."""
+    return hash(json_util.dumps(doc, sort_keys=True))
+
+
+def extended_json(value: Any) -> str:
+    """A value as Extended JSON text (for messages)."""
+    return json_util.dumps(value)

@@ -7,14 +7,18 @@ subclass that overrides these methods (`evstream.storage.nx27017`), chosen once 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from bson import Timestamp
 from pymongo import MongoClient
+from pymongo.change_stream import CollectionChangeStream
+from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
@@ -28,6 +32,8 @@ CHECKPOINTS = "evstream_checkpoints"
 OWN_PREFIX = "evstream_"
 
 Doc = dict[str, Any]
+# How long a change stream's getMore may wait for changes on a server that honours it.
+WATCH_AWAIT_MS = 500
 
 
 @dataclass
@@ -81,11 +87,6 @@ class MongoStore(OverviewQueries):
     def majority(self, name: str) -> Collection[Doc]:
         """A collection read with majority read concern: what a change stream would also show."""
         return self.db.get_collection(name, read_concern=ReadConcern("majority"))
-
-    @property
-    def is_nx27017(self) -> bool:
-        """Transitional, for watching.py until its quirks move into the adapter."""
-        return self.product == "nx-27017"
 
     @property
     def server_version(self) -> str | None:
@@ -152,6 +153,141 @@ class MongoStore(OverviewQueries):
         """A time to keep in a projection checkpoint, which `find` and `count` later compare
         events' `ts` with exactly. MongoDB compares dates to the millisecond: any time will do."""
         return moment
+
+    # --- watching ---------------------------------------------------------------------------
+    # What `evstream.storage.changes` asks of the server for a watch (docs/handover.md).
+
+    def watch_pipeline(self, match: Doc, keep_ops: Iterable[str]) -> list[Doc]:
+        """The filters as a change stream's $match, letting drop/rename/invalidate through."""
+        if not match:
+            return []
+        return [{"$match": {"$or": [match, {"operationType": {"$in": sorted(keep_ops)}}]}}]
+
+    def open_changes(
+        self, name: str, pipeline: list[Doc], resume_after: Any = None
+    ) -> CollectionChangeStream[Doc]:
+        """A change stream on a collection (on the primary, as every collection here is)."""
+        kwargs: dict[str, Any] = {
+            "full_document": "updateLookup",
+            "max_await_time_ms": WATCH_AWAIT_MS,
+            "batch_size": 1000,
+        }
+        if resume_after is not None:
+            kwargs["resume_after"] = resume_after
+        return self.collection(name).watch(pipeline, **kwargs)
+
+    def change_document(self, change: Mapping[str, Any]) -> Doc | None:
+        """A change's full document, as stored."""
+        doc = change.get("fullDocument")
+        return doc if isinstance(doc, dict) else None
+
+    def change_key(self, change: Mapping[str, Any], doc: Doc | None) -> Doc:
+        """A change's document key: on a sharded collection the shard key's fields, then _id."""
+        return dict(change.get("documentKey") or {})
+
+    def change_time(self, change: Mapping[str, Any]) -> Timestamp | None:
+        """When a change was committed, in the cluster's time (its oplog entry's Timestamp)."""
+        at = change.get("clusterTime")
+        return at if isinstance(at, Timestamp) else None
+
+    def token_time(self, token: Any) -> Timestamp | None:
+        """The cluster time a resume token stands for (after an empty batch, the post-batch
+        resume token: how far the server has looked). MongoDB's token `_data` is hex whose
+        first byte 0x82 tags the Timestamp's 8 bytes (seconds, increment); None otherwise."""
+        data = token.get("_data") if isinstance(token, Mapping) else None
+        if not isinstance(data, str) or len(data) < 18 or data[:2] != "82":
+            return None
+        try:
+            return Timestamp(int(data[2:10], 16), int(data[10:18], 16))
+        except ValueError:
+            return None
+
+    def handover_log(self) -> Collection[Doc]:
+        """The log as the handover reads it: majority read concern, as the change stream
+        reads (docs/handover.md, "Reads")."""
+        return self.majority(EVENTS)
+
+    def log_session(self) -> ClientSession | None:
+        """A session for the handover's log read, whose operation time tells where it ended."""
+        return self.client.start_session(causal_consistency=False)
+
+    def operation_time(self, session: ClientSession | None) -> Timestamp | None:
+        """The cluster time of the last reply in a session (None without one)."""
+        if session is None:
+            return None
+        at = session.operation_time
+        return at if isinstance(at, Timestamp) else None
+
+    def ts_since(self, lower: datetime) -> Doc:
+        """A `ts` condition matching everything at or after `lower`."""
+        return {"$gte": lower}
+
+    def ts_before(self, upper: datetime) -> Doc:
+        """A `ts` condition matching only dates before `upper`."""
+        return {"$lt": upper}
+
+    def collection_gone(self, name: str) -> bool:
+        """Whether a watched collection was dropped without an event: never on MongoDB, whose
+        change streams report drop, rename and invalidate."""
+        return False
+
+    def database_exists(self) -> bool:
+        """Whether the database has any collection yet."""
+        return bool(self.db.list_collection_names())
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether the collection exists yet."""
+        return name in self.db.list_collection_names(filter={"name": name})
+
+    def document_key_fields(self, name: str) -> tuple[str, ...]:
+        """The fields of this collection's documentKey: its shard key's, then _id.
+
+        A sharded collection's shard key is in `config.collections` (through mongos); where
+        that cannot be read (no privilege, not sharded) the key is `_id` alone.
+        """
+        try:
+            config = self.client.get_database("config", read_preference=ReadPreference.PRIMARY)
+            info = config["collections"].find_one({"_id": f"{self.db.name}.{name}"}, {"key": 1})
+        except OperationFailure:
+            info = None
+        key = (info or {}).get("key") or {}
+        return (*[field for field in key if field != "_id"], "_id")
+
+    def count_log_after(
+        self, query: Doc, ts: datetime | None, ident: Any, *, inclusive: bool
+    ) -> int:
+        """How many log events matching `query` come after (ts, ident) in log order (with
+        `inclusive`, at or after ts): the ts index answers it."""
+        if ts is None:
+            return int(self.events.count_documents(query))
+        if inclusive:
+            query["ts"] = {"$gte": ts}
+        else:
+            raw = ident[-1] if isinstance(ident, list) else ident
+            query["$or"] = [{"ts": {"$gt": ts}}, {"ts": ts, "_id": {"$gt": raw}}]
+        return int(self.events.count_documents(query))
+
+    def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
+        """The log's documents inserted after the one whose _id is `marker`, newest first; the
+        newest one's _id (the next marker); whether `marker` was reached within `limit`.
+
+        Natural order is insertion order on a standalone mongod (WiredTiger never reuses a
+        record id), so reading it backwards until the marker costs what was inserted since.
+        """
+        docs: list[Doc] = []
+        reached = marker is None
+        newest = marker
+        cursor = self.events.find({}).sort("$natural", -1).limit(1 if marker is None else limit)
+        with cursor:
+            for n, doc in enumerate(cursor):
+                if n == 0:
+                    newest = doc.get("_id")
+                if marker is not None and doc.get("_id") == marker:
+                    reached = True
+                    break
+                if marker is not None:
+                    docs.append(doc)
+        return docs, newest, reached
 
 
 def _skip_pymongo_exit_wait() -> None:

@@ -10,16 +10,19 @@ Each override below says which quirk it works around.
 
 from __future__ import annotations
 
+import json
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from bson import Decimal128, MaxKey, MinKey, Regex, Timestamp, json_util
+from bson import Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp, json_util
+from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
 from evstream.events import EventInput, event_problem
+from evstream.storage.codec import aware, id_key
 from evstream.storage.mongo import Doc, MongoStore
 from evstream.storage.overview import EDGE_PROJECTION, LogFigures, Planner, scan_figures
 
@@ -162,3 +165,122 @@ class Nx27017Store(MongoStore):
         """nx-27017 compares dates at whole seconds in `find` and `count` (`$gt` on a date skips
         the rest of that second): on a whole second, `$lt` and `$gte` are exact again."""
         return moment.replace(microsecond=0)
+
+    # --- watching ---------------------------------------------------------------------------
+    # nx-27017's change streams and date comparisons, worked around here and only here
+    # (docs/handover.md, "nx-27017").
+
+    def watch_pipeline(self, match: Doc, keep_ops: Iterable[str]) -> list[Doc]:
+        """Its change-stream $match knows field conditions only ($or matches nothing), and it
+        sends no drop/invalidate events to let through: the filters alone."""
+        return [{"$match": match}] if match else []
+
+    def change_document(self, change: Mapping[str, Any]) -> Doc | None:
+        """`fullDocument` comes as decoded JSON: dates as {"$date": …} and ObjectIds as
+        {"__neosqlite_objectid__": true, "id": …}; restored to BSON types (in place)."""
+        doc = change.get("fullDocument")
+        return _restored(doc) if isinstance(doc, dict) else None
+
+    def change_key(self, change: Mapping[str, Any], doc: Doc | None) -> Doc:
+        """`documentKey._id` is right for strings and ObjectIds only: the full document's _id
+        where there is one."""
+        key = dict(change.get("documentKey") or {})
+        if doc is not None and "_id" in doc:
+            key["_id"] = doc["_id"]
+        return key
+
+    def change_time(self, change: Mapping[str, Any]) -> Timestamp | None:
+        """`clusterTime` is the datetime of the read, not a commit time: none."""
+        return None
+
+    def token_time(self, token: Any) -> Timestamp | None:
+        """Its tokens (`nx:N`) carry no time: none. The handover ends on an empty answer to a
+        getMore sent after the read instead, which is exact there: getMore answers at once."""
+        return None
+
+    def log_session(self) -> ClientSession | None:
+        """No reply carries `operationTime`: a session would tell nothing."""
+        return None
+
+    def ts_since(self, lower: datetime) -> Doc:
+        """Dates compare at whole seconds ({ts: {$gte: T}} matches all of T's second, $gt skips
+        the rest of it): ask for the whole second; readers re-check `ts >= T` themselves."""
+        return {"$gte": _second(lower)}
+
+    def ts_before(self, upper: datetime) -> Doc:
+        """Below the start of `upper`'s second: exact at whole-second comparisons."""
+        return {"$lt": _second(upper)}
+
+    def collection_gone(self, name: str) -> bool:
+        """A drop produces no invalidate event: ask whether it still exists (its
+        list_collection_names ignores the filter and lists every collection)."""
+        return name not in self.db.list_collection_names()
+
+    def collection_exists(self, name: str) -> bool:
+        """list_collection_names ignores its filter there: look through them all."""
+        return name in self.db.list_collection_names()
+
+    def document_key_fields(self, name: str) -> tuple[str, ...]:
+        """No sharding (and reading `config` would create that database): `_id`."""
+        return ("_id",)
+
+    def count_log_after(
+        self, query: Doc, ts: datetime | None, ident: Any, *, inclusive: bool
+    ) -> int:
+        """No $gt on dates, and counting runs in Python after an aggregation there: fetch
+        (_id, ts) from ts's second on and compare here, which is faster."""
+        if ts is None:
+            return self.count(self.events, query)
+        query["ts"] = self.ts_since(ts)
+        after = (ts, id_key(ident))
+        found = self.events.find(query, {"_id": 1, "ts": 1}).batch_size(10_000)
+        total = 0
+        for doc in found:
+            at = doc.get("ts")
+            if not isinstance(at, datetime):
+                continue
+            at = aware(at)
+            if (at >= ts) if inclusive else ((at, id_key(doc.get("_id"))) > after):
+                total += 1
+        return total
+
+    def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
+        """A $natural sort is ignored there (documents come in storage order either way), so
+        what was inserted last cannot be asked for: none (only `--poll` on the dev store,
+        which has change streams, follows by polling there)."""
+        return [], None, True
+
+
+def _second(when: datetime) -> datetime:
+    return aware(when).replace(microsecond=0)
+
+
+def _restored(value: Any) -> Any:
+    """nx-27017's decoded JSON with its dates and ObjectIds as BSON types again (in place)."""
+    if type(value) is dict:
+        if len(value) == 1 and "$date" in value:
+            return _date(value["$date"], value)
+        if value.get("__neosqlite_objectid__") is True and isinstance(value.get("id"), str):
+            try:
+                return ObjectId(value["id"])
+            except Exception:  # noqa: BLE001 - not an ObjectId after all: leave as is
+                return value
+        for k, v in value.items():
+            if type(v) is dict or type(v) is list:
+                value[k] = _restored(v)
+    elif type(value) is list:
+        for i, v in enumerate(value):
+            if type(v) is dict or type(v) is list:
+                value[i] = _restored(v)
+    return value
+
+
+def _date(raw: Any, original: Any) -> Any:
+    try:
+        if isinstance(raw, str):
+            text = raw[:-1] + "+00:00" if raw.endswith("Z") else raw
+            return aware(datetime.fromisoformat(text))
+        value = json_util.loads(json.dumps({"$date": raw}))
+        return aware(value) if isinstance(value, datetime) else original
+    except (ValueError, TypeError, OverflowError):
+        return original
