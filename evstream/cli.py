@@ -743,6 +743,69 @@ def watch(
             help="Show what matches up to now, then exit 0 (like tail without -f).",
         ),
     ] = False,
+    exec_command: Annotated[
+        str | None,
+        typer.Option(
+            "--exec",
+            metavar="CMD",
+            help="Run CMD (through the shell) on each batch of changes, as JSON lines on its "
+            "stdin; the checkpoint moves past a batch only when CMD exits 0 (at least once).",
+            rich_help_panel="Handlers (--exec)",
+        ),
+    ] = None,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch", min=1, help="Changes per run of CMD.", rich_help_panel="Handlers (--exec)"
+        ),
+    ] = 100,
+    batch_wait: Annotated[
+        float,
+        typer.Option(
+            "--batch-wait",
+            min=0.0,
+            help="Seconds a batch may wait to fill while live.",
+            rich_help_panel="Handlers (--exec)",
+        ),
+    ] = 1.0,
+    retries: Annotated[
+        int,
+        typer.Option(
+            "--retries",
+            min=0,
+            help="Runs of CMD after a failed one, with backoff.",
+            rich_help_panel="Handlers (--exec)",
+        ),
+    ] = 5,
+    exec_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--exec-timeout",
+            min=0.001,
+            help="A run of CMD that takes longer is killed and counts as failed.",
+            rich_help_panel="Handlers (--exec)",
+        ),
+    ] = None,
+    on_failure: Annotated[
+        str,
+        typer.Option(
+            "--on-failure",
+            metavar="stop|dead-letter",
+            help="After the retries: stop (exit 6) or set the batch aside in "
+            "evstream_dead_letters and go on.",
+            rich_help_panel="Handlers (--exec)",
+        ),
+    ] = "stop",
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            "--partition",
+            metavar="I/N",
+            help="Only the streams in part I of N (with --checkpoint): N watchers share the "
+            "log like a consumer group.",
+        ),
+    ] = None,
+    retry_backoff: Annotated[float, typer.Option("--retry-backoff", hidden=True)] = 0.5,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
@@ -756,12 +819,15 @@ def watch(
     \b
       evstream watch
       evstream watch --type login --stream alice --from start
-      evstream watch --checkpoint mailer -o json | ./send-mails
+      evstream watch --checkpoint mailer --exec ./send-mails
       evstream watch --from start --stream alice --no-follow
       evstream watch sessions --limit 1
     """
     with running(ctx) as env:
-        from evstream.watching import Hooks, WatchOptions, check_ops, parse_start
+        from evstream.delivery import ExecOptions, check_parts, partition_checkpoint
+        from evstream.events import parse_partition
+        from evstream.storage.delivery import checkpoint_names
+        from evstream.watching import WatchOptions, check_ops, parse_start
         from evstream.watching import watch as follow
 
         options = WatchOptions(
@@ -778,20 +844,94 @@ def watch(
             poll=poll,
             follow=not no_follow,
         )
-        out = env.output
-        if checkpoint is not None:
+        part = parse_partition(partition)
+        if partition is not None and checkpoint is None:
+            raise InvalidInput("--partition needs --checkpoint NAME: each part keeps its own")
+        if part is not None:
+            assert checkpoint is not None
+            options.checkpoint = partition_checkpoint(checkpoint, part)
+        executor = None
+        if exec_command is not None:
+            exec_options = ExecOptions(
+                command=exec_command,
+                batch=batch,
+                batch_wait=batch_wait,
+                retries=retries,
+                timeout=exec_timeout,
+                on_failure=on_failure,
+                checkpoint=options.checkpoint,
+                partition=part,
+                backoff=retry_backoff,
+            )
+            exec_options.check()
+        elif checkpoint is not None:
             env.broken_pipe = (
                 f"the reader of stdout went away; checkpoint {checkpoint!r} is saved past the "
                 "last changes written, and up to the last few of them may not have been "
                 "processed (for a handler that must not miss any, use --exec CMD)"
             )
-        follow(
-            env.store(),
-            options,
-            Hooks(
-                deliver=_watch_printer(env, show_secrets), notice=out.notice, warning=out.warning
-            ),
+        store = env.store()
+        if checkpoint is not None:
+            check_parts(checkpoint, part, checkpoint_names(store))
+        if exec_command is not None:
+            executor = _executor(env, store, exec_options)
+        follow(store, options, _watch_hooks(env, show_secrets, executor, part))
+
+
+def _executor(env: Env, store: "Store", options: Any) -> Any:
+    """The --exec executor, its dead letters kept in the store."""
+    from evstream.delivery import Executor
+    from evstream.storage.delivery import dead_letter
+
+    def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
+        dead_letter(
+            store, options.checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr
         )
+
+    return Executor(options, stderr=sys.stderr, notice=env.output.notice, dead_letter=set_aside)
+
+
+def _watch_hooks(env: Env, show_secrets: bool, executor: Any, part: Any) -> Any:
+    """Where watch's changes go: printed, or handed to --exec; only one part's with
+    --partition."""
+    from evstream.events import partition_of
+    from evstream.output import json_line, watch_record
+    from evstream.watching import Hooks
+
+    out = env.output
+    if executor is None:
+        show = _watch_printer(env, show_secrets)
+        pending = lambda: False  # noqa: E731
+    else:
+
+        def show(c: Any) -> bool:
+            record = watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+            ident = (c.doc or {}).get("_id", c.key.get("_id"))
+            return bool(executor.add(json_line(record), ident))
+
+        pending = lambda: executor.pending  # noqa: E731
+
+    if part is None:
+        deliver = show
+    else:
+
+        def deliver(c: Any) -> bool | None:
+            stream = (c.doc or {}).get("stream")
+            owner = stream if isinstance(stream, str) else str(c.key.get("_id"))
+            if partition_of(owner, part[1]) != part[0]:
+                return not pending()  # another part's: nothing to do, nothing to wait for
+            return show(c)
+
+    def flush(everything: bool) -> bool:
+        if executor is None:
+            return True
+        if everything or executor.due():
+            executor.flush()
+        return not executor.pending
+
+    return Hooks(
+        deliver=deliver, notice=out.notice, warning=out.warning, pending=pending, flush=flush
+    )
 
 
 def _watch_printer(env: Env, show_secrets: bool) -> Any:

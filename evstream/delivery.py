@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.interrupts import CTRL_C
 
 ON_FAILURE = ("stop", "dead-letter")
 # Backoff between attempts of one batch: doubling from the first, at most the last, jittered.
@@ -48,6 +49,7 @@ class ExecOptions:
     on_failure: str = "stop"
     checkpoint: str | None = None
     partition: tuple[int, int] | None = None
+    backoff: float = RETRY_FIRST  # the first wait between runs of a failing batch
 
     def check(self) -> None:
         """Refuse options that cannot work together."""
@@ -148,7 +150,8 @@ class Executor:
             if last.ok:
                 break
             if attempt < attempts:
-                delay = min(RETRY_FIRST * 2 ** (attempt - 1), RETRY_MAX) * random.uniform(0.8, 1.2)
+                delay = self.options.backoff * 2 ** (attempt - 1)
+                delay = min(delay, RETRY_MAX) * random.uniform(0.8, 1.2)
                 self.notice(
                     f"--exec: batch of {len(batch)} failed ({last.reason}); "
                     f"attempt {attempt + 1} of {attempts} in {delay:.1f} s"
@@ -208,6 +211,9 @@ class Executor:
             env=self.environment(batch, attempt),
             start_new_session=True,
         )
+        CTRL_C.on_hold = lambda: self.notice(
+            "--exec: letting the running command finish (Ctrl-C again stops it)"
+        )
         last = [""]
         relay = threading.Thread(target=self._relay, args=(proc.stderr, last), daemon=True)
         relay.start()
@@ -219,6 +225,7 @@ class Executor:
             _kill(proc)
             raise
         finally:
+            CTRL_C.on_hold = None
             feeder.join(KILL_GRACE)
             relay.join(KILL_GRACE)
         if code is None:

@@ -246,11 +246,20 @@ class Change:
 
 @dataclass
 class Hooks:
-    """Where a watch reports: each change to show, notices and warnings for stderr."""
+    """Where a watch reports: each change to show, notices and warnings for stderr.
 
-    deliver: Callable[[Change], None]
+    A consumer that acknowledges changes later than it is handed them (`watch --exec`,
+    docs/delivery.md) returns False from `deliver` until they are processed; the checkpoint
+    then moves only past acknowledged changes. `pending` says whether any are waiting, and
+    `flush` (between changes, and at a normal end) processes what is due, returning True once
+    everything handed over is acknowledged.
+    """
+
+    deliver: Callable[[Change], bool | None]
     notice: Callable[[str], None] = lambda message: None
     warning: Callable[[str], None] = lambda message: None
+    pending: Callable[[], bool] = lambda: False
+    flush: Callable[[bool], bool] | None = None  # flush(everything): acknowledged now?
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -626,6 +635,7 @@ class Watcher:
             with CTRL_C:
                 self._run()
         except _Stop:
+            self._flush(everything=True)  # a normal end: what waits for a handler goes now
             self._finish()
             return self.count
         except KeyboardInterrupt:
@@ -633,9 +643,20 @@ class Watcher:
             raise
         return self.count
 
+    def _flush(self, *, everything: bool = False) -> None:
+        """Let a consumer that acknowledges later process what is due, then save."""
+        if self.hooks.flush is None or not self.hooks.pending():
+            return
+        with CTRL_C.held:
+            if self.hooks.flush(everything) and self.options.checkpoint is not None:
+                self._save()
+
     def _finish(self) -> None:
-        """On the way out: the last printed change's save, and a fresh checkpoint document."""
-        if self._checkpoint_base is None:
+        """On the way out: the last printed change's save, and a fresh checkpoint document.
+
+        Changes still waiting for a consumer's acknowledgement are not saved: after a restart
+        they are delivered again."""
+        if self._checkpoint_base is None or self.hooks.pending():
             return
         try:
             if self.dirty:
@@ -794,6 +815,7 @@ class Watcher:
                     if isinstance(item, Caught):
                         self._passed(item)
                     # Housekeeping between changes.
+                    self._flush()
                     now = self.clock()
                     if self.ledger is not None:
                         self.ledger.tidy()
@@ -968,6 +990,7 @@ class Watcher:
             if self.shown_by_read:
                 idle_since = now
             else:
+                self._flush()
                 self._look()
                 self.sleep(poll_pause(now - idle_since))
 
@@ -1031,12 +1054,13 @@ class Watcher:
         if shown is not None:
             self.unsaved.append(shown)
         with CTRL_C.held:  # a Ctrl-C now waits until the change is printed and saved
-            self.hooks.deliver(change)
+            acknowledged = self.hooks.deliver(change) is not False
             self.count += 1
             self.last_change = self.clock()
             if self.options.checkpoint is not None:
                 self.dirty = True
-                self._save()
+                if acknowledged:
+                    self._save()
         if self.options.limit is not None and self.count >= self.options.limit:
             raise _Stop
 
@@ -1046,8 +1070,10 @@ class Watcher:
             raise _Stop
 
     def _save(self) -> None:
-        """Save what was printed: log events into the window, else the resume token."""
-        if self._checkpoint_base is None:
+        """Save what was printed: log events into the window, else the resume token.
+
+        Never past a change that a consumer has not acknowledged yet (Hooks.pending)."""
+        if self._checkpoint_base is None or self.hooks.pending():
             return
         if self.ledger is not None:
             if self.unsaved:
