@@ -26,7 +26,7 @@ from evstream.settings import Settings
 from evstream.storage import Store, connect, ensure_indexes, now_utc
 from evstream.storage import raw as raw_pymongo
 
-WORKLOADS = ("publish", "rebuild", "watch")
+WORKLOADS = ("publish", "rebuild", "watch", "exec")
 TYPES = ("login", "logout", "profile.updated", "page.viewed")
 FOLD_TYPES = (
     "session.started",
@@ -156,14 +156,20 @@ def synthetic_lines(
     return out.getvalue().encode()
 
 
-def documents_for(lines: bytes) -> list[dict[str, Any]]:
-    """The documents evstream stores for `lines`, built ahead of the raw baseline's timed insert."""
+def documents_for(lines: bytes, span: float = 0.0) -> list[dict[str, Any]]:
+    """The documents evstream stores for `lines`, built ahead of the raw baseline's timed insert;
+    with `span`, their `ts` spread evenly over that many seconds up to now (a backlog)."""
+    from datetime import timedelta
+
     from evstream.events import new_event_id
 
     heads: dict[str, int] = {}
-    ts = now_utc()
+    now = now_utc()
+    step = timedelta(seconds=span) / max(1, lines.count(b"\n"))
+    ts = now - timedelta(seconds=span)
     docs = []
     for line in lines.splitlines():
+        ts = ts + step if span else now
         row = json.loads(line)
         heads[row["stream"]] = version = heads.get(row["stream"], 0) + 1
         docs.append(
@@ -507,16 +513,59 @@ def bench_rebuild_processes(
     )
 
 
+def bench_exec(scratch: Scratch, events: int, streams: int, progress: Progress) -> BenchResult:
+    """`watch --exec 'cat > /dev/null'` (at-least-once delivery to a handler) against the plain
+    `watch -o json > /dev/null`, both reading the same backlog with --no-follow, as processes.
+
+    The main figure is --batch 500; --batch 1 (one handler process per change) is measured on
+    at most 2,000 changes and reported as events/s beside it.
+    """
+    progress("exec: writing the log")
+    store = scratch.store("exec")
+    ensure_indexes(store)
+    # A backlog of the last hour, as a handler catching up reads it.
+    raw_pymongo.insert_batches(store, documents_for(synthetic_lines(events, streams), 3600))
+    env = {"EVSTREAM_URI": store.uri, "EVSTREAM_DB": store.db.name}
+    watch = [sys.executable, "-m", "evstream", "watch", "--from", "start", "--no-follow"]
+
+    def handler(name: str, batch: int, limit: int | None = None) -> list[str]:
+        argv = [*watch, "--checkpoint", name, "--exec", "cat > /dev/null", "--batch", str(batch)]
+        return [*argv, "--limit", str(limit)] if limit else argv
+
+    for side in scratch.sides():
+        if side == "raw":
+            progress("exec: plain watch -o json > /dev/null")
+            raw, raw_cpu = measure_process([*watch, "-o", "json"], env)
+        else:
+            progress("exec: watch --exec 'cat > /dev/null' --batch 500")
+            took, took_cpu = measure_process(handler("bench500", 500), env)
+    few = min(events, 2000)
+    progress(f"exec: --batch 1 on {few:,} changes")
+    one, _ = measure_process(handler("bench1", 1, few), env)
+    return BenchResult(
+        "exec",
+        events,
+        took,
+        raw,
+        "plain watch -o json > /dev/null, a process",
+        {"batch": 500, "batch1_events_per_second": round(few / one, 1)},
+        evstream_cpu=took_cpu,
+        raw_cpu=raw_cpu,
+    )
+
+
 PROCESS_RUNNERS: dict[str, Callable[[Scratch, int, int, Progress], BenchResult]] = {
     "publish": bench_publish_processes,
     "rebuild": bench_rebuild_processes,
     "watch": bench_watch,  # its two sides are processes already
+    "exec": bench_exec,
 }
 
 RUNNERS: dict[str, Callable[[Scratch, int, int, Progress], BenchResult]] = {
     "publish": bench_publish,
     "rebuild": bench_rebuild,
     "watch": bench_watch,
+    "exec": bench_exec,
 }
 
 

@@ -930,7 +930,12 @@ def _watch_hooks(env: Env, show_secrets: bool, executor: Any, part: Any) -> Any:
         return not executor.pending
 
     return Hooks(
-        deliver=deliver, notice=out.notice, warning=out.warning, pending=pending, flush=flush
+        deliver=deliver,
+        notice=out.notice,
+        warning=out.warning,
+        pending=pending,
+        flush=flush,
+        batched=executor is not None,
     )
 
 

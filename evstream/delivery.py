@@ -242,15 +242,13 @@ class Executor:
         The watcher runs this holding Ctrl-C (evstream.interrupts): a first Ctrl-C waits for
         CMD to finish, a second one raises KeyboardInterrupt here and `run` stops CMD.
         """
-        deadline = None if self.options.timeout is None else self.clock() + self.options.timeout
-        while True:
-            left = None if deadline is None else max(deadline - self.clock(), 0)
-            try:
-                return proc.wait(timeout=0.1 if left is None else min(left, 0.1))
-            except subprocess.TimeoutExpired:
-                if deadline is not None and self.clock() >= deadline:
-                    _kill(proc)
-                    return None
+        if self.options.timeout is None:
+            return proc.wait()  # a signal handler still runs here (PEP 475)
+        try:
+            return proc.wait(timeout=self.options.timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return None
 
     def _relay(self, stream: IO[bytes] | None, last: list[str]) -> None:
         if stream is None:

@@ -838,6 +838,11 @@ def bench_notes(extra: Mapping[str, Any]) -> str:
         notes.append(f"p99 {extra['p99_ms']:.2f} ms (raw {extra['raw_p99_ms']:.2f})")
     if "streams" in extra:
         notes.append(f"{extra['streams']:,} streams")
+    if "batch1_events_per_second" in extra:
+        notes.append(
+            f"--batch {extra['batch']}; --batch 1 runs "
+            f"{extra['batch1_events_per_second']:,.0f} events/s (a handler process per change)"
+        )
     if "rounds" in extra:
         notes.append(f"median of {extra['rounds']} rounds")
     return "; ".join(notes)

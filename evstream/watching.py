@@ -260,6 +260,7 @@ class Hooks:
     warning: Callable[[str], None] = lambda message: None
     pending: Callable[[], bool] = lambda: False
     flush: Callable[[bool], bool] | None = None  # flush(everything): acknowledged now?
+    batched: bool = False  # acknowledges in batches: a batch may be saved as one
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -1076,6 +1077,18 @@ class Watcher:
         if self._checkpoint_base is None or self.hooks.pending():
             return
         if self.ledger is not None:
+            if self.unsaved and self.hooks.batched and len(self.unsaved) > 64:
+                # An acknowledged batch (--exec): most of it is below the ledger's window
+                # already, where the checkpoint document's settled position covers it. Only
+                # the ids the window still holds are recorded, then the document is rewritten.
+                # Killed in between, a restart delivers part of the batch again: at least once.
+                self.ledger.tidy()
+                held = [e for e in self.unsaved if self.ledger.holds(id_key(e[1]))]
+                record_shown(self.store, self._checkpoint_base["_id"], held)
+                self.unsaved = []
+                self.dirty = False
+                self._write_checkpoint()
+                return
             if self.unsaved:
                 record_shown(self.store, self._checkpoint_base["_id"], self.unsaved)
                 self.saved_since += len(self.unsaved)

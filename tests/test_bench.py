@@ -25,7 +25,7 @@ def test_all_workloads_report_figures_and_leave_nothing_behind(cli: Any, client:
     assert all(step in r.stderr for step in steps), r.stderr
     assert "kept" not in r.stderr and "dropped at the end" in r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert [row["workload"] for row in rows] == ["publish", "rebuild", "watch"]
+    assert [row["workload"] for row in rows] == ["publish", "rebuild", "watch", "exec"]
     for row in rows:
         assert row["events"] == 200
         assert row["evstream_seconds"] > 0 and row["raw_seconds"] > 0
