@@ -5,6 +5,7 @@ completion stay fast and never touch the network.
 """
 
 import contextlib
+import enum
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typer.core import TyperGroup
 from evstream import __version__
 from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
 from evstream.interrupts import CTRL_C
-from evstream.settings import OUTPUT_MODES, Settings, resolve_db, resolve_uri, scrub
+from evstream.settings import Settings, resolve_db, scrub
 
 if TYPE_CHECKING:
     from evstream.output import Output
@@ -25,7 +26,15 @@ if TYPE_CHECKING:
 
 
 GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
-GLOBAL_FLAGS = frozenset({"--debug"})
+GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "--quiet", "-q"})
+
+
+class OutputMode(str, enum.Enum):
+    """--output's choices."""
+
+    auto = "auto"
+    pretty = "pretty"
+    json = "json"
 
 
 def hoist_global_options(group: Any, args: list[str]) -> list[str]:
@@ -136,7 +145,7 @@ class Env:
         if self._output is None:
             from evstream.output import Output
 
-            self._output = Output(self.settings.output)
+            self._output = Output(self.settings.output, quiet=self.settings.quiet)
         return self._output
 
     def store(self) -> "Store":
@@ -202,7 +211,9 @@ def main_options(
         str | None,
         typer.Option(
             "--uri",
-            help="MongoDB connection string [env: EVSTREAM_URI, then MONGODB_URI]. "
+            envvar=["EVSTREAM_URI", "MONGODB_URI"],
+            metavar="URI",
+            help="MongoDB connection string (the first of these variables that is set). "
             "Without one, the embedded dev store is used.",
             show_default=False,
         ),
@@ -212,12 +223,13 @@ def main_options(
         typer.Option(
             "--db",
             envvar="EVSTREAM_DB",
+            metavar="NAME",
             help="Database name [default: the URI's database, else evstream].",
             show_default=False,
         ),
     ] = None,
     output: Annotated[
-        str,
+        OutputMode,
         typer.Option(
             "--output",
             "-o",
@@ -225,8 +237,16 @@ def main_options(
             help="auto: pretty on a terminal, JSON lines when piped.",
             case_sensitive=False,
         ),
-    ] = "auto",
+    ] = OutputMode.auto,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Say which store is used on every command."),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No notices on stderr; warnings and errors still."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -235,13 +255,18 @@ def main_options(
     ] = False,
 ) -> None:
     """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
-    output = output.lower()
-    if output not in OUTPUT_MODES:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(OUTPUT_MODES)}", param_hint="'--output'"
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet contradict each other")
+    ctx.obj = Env(
+        Settings(
+            uri=uri or None,
+            db=resolve_db(db, uri or None),
+            output=OutputMode(output).value,
+            debug=debug,
+            verbose=verbose,
+            quiet=quiet,
         )
-    resolved = resolve_uri(uri)
-    ctx.obj = Env(Settings(uri=resolved, db=resolve_db(db, resolved), output=output, debug=debug))
+    )
 
 
 # --- publish -------------------------------------------------------------------------------------
@@ -521,53 +546,112 @@ def server_options() -> None:
 
     It starts by itself when a command needs it and keeps running for the next ones.
 
-    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream).
+    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream), readable by you
+    alone; it listens on a Unix socket there, and on loopback TCP with start --tcp.
 
     Examples:
 
     \b
       evstream server status
+      evstream server restart --tcp
       evstream server logs --follow
     """
 
 
+TcpOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--tcp/--no-tcp",
+        help="Also listen on loopback TCP, for clients that need a port (kept across "
+        "restarts) [default: as it was last started].",
+        show_default=False,
+    ),
+]
+
+
+def _server_info(record: Any, started: bool) -> dict[str, Any]:
+    return {
+        "running": True,
+        "started": started,
+        "uri": record.uri,
+        "tcp_uri": record.tcp_uri,
+        "socket": record.socket,
+        "pid": record.pid,
+        "port": record.port,
+        "data_dir": record.data_dir,
+        "log_file": record.log_file,
+    }
+
+
+def _show_server(env: Env, info: dict[str, Any]) -> None:
+    if env.output.json:
+        env.output.emit(info)
+    else:
+        from evstream.output import server_view
+
+        env.output.show(server_view(info))
+
+
 @server_app.command("start")
-def server_start(ctx: typer.Context) -> None:
+def server_start(ctx: typer.Context, tcp: TcpOption = None) -> None:
     """Start the embedded dev store, or say where it already runs.
 
-    Example:
+    It listens on a Unix socket in its data directory, which only you can open; --tcp adds a
+    loopback port (the same one on every start) for clients that need one.
+
+    Examples:
 
     \b
       evstream server start
+      evstream server start --tcp
     """
     with running(ctx) as env:
         from evstream.embedded import DevStore
 
         dev = DevStore(env.settings.data_home)
         saved = dev.read_record()
-        record, started = dev.start()
+        current = dev.running()
+        if current is not None and tcp is not None and bool(current.port) != tcp:
+            which = "with" if current.port else "without"
+            raise InvalidInput(
+                f"the embedded dev store already runs {which} TCP",
+                hint=f"evstream server restart --{'' if tcp else 'no-'}tcp",
+            )
+        record, started = dev.start(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
         if saved is not None and started:
             env.output.notice(f"replaced a stale record of pid {saved.pid}, which had stopped")
-        info = {
-            "running": True,
-            "started": started,
-            "uri": record.uri,
-            "pid": record.pid,
-            "port": record.port,
-            "data_dir": record.data_dir,
-            "log_file": record.log_file,
-        }
-        if env.output.json:
-            env.output.emit(info)
-        else:
-            from evstream.output import server_view
+        _show_server(env, _server_info(record, started))
 
-            env.output.show(server_view(info))
+
+@server_app.command("restart")
+def server_restart(ctx: typer.Context, tcp: TcpOption = None) -> None:
+    """Stop the embedded dev store and start it again at the same address.
+
+    Running watchers reconnect by themselves: the socket and the port stay the same.
+
+    Examples:
+
+    \b
+      evstream server restart
+      evstream server restart --tcp
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        old, record = dev.restart(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
+        if old is not None:
+            env.output.notice(f"stopped the embedded dev store (pid {old.pid})")
+        _show_server(env, _server_info(record, True))
 
 
 @server_app.command("stop")
 def server_stop(ctx: typer.Context) -> None:
-    """Stop the embedded dev store; its data stays for the next start.
+    """Stop the embedded dev store; its data and its address stay for the next start.
 
     Example:
 
@@ -623,7 +707,7 @@ def server_logs(
         int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to show.")
     ] = 20,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep showing lines as they are written.")
+        bool, typer.Option("--follow", help="Keep showing lines as they are written.")
     ] = False,
 ) -> None:
     """Show the embedded dev store's log: its last lines, or follow it as it grows.
@@ -799,7 +883,7 @@ def rebuild_sessions(
     ] = False,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", "-n", help="Say what would change (created, updated, removed)."),
+        typer.Option("--dry-run", help="Say what would change (created, updated, removed)."),
     ] = False,
     margin: Annotated[
         float,
@@ -900,9 +984,7 @@ def bench(
     workload: Annotated[
         str, typer.Argument(help="publish, rebuild, watch, or all.", show_default=True)
     ] = "all",
-    events: Annotated[
-        int, typer.Option("--events", "-n", min=100, help="Events per workload.")
-    ] = 30_000,
+    events: Annotated[int, typer.Option("--events", min=100, help="Events per workload.")] = 30_000,
     streams: Annotated[
         int, typer.Option("--streams", "-m", min=1, help="Streams they spread over.")
     ] = 3_000,

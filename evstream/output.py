@@ -69,7 +69,9 @@ class Output:
         *,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        quiet: bool = False,
     ) -> None:
+        self.quiet = quiet
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.out = Console(file=self.stdout, soft_wrap=True)
@@ -104,8 +106,9 @@ class Output:
     # --- everything else on stderr ---
 
     def notice(self, message: str) -> None:
-        """An informational line on stderr."""
-        self.err.print(Text(message, style="dim"))
+        """An informational line on stderr (none with --quiet)."""
+        if not self.quiet:
+            self.err.print(Text(message, style="dim"))
 
     def warning(self, message: str) -> None:
         """A warning line on stderr."""
@@ -704,6 +707,8 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
             state.append(f" · up {human_duration(up)}")
         grid.add_row("Status", state)
         grid.add_row("URI", Text(str(info.get("uri")), style="blue"))
+        if info.get("socket"):
+            grid.add_row("TCP", _tcp_text(info))
     else:
         state.append("not running", style="bold yellow")
         state.append(" · starts by itself when a command needs it", style="dim")
@@ -725,6 +730,14 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
         log.append(f" · {human_bytes(info.get('log_bytes') or 0)}", style="cyan")
     grid.add_row("Log", log)
     return grid.text()
+
+
+def _tcp_text(info: Mapping[str, Any]) -> Text:
+    if info.get("tcp_uri"):
+        return Text(str(info["tcp_uri"]), style="blue")
+    text = Text("off", style="dim")
+    hint = " · `evstream server restart --tcp` for clients that need a port"
+    return text.append(hint, style="dim")
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def test_unknown_command_is_one_line_exit_2(cli: Any) -> None:
 
 def test_bad_output_mode(cli: Any) -> None:
     r = cli("--output", "xml", "seed")
-    assert r.exit_code == 2 and "must be one of auto, pretty, json" in r.stderr
+    assert r.exit_code == 2 and "'xml' is not one of 'auto', 'pretty', 'json'" in r.stderr
 
 
 @pytest.mark.parametrize(

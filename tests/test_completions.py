@@ -102,7 +102,7 @@ def test_completes_a_prefix():
 
 
 def test_completes_server_subcommands_and_options():
-    assert set(complete_bash("evstream server ")) == {"start", "stop", "status", "logs"}
+    assert set(complete_bash("evstream server ")) == {"start", "restart", "stop", "status", "logs"}
     assert {"--lines", "--follow"} <= set(complete_bash("evstream server logs --"))
     assert "--estimate" in complete_bash("evstream status --")
 
@@ -114,7 +114,7 @@ def test_completes_after_global_options():
 def test_zsh_and_fish_protocols():
     r = run(_EVSTREAM_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="evstream server ")
     assert r.returncode == 0
-    assert all(f'"{name}"' in r.stdout for name in ("start", "stop", "status", "logs"))
+    assert all(f'"{name}"' in r.stdout for name in ("start", "restart", "stop", "status", "logs"))
     assert not imported(r.stderr) & set(HEAVY)
     r = run(
         _EVSTREAM_COMPLETE="complete_fish",
@@ -124,6 +124,7 @@ def test_zsh_and_fish_protocols():
     assert r.returncode == 0
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == [
         "start",
+        "restart",
         "stop",
         "status",
         "logs",
