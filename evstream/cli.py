@@ -809,6 +809,12 @@ def watch(
     show_secrets: Annotated[
         bool, typer.Option("--show-secrets", help="Show secret-looking fields unmasked.")
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Pretty output: each document whole, pretty-printed under its line."
+        ),
+    ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
@@ -842,28 +848,54 @@ def watch(
             poll=poll,
         )
         out = env.output
-        follow(
-            env.store(),
-            options,
-            Hooks(
-                deliver=_watch_printer(env, show_secrets), notice=out.notice, warning=out.warning
-            ),
-        )
+        printer = _WatchPrinter(out, show_secrets=show_secrets, full=full)
+        try:
+            follow(
+                env.store(),
+                options,
+                Hooks(deliver=printer, notice=out.notice, warning=out.warning),
+            )
+        finally:
+            printer.close()
 
 
-def _watch_printer(env: Env, show_secrets: bool) -> Any:
-    from evstream.output import watch_line, watch_record
+class _WatchPrinter:
+    """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
 
-    out = env.output
-    if out.json:
-        return lambda c: out.emit(
-            watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+    def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
+        from evstream.output import WatchView
+
+        self.out = out
+        self.show_secrets = show_secrets
+        self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+
+    def __call__(self, change: Any) -> None:
+        out = self.out
+        if out.json:
+            from evstream.output import watch_record
+
+            out.emit(
+                watch_record(
+                    change.op,
+                    change.collection,
+                    change.key,
+                    change.doc,
+                    show_secrets=self.show_secrets,
+                )
+            )
+            return
+        update = getattr(change, "update", None)  # updateDescription, where the engine gives it
+        out.show(
+            self.view.render(
+                change.op, change.collection, change.key, change.doc, change.when, update=update
+            )
         )
-    return lambda c: out.show(
-        watch_line(
-            c.op, c.collection, c.key, c.doc, c.when, show_secrets=show_secrets, width=out.out.width
-        )
-    )
+
+    def close(self) -> None:
+        """Say how many documents of events were not events (the pretty view only)."""
+        summary = self.view.summary()
+        if summary and not self.out.json:
+            self.out.warning(summary)
 
 
 # --- rebuild-sessions ----------------------------------------------------------------------------

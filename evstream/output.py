@@ -302,6 +302,189 @@ def watch_record(
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
 
 
+TYPE_COLUMN_MIN = 15  # session.started: the first lines already line up with the next ones
+STREAM_COLUMN_MIN = 10
+TYPE_COLUMN_MAX = 24  # a longer type is shown whole, and only its own line is out of step
+STREAM_COLUMN_MAX = 28
+NOT_AN_EVENT = "not an event"
+
+
+class WatchView:
+    """Changes shown to a person, one after another (docs/watch-view.md).
+
+    It remembers what it has shown so that lines line up: the type and stream columns are as
+    wide as the widest seen so far (up to a cap), and once one event is not from today every
+    line carries its date. Documents of `events` that are not events (no stream, a string ts …)
+    are marked as such, never shown as if their fields were data, and counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        show_secrets: bool = False,
+        full: bool = False,
+        width: int | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.show_secrets = show_secrets
+        self.full = full
+        self.width = width
+        self.today = (now or datetime.now(timezone.utc)).astimezone().date()
+        self.dated = False
+        self.type_width = TYPE_COLUMN_MIN
+        self.stream_width = STREAM_COLUMN_MIN
+        self.not_events: dict[str, int] = {}
+        self.sample_ids: list[Any] = []
+
+    def render(
+        self,
+        op: str,
+        collection: str,
+        key: Mapping[str, Any],
+        doc: Mapping[str, Any] | None,
+        when: Any = None,
+        *,
+        update: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One change: a line cut to the width, and with `full` the document under it."""
+        from evstream.events import event_problem
+
+        body: Any = None
+        if collection == "events" and doc is not None:
+            problem = event_problem(doc)
+            if problem is None:
+                line = self._event_line(op, doc)
+                body = doc.get("data")
+            else:
+                line = self._not_event_line(op, key, doc, when, problem)
+                body = {k: v for k, v in doc.items() if k != "_id"}
+        else:
+            line, body = self._change_line(op, collection, key, doc, when, update)
+        if self.width:
+            line.truncate(self.width, overflow="ellipsis")
+        if not self.full or not body:
+            return line
+        from rich.json import JSON
+
+        pretty = JSON.from_data(masked(body, self.show_secrets), indent=2, default=_bson_default)
+        whole = Text(no_wrap=True)  # not cut: a long value runs on as the terminal wraps it
+        whole.append_text(line)
+        for row in pretty.text.split("\n"):
+            whole.append("\n  ")
+            whole.append_text(row)
+        return whole
+
+    def summary(self) -> str | None:
+        """What was not an event, for stderr at the end; None when everything was."""
+        total = sum(self.not_events.values())
+        if not total:
+            return None
+        kinds = ", ".join(f"{kind}: {n:,}" for kind, n in self.not_events.items())
+        ids = ", ".join(str(i) for i in self.sample_ids)
+        return (
+            f"{plural(total, 'document')} in events {'was' if total == 1 else 'were'} not "
+            f"{'an event' if total == 1 else 'events'} ({kinds}), shown marked "
+            f"[{NOT_AN_EVENT}: …]; first _id{'s' * (len(self.sample_ids) != 1)}: {ids}"
+        )
+
+    # --- the parts of a line ---
+
+    def _time(self, moment: Any) -> Text:
+        if isinstance(moment, datetime):
+            local = _as_utc(moment).astimezone()
+            if local.date() != self.today:
+                self.dated = True
+            clock = local.strftime("%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+            return Text(f"{local:%Y-%m-%d} {clock}" if self.dated else clock, style="dim")
+        return Text("----------- " * self.dated + "--:--:--.---", style="dim")
+
+    def _event_line(self, op: str, doc: Mapping[str, Any]) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append_text(self._time(doc.get("ts")))
+        if op != "insert":  # the log is appended to: an insert goes without saying
+            line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        kind, where = str(doc["type"]), f"{doc['stream']}@{doc['version']}"
+        self.type_width = max(self.type_width, min(len(kind), TYPE_COLUMN_MAX))
+        self.stream_width = max(self.stream_width, min(len(where), STREAM_COLUMN_MAX))
+        line.append(" ")
+        line.append(kind.ljust(self.type_width), style="bold")
+        line.append(" ")
+        line.append(str(doc["stream"]), style="bold blue")
+        line.append(f"@{doc['version']}", style="blue")
+        line.append(" " * (self.stream_width - len(where)))
+        data = doc.get("data")
+        if data and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(data, self.show_secrets), width=100))
+        line.rstrip()
+        return line
+
+    def _not_event_line(
+        self, op: str, key: Mapping[str, Any], doc: Mapping[str, Any], when: Any, problem: str
+    ) -> Text:
+        self.not_events[problem] = self.not_events.get(problem, 0) + 1
+        if len(self.sample_ids) < 3:
+            self.sample_ids.append(doc.get("_id", key.get("_id")))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        ts = doc.get("ts")
+        line.append_text(self._time(ts if isinstance(ts, datetime) else when))
+        if op != "insert":
+            line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        line.append(" ")
+        line.append(f"[{NOT_AN_EVENT}: {problem}]", style="bold yellow")
+        line.append(" _id ", style="dim")
+        line.append_text(_key_text({"_id": doc.get("_id", key.get("_id"))}))
+        body = {k: v for k, v in doc.items() if k != "_id"}
+        if body and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(body, self.show_secrets), width=100))
+        return line
+
+    def _change_line(
+        self,
+        op: str,
+        collection: str,
+        key: Mapping[str, Any],
+        doc: Mapping[str, Any] | None,
+        when: Any,
+        update: Mapping[str, Any] | None,
+    ) -> tuple[Text, Any]:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append_text(self._time(when))
+        line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        line.append(" ")
+        line.append(collection, style="bold")
+        line.append(" ")
+        line.append_text(_key_text(key))
+        changed = _update_parts(update) if op == "update" else None
+        body: Any = {k: v for k, v in (doc or {}).items() if k != "_id"}
+        if changed is not None:
+            body = changed  # what the update changed, not the whole document
+        if body and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(body, self.show_secrets), width=200))
+        return line, body
+
+
+def _update_parts(update: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An update's updateDescription as {"set": {...}, "unset": [...]}; None when not given."""
+    if not update:
+        return None
+    parts: dict[str, Any] = {}
+    if update.get("updatedFields"):
+        parts["set"] = dict(update["updatedFields"])
+    if update.get("removedFields"):
+        parts["unset"] = list(update["removedFields"])
+    if update.get("truncatedArrays"):
+        parts["truncated"] = list(update["truncatedArrays"])
+    return parts or None
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """'1 session', '2 sessions', '30,000 events'."""
+    return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"
+
+
 def watch_line(
     op: str,
     collection: str,
@@ -311,24 +494,12 @@ def watch_line(
     *,
     show_secrets: bool = False,
     width: int | None = None,
+    update: Mapping[str, Any] | None = None,
 ) -> Text:
-    """A change on one line, cut to `width`: an event as `event_line`, else time, op, key, doc."""
-    if collection == "events" and doc is not None:
-        line = event_line(doc, show_secrets=show_secrets, op=op)
-    else:
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(local_time(when), style="dim")
-        line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
-        line.append(" ")
-        line.append(collection, style="bold")
-        line.append(" ")
-        line.append_text(_key_text(key))
-        body = {k: v for k, v in (doc or {}).items() if k != "_id"}
-        if body:
-            line.append(" ")
-            line.append_text(compact_value(masked(body, show_secrets), width=200))
-    if width:
-        line.truncate(width, overflow="ellipsis")
+    """A change on one line, cut to `width`, as a fresh WatchView shows it."""
+    view = WatchView(show_secrets=show_secrets, width=width)
+    line = view.render(op, collection, key, doc, when, update=update)
+    assert isinstance(line, Text)
     return line
 
 
