@@ -6,6 +6,8 @@ completion stay fast and never touch the network.
 
 import contextlib
 import enum
+import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,10 +87,98 @@ def hoist_global_options(group: Any, args: list[str]) -> list[str]:
     return args[:command_at] + hoisted + kept
 
 
-class EvstreamGroup(TyperGroup):
+class Op(str, enum.Enum):
+    """watch --op's choices."""
+
+    insert = "insert"
+    update = "update"
+    replace = "replace"
+    delete = "delete"
+
+
+def _metavar(param: Any) -> str | None:
+    """A readable placeholder for an option's value (N, SECONDS, a|b|c, FROM …), not <str>."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    if desc.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    kind = desc.annotation
+    if desc.is_list and getattr(kind, "__args__", None):
+        kind = kind.__args__[0]
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "SECONDS"
+    if kind is str:
+        longest = max(param.opts, key=len).lstrip("-") if param.opts else param.name
+        return str(longest).upper().replace("-", "_")
+    return None
+
+
+class HelpGroup(TyperGroup):
+    """Help as a reader needs it: whole first sentences as command summaries, named values."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=400)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        name_values(self)
+        super().format_help(ctx, formatter)
+
+
+def name_values(command: Any) -> None:
+    """Give every option that takes a plain value a named placeholder, in every subcommand."""
+    for param in getattr(command, "params", []):
+        explicit = param.metavar and not str(param.metavar).startswith("<")
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and not param.is_flag and not explicit:
+            param.metavar = _metavar(param) or param.metavar
+        elif kind == "argument":
+            # An argument is shown by its name (TYPE, collection); its type adds only <str>.
+            param.display_type_rich = lambda ctx: None
+    for sub in getattr(command, "commands", {}).values():
+        name_values(sub)
+
+
+NOT_AFTER_A_COMMAND = frozenset({"--version", "--install-completion", "--show-completion"})
+
+
+def complete_globals_after_commands(group: Any) -> None:
+    """For shell completion only: every subcommand also takes the global options, so that
+    `evstream watch --ou<TAB>` and `evstream watch -o <TAB>` complete as they run (the CLI
+    moves global options given after a command before it; see hoist_global_options)."""
+    shared = [
+        param
+        for param in group.params
+        if param.param_type_name == "option"
+        and not set(param.opts) & NOT_AFTER_A_COMMAND
+        and "--help" not in param.opts
+    ]
+
+    def add(command: Any) -> None:
+        for sub in getattr(command, "commands", {}).values():
+            names = {opt for param in sub.params for opt in param.opts}
+            sub.params.extend(p for p in shared if not set(p.opts) & names)
+            add(sub)
+
+    add(group)
+
+
+class EvstreamGroup(HelpGroup):
     """The root command: global options anywhere; usage errors are one stderr line and exit 2."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        name_values(self)
+        if "_EVSTREAM_COMPLETE" in os.environ:
+            complete_globals_after_commands(self)
         given = kwargs.pop("args", None)
         if given is None and args:
             given, args = args[0], args[1:]
@@ -108,7 +198,11 @@ class EvstreamGroup(TyperGroup):
                 sys.stderr.write(exc.format_message() + "\n")
                 sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
-            sys.stderr.write(f"error: {exc.format_message()} (see '{command} --help')\n")
+            # Typer's wording adds "Value error, " and names the env var even for a value given
+            # on the command line.
+            message = exc.format_message().replace("Value error, ", "")
+            message = re.sub(r" \(env var: '[A-Z_]+'\)", "", message)
+            sys.stderr.write(f"error: {message} (see '{command} --help')\n")
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -284,9 +378,18 @@ def publish(
         typer.Option("--stream", "-s", help="Stream the event belongs to, e.g. alice."),
     ] = None,
     data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Payload: a JSON object.")
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE|-",
+            help="Payload: a JSON object, @FILE to read it from a file, - from stdin.",
+        ),
     ] = None,
-    meta: Annotated[str | None, typer.Option("--meta", help="Metadata: a JSON object.")] = None,
+    meta: Annotated[
+        str | None,
+        typer.Option("--meta", metavar="JSON|@FILE|-", help="Metadata: as --data."),
+    ] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="Event id (idempotency key); generated if absent.")
     ] = None,
@@ -309,6 +412,12 @@ def publish(
         bool,
         typer.Option("--skip-invalid", help="With --file: write the good lines, report the bad."),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="With --file: check every line, list the bad ones, write nothing."
+        ),
+    ] = False,
     keep_secrets: Annotated[
         bool, typer.Option("--keep-secrets", help="Store secret-looking fields as given.")
     ] = False,
@@ -323,16 +432,24 @@ def publish(
     \b
       evstream publish login --stream alice --data '{"username": "alice"}'
       evstream publish profile.updated -s alice -d '{"email": "a@example.org"}' --expected-version 2
-      evstream publish --file events.ndjson
+      evstream publish signup -s carol --data @payload.json
+      evstream publish --file events.ndjson --check
       cat events.ndjson | evstream publish --file -
     """
     with running(ctx) as env:
+        if check and file is None:
+            raise InvalidInput("--check applies to --file only")
+        if check and skip_invalid:
+            raise InvalidInput("--check writes nothing; --skip-invalid is for writing")
         if file is not None:
             if event_type or stream or data or meta or event_id or expected_version is not None:
                 raise InvalidInput(
                     "--file takes events from the file; TYPE, --stream, --data, --meta, --id and "
                     "--expected-version are for a single event"
                 )
+            if check:
+                _check_file(env, file)
+                return
             _publish_file(
                 env,
                 file,
@@ -368,9 +485,13 @@ def _publish_one(
         "stream": stream,
         "expected_version": expected_version,
     }
-    fields["data"] = parse_json_object(data, "--data", loads) if data is not None else {}
+    if data == "-" and meta == "-":
+        raise InvalidInput("--data and --meta cannot both read stdin")
+    fields["data"] = (
+        parse_json_object(_option_text(data, "--data"), "--data", loads) if data is not None else {}
+    )
     if meta is not None:
-        fields["meta"] = parse_json_object(meta, "--meta", loads)
+        fields["meta"] = parse_json_object(_option_text(meta, "--meta"), "--meta", loads)
     if event_id is not None:
         fields["id"] = event_id
     event = event_from_object(fields)
@@ -392,6 +513,77 @@ def _publish_one(
         out.show(event_line(result.doc))
 
 
+def _option_text(value: str, option: str) -> str:
+    """An option's JSON: as given, from @FILE, or from stdin for - (as curl and httpie read it)."""
+    if value == "-":
+        if sys.stdin.isatty():
+            raise InvalidInput(f"{option} - reads stdin, which is a terminal; pipe the JSON in")
+        return sys.stdin.read()
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{option} {value}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{option} {value}: a directory, not a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{option} {value}: cannot read it ({exc})") from None
+
+
+CHECK_LIST_LIMIT = 20
+
+
+def _check_file(env: Env, path: str) -> None:
+    """publish --file --check: every line checked, the bad ones listed, nothing written."""
+    from evstream.events import iter_lines
+    from evstream.publishing import InvalidEvent, parse_line
+
+    out = env.output
+    bad: list[str] = []
+    lines = events = 0
+    with _open_input(path) as (source, size):
+        store = env.store()  # what this server cannot store (NaN on nx-27017 …) is bad too
+        with out.progress("checking", total=size, unit="bytes" if size else "") as advance:
+            for number, raw in iter_lines(source):
+                lines += 1
+                advance(len(raw) if raw is not None and size else 1)
+                try:
+                    events += parse_line(raw, number, store.unstorable) is not None
+                except InvalidEvent as exc:
+                    bad.append(str(exc))
+    report = {"lines": lines, "events": events, "bad": len(bad), "written": 0}
+    if out.json:
+        for line in bad[:CHECK_LIST_LIMIT]:
+            out.emit({"bad": line})
+        out.emit({**report, "listed": min(len(bad), CHECK_LIST_LIMIT)})
+    else:
+        for line in bad[:CHECK_LIST_LIMIT]:
+            out.error(line)
+        if len(bad) > CHECK_LIST_LIMIT:
+            out.error(f"… and {plural_text(len(bad) - CHECK_LIST_LIMIT, 'more bad line')}")
+        from evstream.output import summary_text
+
+        out.show(
+            summary_text(
+                "Checked, nothing written",
+                {
+                    ("line", "lines"): lines,
+                    ("event", "events"): events,
+                    ("bad line", "bad lines"): len(bad),
+                },
+            )
+        )
+    if bad:
+        raise typer.Exit(ExitCode.USAGE)
+
+
+def plural_text(n: int, noun: str) -> str:
+    """'1 more bad line', '3 more bad lines'."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def _publish_file(
     env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
 ) -> None:
@@ -405,12 +597,17 @@ def _publish_file(
         ensure_indexes(store)
         seekable = path != "-" and source.seekable()
         if seekable and not skip_invalid:
-            with out.progress("checking", total=size, unit="bytes") as advance:
+            with out.progress("checking", total=size, unit="bytes", counts="lines") as advance:
                 validate_all(source, advance, store.unstorable)
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
+        lines_read = [0]
         with out.progress("publishing", total=total, unit=unit) as advance:
-            count_lines = advance if seekable else lambda n: advance(1)
+
+            def count_lines(n: int) -> None:
+                lines_read[0] += 1  # called once per line read, events and bad lines alike
+                advance(n if seekable else 1)
+
             report = publish_stream(
                 store,
                 source,
@@ -422,15 +619,16 @@ def _publish_file(
     if report.read == 0 and report.skipped == 0:
         out.warning("the input had no events")
     if out.json:
-        out.emit(report.as_dict())
+        out.emit({**report.as_dict(), "read": lines_read[0]})
     else:
         out.show(
             summary_text(
                 "Published",
                 {
-                    "published": report.published,
-                    "duplicates": report.duplicates,
+                    ("event", "events"): report.published,
+                    ("duplicate", "duplicates"): report.duplicates,
                     "skipped": report.skipped,
+                    ("line read", "lines read"): lines_read[0],
                     "events/s": round(report.rate),
                 },
             )
@@ -471,6 +669,15 @@ def seed(
     random_seed: Annotated[
         int, typer.Option("--random-seed", help="With --users: seed for reproducible data.")
     ] = 1,
+    span: Annotated[
+        str,
+        typer.Option(
+            "--span",
+            metavar="SPAN",
+            help="With --users: spread the events' times over this past window, busier by day "
+            "(1d, 12h, 90m, 30s; 0: all now).",
+        ),
+    ] = "1d",
     drop: Annotated[
         bool, typer.Option("--drop", help="Delete the log, sessions and checkpoints first.")
     ] = False,
@@ -484,16 +691,24 @@ def seed(
 
     \b
       evstream seed
-      evstream seed --users 3000 --events-per-user 10 --random-seed 7
+      evstream seed --users 3000 --events-per-user 10 --random-seed 7 --span 7d
     """
-    from evstream.seeding import sample_events, synthetic_events
+    from evstream.seeding import parse_span, sample_events, synthetic_events
 
+    try:
+        window = parse_span(span)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--span'") from None
     with running(ctx) as env:
         out = env.output
-        if drop:
-            _confirm_drop(env, yes)
+        if drop and not _confirm_drop(env, yes):
+            if out.json:
+                out.emit({"dropped": [], "published": 0, "duplicates": 0})
+            else:
+                out.show("Nothing was dropped and nothing seeded.")
+            return
         store = env.store()
-        from evstream.output import event_line, summary_text
+        from evstream.output import summary_text
         from evstream.publishing import Hooks, publish_events
         from evstream.storage import drop_owned, ensure_indexes
 
@@ -505,38 +720,44 @@ def seed(
             events = sample_events()
             total: int | None = len(events)
         else:
-            events = synthetic_events(users, events_per_user, random_seed)  # type: ignore[assignment]
+            events = synthetic_events(users, events_per_user, random_seed, span=window)  # type: ignore[assignment]
             total = users * events_per_user
-        with out.progress("seeding", total=total) as advance:
+        with out.progress("seeding", total=total, counts="events") as advance:
             report = publish_events(
                 store, events, hooks=Hooks(progress=advance, warning=out.warning)
             )
         if users is None and not out.json:
+            from evstream.output import WatchView
+
+            view = WatchView()  # in columns, as watch shows them; four lines, not cut
             ids = [e.id for e in sample_events()]
             for doc in store.events.find({"_id": {"$in": ids}}).sort(
                 [("stream", 1), ("version", 1)]
             ):
-                out.show(event_line(doc))
-        fields = {"published": report.published, "already stored": report.duplicates}
+                out.show(view.render("insert", "events", {"_id": doc["_id"]}, doc))
+        fields = {
+            ("event published", "events published"): report.published,
+            "already stored": report.duplicates,
+        }
         if out.json:
             out.emit({"published": report.published, "duplicates": report.duplicates})
         else:
             out.show(summary_text("Seeded", fields))
 
 
-def _confirm_drop(env: Env, yes: bool) -> None:
+def _confirm_drop(env: Env, yes: bool) -> bool:
+    """Whether --drop may go ahead: --yes, or the person at the terminal said yes."""
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise InvalidInput("--drop deletes the log, sessions and checkpoints; add --yes to confirm")
     question = f"Delete the events, sessions and checkpoints in database {env.settings.db!r}?"
-    if not typer.confirm(question, default=False, err=True):
-        raise typer.Exit(ExitCode.OK)
+    return bool(typer.confirm(question, default=False, err=True))
 
 
 # --- server --------------------------------------------------------------------------------------
 
-server_app = typer.Typer(cls=TyperGroup, no_args_is_help=True)
+server_app = typer.Typer(cls=HelpGroup, no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 
@@ -768,10 +989,8 @@ def watch(
         ),
     ] = None,
     op: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--op", metavar="<op>", help="Only insert, update, replace or delete (repeatable)."
-        ),
+        list[Op] | None,
+        typer.Option("--op", case_sensitive=False, help="Only these operations (repeatable)."),
     ] = None,
     start: Annotated[
         str | None,
@@ -838,7 +1057,7 @@ def watch(
             collection=collection,
             types=list(event_type or []),
             streams=list(stream or []),
-            ops=check_ops(op or []),
+            ops=check_ops([o.value for o in op or []]),
             start=parse_start(start),
             start_given=start is not None,
             checkpoint=checkpoint,
@@ -951,11 +1170,12 @@ def rebuild_sessions(
         store = env.store()
         if not dry_run:
             ensure_indexes(store)  # the (stream, version) order and the ts window use them
-        plan = plan_rebuild(store, incremental=incremental, margin=margin)
+        with out.status("planning the rebuild: the log's size and the last run"):
+            plan = plan_rebuild(store, incremental=incremental, margin=margin)
         if plan.reason:
             out.notice(f"rebuilding in full: {plan.reason}")
         label = "applying new events" if plan.mode == "incremental" else "rebuilding sessions"
-        with out.progress(label, total=plan.total or None) as advance:
+        with out.progress(label, total=plan.total or None, counts="events") as advance:
             report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
         if out.json:
             out.emit(report.as_dict())
@@ -1010,12 +1230,22 @@ def status(
 # --- bench ---------------------------------------------------------------------------------------
 
 
+class Workload(str, enum.Enum):
+    """bench's workloads: evstream.bench.RUNNERS, and all of them (kept here so that --help
+    and completion need not import the benchmarks, which load pymongo)."""
+
+    publish = "publish"
+    rebuild = "rebuild"
+    watch = "watch"
+    all = "all"
+
+
 @app.command()
 def bench(
     ctx: typer.Context,
     workload: Annotated[
-        str, typer.Argument(help="publish, rebuild, watch, or all.", show_default=True)
-    ] = "all",
+        Workload, typer.Argument(help="What to measure.", show_default=True, case_sensitive=False)
+    ] = Workload.all,
     events: Annotated[int, typer.Option("--events", min=100, help="Events per workload.")] = 30_000,
     streams: Annotated[
         int, typer.Option("--streams", "-m", min=1, help="Streams they spread over.")
@@ -1045,10 +1275,7 @@ def bench(
     with running(ctx) as env:
         from evstream.bench import RUNNERS, run
 
-        names = list(RUNNERS) if workload == "all" else [workload]
-        if any(name not in RUNNERS for name in names):
-            choices = ", ".join([*RUNNERS, "all"])
-            raise InvalidInput(f"unknown workload {workload!r}; choose {choices}")
+        names = list(RUNNERS) if workload is Workload.all else [workload.value]
         out = env.output
         with out.status("benchmarking") as say:
             # A spinner on a terminal; elsewhere (a CI log) each step on a line of its own.

@@ -129,46 +129,93 @@ class Output:
 
     @contextlib.contextmanager
     def progress(
-        self, description: str, total: float | None = None, unit: str = ""
+        self,
+        description: str,
+        total: float | None = None,
+        unit: str = "",
+        *,
+        counts: str = "events",
     ) -> Iterator[Callable[[float], None]]:
         """A progress bar on stderr when it is a terminal; yields advance(n). Silent otherwise.
 
-        With unit "bytes" the rate reads in MB/s; otherwise it counts items per second.
+        It counts `counts` (events) and shows their rate in `counts`/s. With unit "bytes", the
+        bar moves by the bytes of input read (a file's size is its total) and each call of
+        advance is one more of `counts` (one line, one event).
         """
         if not self.interactive:
             yield lambda n: None
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 
-        columns = [
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn() if total else MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ]
+        by_bytes = unit == "bytes"
         started = time.monotonic()
+        state = {"items": 0.0, "done": 0.0}
+
+        def figures() -> str:
+            return progress_figures(
+                state["items"],
+                state["done"],
+                total,
+                time.monotonic() - started,
+                counts=counts,
+                by_bytes=by_bytes,
+            )
+
+        class Figures(ProgressColumn):
+            """Count, rate, elapsed and remaining time, worked out afresh at every refresh."""
+
+            def render(self, task: Any) -> Text:
+                return Text(figures(), style="progress.data.speed")
+
+        columns: list[Any] = [TextColumn("[progress.description]{task.description}")]
+        if total:
+            columns += [
+                BarColumn(bar_width=24),
+                TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+            ]
+        columns.append(Figures())
         with Progress(*columns, console=self.err, transient=True) as bar:
-            task = bar.add_task(description, total=total, rate="")
-            done = [0.0]
+            task = bar.add_task(description, total=total)
 
             def advance(n: float) -> None:
-                done[0] += n
-                elapsed = max(time.monotonic() - started, 1e-6)
-                rate = done[0] / elapsed
-                text = f"{rate / 1e6:,.1f} MB/s" if unit == "bytes" else f"{rate:,.0f}/s"
-                bar.update(task, advance=n, rate=text)
+                state["items"] += 1 if by_bytes else n
+                state["done"] += n
+                bar.update(task, advance=n)
 
             yield advance
+
+
+def progress_figures(
+    items: float,
+    done: float,
+    total: float | None,
+    elapsed: float,
+    *,
+    counts: str = "events",
+    by_bytes: bool = False,
+) -> str:
+    """What a progress bar says beside the bar: '1,200/5,000 events · 400 events/s ·
+    elapsed 0:03 · remaining 0:10'. The remaining time comes from the average rate so far, so
+    it keeps moving between updates too."""
+    elapsed = max(elapsed, 1e-6)
+    count = f"{items:,.0f}/{total:,.0f}" if total and not by_bytes else f"{items:,.0f}"
+    parts = [
+        f"{count} {counts}",
+        f"{items / elapsed:,.0f} {counts}/s",
+        f"elapsed {_clock(elapsed)}",
+    ]
+    if total:
+        left = (total - done) * elapsed / done if done > 0 else None
+        parts.append(f"remaining {_clock(left) if left is not None else '…'}")
+    return " · ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as H:MM:SS (or M:SS under an hour)."""
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -260,11 +307,16 @@ OP_STYLES = {
 }
 
 
-def summary_text(title: str, fields: Mapping[str, Any]) -> Text:
-    """A one-line summary: 'Published: 3 published · 1 duplicate · 0 skipped · 812 events/s'."""
+def summary_text(title: str, fields: Mapping[Any, Any]) -> Text:
+    """A one-line summary: 'Published: 3 events · 1 duplicate · 0 skipped · 812 events/s'.
+
+    A field named by a (singular, plural) pair takes the form its count needs; a plain name
+    (a unit such as events/s) is shown as it is.
+    """
     text = Text()
     text.append(title, style="bold")
-    for i, (name, value) in enumerate(fields.items()):
+    for i, (label, value) in enumerate(fields.items()):
+        name = label if isinstance(label, str) else label[0 if value == 1 else 1]
         text.append(": " if i == 0 else " · ", style="dim")
         if isinstance(value, float):
             text.append(f"{value:,.2f}", style="cyan")
@@ -521,21 +573,21 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         return summary_text(
             f"Dry run ({mode}), nothing written",
             {
-                "streams": summary["streams"],
-                "events": summary["events"],
+                ("stream", "streams"): summary["streams"],
+                ("event", "events"): summary["events"],
                 "to create": summary["created"],
                 "to update": summary["updated"],
                 "to remove": summary["removed"],
                 "unchanged": summary["unchanged"],
             },
         )
-    fields: dict[str, Any] = (
-        {"events read": summary["events"], "new": summary["applied"]}
+    fields: dict[Any, Any] = (
+        {("event read", "events read"): summary["events"], "new": summary["applied"]}
         if mode == "incremental"
-        else {"events": summary["events"]}
+        else {("event", "events"): summary["events"]}
     )
-    fields["streams"] = summary["streams"]
-    fields["sessions written"] = summary["written"]
+    fields[("stream", "streams")] = summary["streams"]
+    fields[("session written", "sessions written")] = summary["written"]
     fields["removed"] = summary["removed"]
     if summary["superseded"]:
         fields["already newer"] = summary["superseded"]
