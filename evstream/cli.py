@@ -250,9 +250,14 @@ class Env:
             self._store = connect(self.settings, self.output.notice)
         return self._store
 
-    def close(self) -> None:
-        """Release the connection."""
-        if self._store is not None:
+    def close(self, *, interrupted: bool = False) -> None:
+        """Release the connection; after Ctrl-C, leave it to the process's exit.
+
+        Closing a client ends its server sessions first, which waits for a server for up to
+        the server-selection timeout (30 s) when none answers: Ctrl-C while a watch rides out
+        an outage would take that long. The operating system closes the sockets at exit.
+        """
+        if self._store is not None and not interrupted:
             self._store.close()
 
 
@@ -260,12 +265,14 @@ class Env:
 def running(ctx: typer.Context) -> Iterator[Env]:
     """Run a command body: evstream errors → one stderr line and their exit code."""
     env: Env = ctx.obj
+    interrupted = False
     try:
         from evstream.storage import translate_errors
 
         with translate_errors(env.settings.uri):
             yield env
     except Interrupted as exc:
+        interrupted = True
         env.output.notice(exc.line())
         raise typer.Exit(exc.exit_code) from None
     except EvstreamError as exc:
@@ -274,6 +281,7 @@ def running(ctx: typer.Context) -> Iterator[Env]:
         env.output.error(scrub(exc.line(), env.settings.uri))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
+        interrupted = True
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other Unix tools do.
@@ -289,7 +297,7 @@ def running(ctx: typer.Context) -> Iterator[Env]:
         env.output.error(f"unexpected {message} (run with --debug for the traceback)")
         raise typer.Exit(ExitCode.UNEXPECTED) from None
     finally:
-        env.close()
+        env.close(interrupted=interrupted)
 
 
 def _version(value: bool) -> None:
