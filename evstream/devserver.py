@@ -38,6 +38,8 @@ def details(home: Path) -> dict[str, Any]:
         "tcp_uri": record.tcp_uri if record else None,
         "socket": record.socket if record else None,
         "kept_port": dev.address().port,
+        "kept_tcp": dev.address().tcp,
+        "socket_path": str(dev.socket_path),
         "started_at": (
             datetime.fromtimestamp(record.started_at, tz=timezone.utc) if record else None
         ),

@@ -939,6 +939,12 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
         if info.get("stale_pid"):
             note = f"a stale record of pid {info['stale_pid']} is left; the next start replaces it"
             grid.add_row("", Text(note, style="dim"))
+        if info.get("socket_path"):
+            kept = Text(str(info["socket_path"]))
+            if info.get("kept_port"):
+                tcp = "on" if info.get("kept_tcp") else "off"
+                kept.append(f" · TCP port {info['kept_port']} ({tcp})", style="dim")
+            grid.add_row("Address", kept.append(" · kept for the next start", style="dim"))
     data = Text(str(info.get("data_dir")))
     if "data_bytes" in info:
         data.append(f" · {human_bytes(info.get('data_bytes') or 0)}", style="cyan")

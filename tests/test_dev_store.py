@@ -81,6 +81,9 @@ def test_the_tcp_port_is_the_homes_default_and_kept_across_restarts(home: Path) 
     assert first["port"] == default_port(home)
     assert first["tcp_uri"] == f"mongodb://127.0.0.1:{first['port']}/?directConnection=true"
     assert evstream("server", "stop").returncode == 0
+    stopped = evstream("server", "status", "-o", "pretty")
+    assert stopped.returncode == 3
+    assert f"{home / 'server.sock'} · TCP port {first['port']} (on) · kept" in stopped.stdout
     again = start()  # TCP stays on: it was asked for once
     assert again["port"] == first["port"] and again["pid"] != first["pid"]
     r = evstream("server", "restart", "-o", "json")
