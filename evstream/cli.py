@@ -5,6 +5,9 @@ completion stay fast and never touch the network.
 """
 
 import contextlib
+import enum
+import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ from typer.core import TyperGroup
 from evstream import __version__
 from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
 from evstream.interrupts import CTRL_C
-from evstream.settings import OUTPUT_MODES, Settings, resolve_db, resolve_uri, scrub
+from evstream.settings import Settings, resolve_db, scrub
 
 if TYPE_CHECKING:
     from evstream.output import Output
@@ -25,7 +28,15 @@ if TYPE_CHECKING:
 
 
 GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
-GLOBAL_FLAGS = frozenset({"--debug"})
+GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "--quiet", "-q"})
+
+
+class OutputMode(str, enum.Enum):
+    """--output's choices."""
+
+    auto = "auto"
+    pretty = "pretty"
+    json = "json"
 
 
 def hoist_global_options(group: Any, args: list[str]) -> list[str]:
@@ -76,10 +87,98 @@ def hoist_global_options(group: Any, args: list[str]) -> list[str]:
     return args[:command_at] + hoisted + kept
 
 
-class EvstreamGroup(TyperGroup):
+class Op(str, enum.Enum):
+    """watch --op's choices."""
+
+    insert = "insert"
+    update = "update"
+    replace = "replace"
+    delete = "delete"
+
+
+def _metavar(param: Any) -> str | None:
+    """A readable placeholder for an option's value (N, SECONDS, a|b|c, FROM …), not <str>."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    if desc.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    kind = desc.annotation
+    if desc.is_list and getattr(kind, "__args__", None):
+        kind = kind.__args__[0]
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "SECONDS"
+    if kind is str:
+        longest = max(param.opts, key=len).lstrip("-") if param.opts else param.name
+        return str(longest).upper().replace("-", "_")
+    return None
+
+
+class HelpGroup(TyperGroup):
+    """Help as a reader needs it: whole first sentences as command summaries, named values."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=400)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # noqa: D102
+        name_values(self)
+        super().format_help(ctx, formatter)
+
+
+def name_values(command: Any) -> None:
+    """Give every option that takes a plain value a named placeholder, in every subcommand."""
+    for param in getattr(command, "params", []):
+        explicit = param.metavar and not str(param.metavar).startswith("<")
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and not param.is_flag and not explicit:
+            param.metavar = _metavar(param) or param.metavar
+        elif kind == "argument":
+            # An argument is shown by its name (TYPE, collection); its type adds only <str>.
+            param.display_type_rich = lambda ctx: None
+    for sub in getattr(command, "commands", {}).values():
+        name_values(sub)
+
+
+NOT_AFTER_A_COMMAND = frozenset({"--version", "--install-completion", "--show-completion"})
+
+
+def complete_globals_after_commands(group: Any) -> None:
+    """For shell completion only: every subcommand also takes the global options, so that
+    `evstream watch --ou<TAB>` and `evstream watch -o <TAB>` complete as they run (the CLI
+    moves global options given after a command before it; see hoist_global_options)."""
+    shared = [
+        param
+        for param in group.params
+        if param.param_type_name == "option"
+        and not set(param.opts) & NOT_AFTER_A_COMMAND
+        and "--help" not in param.opts
+    ]
+
+    def add(command: Any) -> None:
+        for sub in getattr(command, "commands", {}).values():
+            names = {opt for param in sub.params for opt in param.opts}
+            sub.params.extend(p for p in shared if not set(p.opts) & names)
+            add(sub)
+
+    add(group)
+
+
+class EvstreamGroup(HelpGroup):
     """The root command: global options anywhere; usage errors are one stderr line and exit 2."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        name_values(self)
+        if "_EVSTREAM_COMPLETE" in os.environ:
+            complete_globals_after_commands(self)
         given = kwargs.pop("args", None)
         if given is None and args:
             given, args = args[0], args[1:]
@@ -99,7 +198,11 @@ class EvstreamGroup(TyperGroup):
                 sys.stderr.write(exc.format_message() + "\n")
                 sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
-            sys.stderr.write(f"error: {exc.format_message()} (see '{command} --help')\n")
+            # Typer's wording adds "Value error, " and names the env var even for a value given
+            # on the command line.
+            message = exc.format_message().replace("Value error, ", "")
+            message = re.sub(r" \(env var: '[A-Z_]+'\)", "", message)
+            sys.stderr.write(f"error: {message} (see '{command} --help')\n")
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -139,7 +242,7 @@ class Env:
         if self._output is None:
             from evstream.output import Output
 
-            self._output = Output(self.settings.output)
+            self._output = Output(self.settings.output, quiet=self.settings.quiet)
         return self._output
 
     def store(self) -> "Store":
@@ -150,9 +253,14 @@ class Env:
             self._store = connect(self.settings, self.output.notice)
         return self._store
 
-    def close(self) -> None:
-        """Release the connection."""
-        if self._store is not None:
+    def close(self, *, interrupted: bool = False) -> None:
+        """Release the connection; after Ctrl-C, leave it to the process's exit.
+
+        Closing a client ends its server sessions first, which waits for a server for up to
+        the server-selection timeout (30 s) when none answers: Ctrl-C while a watch rides out
+        an outage would take that long. The operating system closes the sockets at exit.
+        """
+        if self._store is not None and not interrupted:
             self._store.close()
 
 
@@ -160,12 +268,14 @@ class Env:
 def running(ctx: typer.Context) -> Iterator[Env]:
     """Run a command body: evstream errors → one stderr line and their exit code."""
     env: Env = ctx.obj
+    interrupted = False
     try:
         from evstream.storage import translate_errors
 
         with translate_errors(env.settings.uri):
             yield env
     except Interrupted as exc:
+        interrupted = True
         env.output.notice(exc.line())
         raise typer.Exit(exc.exit_code) from None
     except EvstreamError as exc:
@@ -174,6 +284,7 @@ def running(ctx: typer.Context) -> Iterator[Env]:
         env.output.error(scrub(exc.line(), env.settings.uri))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
+        interrupted = True
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other Unix tools do, unless the
@@ -193,7 +304,7 @@ def running(ctx: typer.Context) -> Iterator[Env]:
         env.output.error(f"unexpected {message} (run with --debug for the traceback)")
         raise typer.Exit(ExitCode.UNEXPECTED) from None
     finally:
-        env.close()
+        env.close(interrupted=interrupted)
 
 
 def _version(value: bool) -> None:
@@ -209,7 +320,9 @@ def main_options(
         str | None,
         typer.Option(
             "--uri",
-            help="MongoDB connection string [env: EVSTREAM_URI, then MONGODB_URI]. "
+            envvar=["EVSTREAM_URI", "MONGODB_URI"],
+            metavar="URI",
+            help="MongoDB connection string (the first of these variables that is set). "
             "Without one, the embedded dev store is used.",
             show_default=False,
         ),
@@ -219,12 +332,13 @@ def main_options(
         typer.Option(
             "--db",
             envvar="EVSTREAM_DB",
+            metavar="NAME",
             help="Database name [default: the URI's database, else evstream].",
             show_default=False,
         ),
     ] = None,
     output: Annotated[
-        str,
+        OutputMode,
         typer.Option(
             "--output",
             "-o",
@@ -232,8 +346,16 @@ def main_options(
             help="auto: pretty on a terminal, JSON lines when piped.",
             case_sensitive=False,
         ),
-    ] = "auto",
+    ] = OutputMode.auto,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Say which store is used on every command."),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No notices on stderr; warnings and errors still."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -242,13 +364,18 @@ def main_options(
     ] = False,
 ) -> None:
     """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
-    output = output.lower()
-    if output not in OUTPUT_MODES:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(OUTPUT_MODES)}", param_hint="'--output'"
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet contradict each other")
+    ctx.obj = Env(
+        Settings(
+            uri=uri or None,
+            db=resolve_db(db, uri or None),
+            output=OutputMode(output).value,
+            debug=debug,
+            verbose=verbose,
+            quiet=quiet,
         )
-    resolved = resolve_uri(uri)
-    ctx.obj = Env(Settings(uri=resolved, db=resolve_db(db, resolved), output=output, debug=debug))
+    )
 
 
 # --- publish -------------------------------------------------------------------------------------
@@ -266,9 +393,18 @@ def publish(
         typer.Option("--stream", "-s", help="Stream the event belongs to, e.g. alice."),
     ] = None,
     data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Payload: a JSON object.")
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            metavar="JSON|@FILE|-",
+            help="Payload: a JSON object, @FILE to read it from a file, - from stdin.",
+        ),
     ] = None,
-    meta: Annotated[str | None, typer.Option("--meta", help="Metadata: a JSON object.")] = None,
+    meta: Annotated[
+        str | None,
+        typer.Option("--meta", metavar="JSON|@FILE|-", help="Metadata: as --data."),
+    ] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="Event id (idempotency key); generated if absent.")
     ] = None,
@@ -291,6 +427,12 @@ def publish(
         bool,
         typer.Option("--skip-invalid", help="With --file: write the good lines, report the bad."),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="With --file: check every line, list the bad ones, write nothing."
+        ),
+    ] = False,
     keep_secrets: Annotated[
         bool, typer.Option("--keep-secrets", help="Store secret-looking fields as given.")
     ] = False,
@@ -305,16 +447,24 @@ def publish(
     \b
       evstream publish login --stream alice --data '{"username": "alice"}'
       evstream publish profile.updated -s alice -d '{"email": "a@example.org"}' --expected-version 2
-      evstream publish --file events.ndjson
+      evstream publish signup -s carol --data @payload.json
+      evstream publish --file events.ndjson --check
       cat events.ndjson | evstream publish --file -
     """
     with running(ctx) as env:
+        if check and file is None:
+            raise InvalidInput("--check applies to --file only")
+        if check and skip_invalid:
+            raise InvalidInput("--check writes nothing; --skip-invalid is for writing")
         if file is not None:
             if event_type or stream or data or meta or event_id or expected_version is not None:
                 raise InvalidInput(
                     "--file takes events from the file; TYPE, --stream, --data, --meta, --id and "
                     "--expected-version are for a single event"
                 )
+            if check:
+                _check_file(env, file)
+                return
             _publish_file(
                 env,
                 file,
@@ -350,9 +500,13 @@ def _publish_one(
         "stream": stream,
         "expected_version": expected_version,
     }
-    fields["data"] = parse_json_object(data, "--data", loads) if data is not None else {}
+    if data == "-" and meta == "-":
+        raise InvalidInput("--data and --meta cannot both read stdin")
+    fields["data"] = (
+        parse_json_object(_option_text(data, "--data"), "--data", loads) if data is not None else {}
+    )
     if meta is not None:
-        fields["meta"] = parse_json_object(meta, "--meta", loads)
+        fields["meta"] = parse_json_object(_option_text(meta, "--meta"), "--meta", loads)
     if event_id is not None:
         fields["id"] = event_id
     event = event_from_object(fields)
@@ -374,6 +528,77 @@ def _publish_one(
         out.show(event_line(result.doc))
 
 
+def _option_text(value: str, option: str) -> str:
+    """An option's JSON: as given, from @FILE, or from stdin for - (as curl and httpie read it)."""
+    if value == "-":
+        if sys.stdin.isatty():
+            raise InvalidInput(f"{option} - reads stdin, which is a terminal; pipe the JSON in")
+        return sys.stdin.read()
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{option} {value}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{option} {value}: a directory, not a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{option} {value}: cannot read it ({exc})") from None
+
+
+CHECK_LIST_LIMIT = 20
+
+
+def _check_file(env: Env, path: str) -> None:
+    """publish --file --check: every line checked, the bad ones listed, nothing written."""
+    from evstream.events import iter_lines
+    from evstream.publishing import InvalidEvent, parse_line
+
+    out = env.output
+    bad: list[str] = []
+    lines = events = 0
+    with _open_input(path) as (source, size):
+        store = env.store()  # what this server cannot store (NaN on nx-27017 …) is bad too
+        with out.progress("checking", total=size, unit="bytes" if size else "") as advance:
+            for number, raw in iter_lines(source):
+                lines += 1
+                advance(len(raw) if raw is not None and size else 1)
+                try:
+                    events += parse_line(raw, number, store.unstorable) is not None
+                except InvalidEvent as exc:
+                    bad.append(str(exc))
+    report = {"lines": lines, "events": events, "bad": len(bad), "written": 0}
+    if out.json:
+        for line in bad[:CHECK_LIST_LIMIT]:
+            out.emit({"bad": line})
+        out.emit({**report, "listed": min(len(bad), CHECK_LIST_LIMIT)})
+    else:
+        for line in bad[:CHECK_LIST_LIMIT]:
+            out.error(line)
+        if len(bad) > CHECK_LIST_LIMIT:
+            out.error(f"… and {plural_text(len(bad) - CHECK_LIST_LIMIT, 'more bad line')}")
+        from evstream.output import summary_text
+
+        out.show(
+            summary_text(
+                "Checked, nothing written",
+                {
+                    ("line", "lines"): lines,
+                    ("event", "events"): events,
+                    ("bad line", "bad lines"): len(bad),
+                },
+            )
+        )
+    if bad:
+        raise typer.Exit(ExitCode.USAGE)
+
+
+def plural_text(n: int, noun: str) -> str:
+    """'1 more bad line', '3 more bad lines'."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def _publish_file(
     env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
 ) -> None:
@@ -387,18 +612,32 @@ def _publish_file(
         ensure_indexes(store)
         seekable = path != "-" and source.seekable()
         parsed = None
+        checked = [0]
         if seekable and not skip_invalid:
-            with out.progress("checking", total=size, unit="bytes") as advance:
-                parsed = validate_all(source, advance, store.unstorable, keep_secrets=keep_secrets)
+            with out.progress("checking", total=size, unit="bytes", counts="lines") as advance:
+
+                def check_line(n: int) -> None:
+                    checked[0] += 1  # once per line, blank and bad ones included
+                    advance(n)
+
+                parsed = validate_all(
+                    source, check_line, store.unstorable, keep_secrets=keep_secrets
+                )
             source.seek(0)
         total, unit = (size, "bytes") if seekable else (None, "")
+        lines_read = [0]
         with out.progress("publishing", total=total, unit=unit) as advance:
-            count_lines = advance if seekable else lambda n: advance(1)
+
+            def count_lines(n: int) -> None:
+                lines_read[0] += 1  # called once per line read, events and bad lines alike
+                advance(n if seekable else 1)
+
             hooks = Hooks(progress=count_lines, warning=out.warning)
             if parsed is not None:  # checked and kept: nothing to parse again
                 report = publish_events(
                     store, parsed, keep_secrets=keep_secrets, batch_size=batch_size, hooks=hooks
                 )
+                lines_read[0] = checked[0]
             else:
                 report = publish_stream(
                     store,
@@ -411,15 +650,16 @@ def _publish_file(
     if report.read == 0 and report.skipped == 0:
         out.warning("the input had no events")
     if out.json:
-        out.emit(report.as_dict())
+        out.emit({**report.as_dict(), "read": lines_read[0]})
     else:
         out.show(
             summary_text(
                 "Published",
                 {
-                    "published": report.published,
-                    "duplicates": report.duplicates,
+                    ("event", "events"): report.published,
+                    ("duplicate", "duplicates"): report.duplicates,
                     "skipped": report.skipped,
+                    ("line read", "lines read"): lines_read[0],
                     "events/s": round(report.rate),
                 },
             )
@@ -460,6 +700,15 @@ def seed(
     random_seed: Annotated[
         int, typer.Option("--random-seed", help="With --users: seed for reproducible data.")
     ] = 1,
+    span: Annotated[
+        str,
+        typer.Option(
+            "--span",
+            metavar="SPAN",
+            help="With --users: spread the events' times over this past window, busier by day "
+            "(1d, 12h, 90m, 30s; 0: all now).",
+        ),
+    ] = "1d",
     drop: Annotated[
         bool, typer.Option("--drop", help="Delete the log, sessions and checkpoints first.")
     ] = False,
@@ -473,16 +722,24 @@ def seed(
 
     \b
       evstream seed
-      evstream seed --users 3000 --events-per-user 10 --random-seed 7
+      evstream seed --users 3000 --events-per-user 10 --random-seed 7 --span 7d
     """
-    from evstream.seeding import sample_events, synthetic_events
+    from evstream.seeding import parse_span, sample_events, synthetic_events
 
+    try:
+        window = parse_span(span)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--span'") from None
     with running(ctx) as env:
         out = env.output
-        if drop:
-            _confirm_drop(env, yes)
+        if drop and not _confirm_drop(env, yes):
+            if out.json:
+                out.emit({"dropped": [], "published": 0, "duplicates": 0})
+            else:
+                out.show("Nothing was dropped and nothing seeded.")
+            return
         store = env.store()
-        from evstream.output import event_line, summary_text
+        from evstream.output import summary_text
         from evstream.publishing import Hooks, publish_events
         from evstream.storage import drop_owned, ensure_indexes, events_by_id
 
@@ -494,35 +751,41 @@ def seed(
             events = sample_events()
             total: int | None = len(events)
         else:
-            events = synthetic_events(users, events_per_user, random_seed)  # type: ignore[assignment]
+            events = synthetic_events(users, events_per_user, random_seed, span=window)  # type: ignore[assignment]
             total = users * events_per_user
-        with out.progress("seeding", total=total) as advance:
+        with out.progress("seeding", total=total, counts="events") as advance:
             report = publish_events(
                 store, events, hooks=Hooks(progress=advance, warning=out.warning)
             )
         if users is None and not out.json:
+            from evstream.output import WatchView
+
+            view = WatchView()  # in columns, as watch shows them; four lines, not cut
             for doc in events_by_id(store, [e.id for e in sample_events()]):
-                out.show(event_line(doc))
-        fields = {"published": report.published, "already stored": report.duplicates}
+                out.show(view.render("insert", "events", {"_id": doc["_id"]}, doc))
+        fields = {
+            ("event published", "events published"): report.published,
+            "already stored": report.duplicates,
+        }
         if out.json:
             out.emit({"published": report.published, "duplicates": report.duplicates})
         else:
             out.show(summary_text("Seeded", fields))
 
 
-def _confirm_drop(env: Env, yes: bool) -> None:
+def _confirm_drop(env: Env, yes: bool) -> bool:
+    """Whether --drop may go ahead: --yes, or the person at the terminal said yes."""
     if yes:
-        return
+        return True
     if not sys.stdin.isatty():
         raise InvalidInput("--drop deletes the log, sessions and checkpoints; add --yes to confirm")
     question = f"Delete the events, sessions and checkpoints in database {env.settings.db!r}?"
-    if not typer.confirm(question, default=False, err=True):
-        raise typer.Exit(ExitCode.OK)
+    return bool(typer.confirm(question, default=False, err=True))
 
 
 # --- server --------------------------------------------------------------------------------------
 
-server_app = typer.Typer(cls=TyperGroup, no_args_is_help=True)
+server_app = typer.Typer(cls=HelpGroup, no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 
@@ -532,53 +795,112 @@ def server_options() -> None:
 
     It starts by itself when a command needs it and keeps running for the next ones.
 
-    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream).
+    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream), readable by you
+    alone; it listens on a Unix socket there, and on loopback TCP with start --tcp.
 
     Examples:
 
     \b
       evstream server status
+      evstream server restart --tcp
       evstream server logs --follow
     """
 
 
+TcpOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--tcp/--no-tcp",
+        help="Also listen on loopback TCP, for clients that need a port (kept across "
+        "restarts) [default: as it was last started].",
+        show_default=False,
+    ),
+]
+
+
+def _server_info(record: Any, started: bool) -> dict[str, Any]:
+    return {
+        "running": True,
+        "started": started,
+        "uri": record.uri,
+        "tcp_uri": record.tcp_uri,
+        "socket": record.socket,
+        "pid": record.pid,
+        "port": record.port,
+        "data_dir": record.data_dir,
+        "log_file": record.log_file,
+    }
+
+
+def _show_server(env: Env, info: dict[str, Any]) -> None:
+    if env.output.json:
+        env.output.emit(info)
+    else:
+        from evstream.output import server_view
+
+        env.output.show(server_view(info))
+
+
 @server_app.command("start")
-def server_start(ctx: typer.Context) -> None:
+def server_start(ctx: typer.Context, tcp: TcpOption = None) -> None:
     """Start the embedded dev store, or say where it already runs.
 
-    Example:
+    It listens on a Unix socket in its data directory, which only you can open; --tcp adds a
+    loopback port (the same one on every start) for clients that need one.
+
+    Examples:
 
     \b
       evstream server start
+      evstream server start --tcp
     """
     with running(ctx) as env:
         from evstream.embedded import DevStore
 
         dev = DevStore(env.settings.data_home)
         saved = dev.read_record()
-        record, started = dev.start()
+        current = dev.running()
+        if current is not None and tcp is not None and bool(current.port) != tcp:
+            which = "with" if current.port else "without"
+            raise InvalidInput(
+                f"the embedded dev store already runs {which} TCP",
+                hint=f"evstream server restart --{'' if tcp else 'no-'}tcp",
+            )
+        record, started = dev.start(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
         if saved is not None and started:
             env.output.notice(f"replaced a stale record of pid {saved.pid}, which had stopped")
-        info = {
-            "running": True,
-            "started": started,
-            "uri": record.uri,
-            "pid": record.pid,
-            "port": record.port,
-            "data_dir": record.data_dir,
-            "log_file": record.log_file,
-        }
-        if env.output.json:
-            env.output.emit(info)
-        else:
-            from evstream.output import server_view
+        _show_server(env, _server_info(record, started))
 
-            env.output.show(server_view(info))
+
+@server_app.command("restart")
+def server_restart(ctx: typer.Context, tcp: TcpOption = None) -> None:
+    """Stop the embedded dev store and start it again at the same address.
+
+    Running watchers reconnect by themselves: the socket and the port stay the same.
+
+    Examples:
+
+    \b
+      evstream server restart
+      evstream server restart --tcp
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        old, record = dev.restart(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
+        if old is not None:
+            env.output.notice(f"stopped the embedded dev store (pid {old.pid})")
+        _show_server(env, _server_info(record, True))
 
 
 @server_app.command("stop")
 def server_stop(ctx: typer.Context) -> None:
-    """Stop the embedded dev store; its data stays for the next start.
+    """Stop the embedded dev store; its data and its address stay for the next start.
 
     Example:
 
@@ -634,7 +956,7 @@ def server_logs(
         int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to show.")
     ] = 20,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep showing lines as they are written.")
+        bool, typer.Option("--follow", help="Keep showing lines as they are written.")
     ] = False,
 ) -> None:
     """Show the embedded dev store's log: its last lines, or follow it as it grows.
@@ -695,10 +1017,8 @@ def watch(
         ),
     ] = None,
     op: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--op", metavar="<op>", help="Only insert, update, replace or delete (repeatable)."
-        ),
+        list[Op] | None,
+        typer.Option("--op", case_sensitive=False, help="Only these operations (repeatable)."),
     ] = None,
     start: Annotated[
         str | None,
@@ -806,6 +1126,12 @@ def watch(
         ),
     ] = None,
     retry_backoff: Annotated[float, typer.Option("--retry-backoff", hidden=True)] = 0.5,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Pretty output: each document whole, pretty-printed under its line."
+        ),
+    ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
@@ -834,7 +1160,7 @@ def watch(
             collection=collection,
             types=list(event_type or []),
             streams=list(stream or []),
-            ops=check_ops(op or []),
+            ops=check_ops([o.value for o in op or []]),
             start=parse_start(start),
             start_given=start is not None,
             checkpoint=checkpoint,
@@ -875,7 +1201,11 @@ def watch(
             check_parts(checkpoint, part, checkpoint_names(store))
         if exec_command is not None:
             executor = _executor(env, store, exec_options)
-        follow(store, options, _watch_hooks(env, show_secrets, executor, part))
+        printer = _WatchPrinter(env.output, show_secrets=show_secrets, full=full)
+        try:
+            follow(store, options, _watch_hooks(env, printer, show_secrets, executor, part))
+        finally:
+            printer.close()
 
 
 def _executor(env: Env, store: "Store", options: Any) -> Any:
@@ -891,7 +1221,7 @@ def _executor(env: Env, store: "Store", options: Any) -> Any:
     return Executor(options, stderr=sys.stderr, notice=env.output.notice, dead_letter=set_aside)
 
 
-def _watch_hooks(env: Env, show_secrets: bool, executor: Any, part: Any) -> Any:
+def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part: Any) -> Any:
     """Where watch's changes go: printed, or handed to --exec; only one part's with
     --partition."""
     from evstream.events import partition_of
@@ -900,7 +1230,7 @@ def _watch_hooks(env: Env, show_secrets: bool, executor: Any, part: Any) -> Any:
 
     out = env.output
     if executor is None:
-        show = _watch_printer(env, show_secrets)
+        show = printer
         pending = lambda: False  # noqa: E731
     else:
 
@@ -939,19 +1269,43 @@ def _watch_hooks(env: Env, show_secrets: bool, executor: Any, part: Any) -> Any:
     )
 
 
-def _watch_printer(env: Env, show_secrets: bool) -> Any:
-    from evstream.output import watch_line, watch_record
+class _WatchPrinter:
+    """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
 
-    out = env.output
-    if out.json:
-        return lambda c: out.emit(
-            watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+    def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
+        from evstream.output import WatchView
+
+        self.out = out
+        self.show_secrets = show_secrets
+        self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+
+    def __call__(self, change: Any) -> None:
+        out = self.out
+        if out.json:
+            from evstream.output import watch_record
+
+            out.emit(
+                watch_record(
+                    change.op,
+                    change.collection,
+                    change.key,
+                    change.doc,
+                    show_secrets=self.show_secrets,
+                )
+            )
+            return
+        update = getattr(change, "update", None)  # updateDescription, where the engine gives it
+        out.show(
+            self.view.render(
+                change.op, change.collection, change.key, change.doc, change.when, update=update
+            )
         )
-    return lambda c: out.show(
-        watch_line(
-            c.op, c.collection, c.key, c.doc, c.when, show_secrets=show_secrets, width=out.out.width
-        )
-    )
+
+    def close(self) -> None:
+        """Say how many documents of events were not events (the pretty view only)."""
+        summary = self.view.summary()
+        if summary and not self.out.json:
+            self.out.warning(summary)
 
 
 # --- rebuild, rebuild-sessions ------------------------------------------------------------------
@@ -967,7 +1321,7 @@ IncrementalOption = Annotated[
 ]
 DryRunOption = Annotated[
     bool,
-    typer.Option("--dry-run", "-n", help="Say what would change (created, updated, removed)."),
+    typer.Option("--dry-run", help="Say what would change (created, updated, removed)."),
 ]
 MarginOption = Annotated[
     float,
@@ -993,7 +1347,6 @@ FollowOption = Annotated[
     bool,
     typer.Option(
         "--follow",
-        "-f",
         help="Catch up, then keep the projection current from the change stream until "
         "Ctrl-C (the checkpoint is the one --incremental continues from).",
     ),
@@ -1141,18 +1494,19 @@ def _rebuild(
     store = env.store()
     if not dry_run:
         ensure_indexes(store)  # the (stream, version) order and the ts window use them
-    plan = plan_rebuild(
-        store,
-        projection,
-        incremental=incremental,
-        margin=margin,
-        part=part,
-        with_total=out.interactive,  # only a progress bar needs it
-    )
+    with out.status("planning the rebuild: the log's size and the last run"):
+        plan = plan_rebuild(
+            store,
+            projection,
+            incremental=incremental,
+            margin=margin,
+            part=part,
+            with_total=out.interactive,  # only a progress bar needs it
+        )
     if plan.reason:
         out.notice(f"rebuilding in full: {plan.reason}")
     label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"
-    with out.progress(label, total=plan.total or None) as advance:
+    with out.progress(label, total=plan.total or None, counts="events") as advance:
         report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
     skipped = report.skipped.line("documents")
     if skipped:
@@ -1248,15 +1602,23 @@ def check(ctx: typer.Context) -> None:
 # --- bench ---------------------------------------------------------------------------------------
 
 
+class Workload(str, enum.Enum):
+    """bench's workloads: evstream.bench.RUNNERS, and all of them (kept here so that --help
+    and completion need not import the benchmarks, which load pymongo)."""
+
+    publish = "publish"
+    rebuild = "rebuild"
+    watch = "watch"
+    all = "all"
+
+
 @app.command()
 def bench(
     ctx: typer.Context,
     workload: Annotated[
-        str, typer.Argument(help="publish, rebuild, watch, or all.", show_default=True)
-    ] = "all",
-    events: Annotated[
-        int, typer.Option("--events", "-n", min=100, help="Events per workload.")
-    ] = 30_000,
+        Workload, typer.Argument(help="What to measure.", show_default=True, case_sensitive=False)
+    ] = Workload.all,
+    events: Annotated[int, typer.Option("--events", min=100, help="Events per workload.")] = 30_000,
     streams: Annotated[
         int, typer.Option("--streams", "-m", min=1, help="Streams they spread over.")
     ] = 3_000,
@@ -1293,10 +1655,7 @@ def bench(
     with running(ctx) as env:
         from evstream.bench import RUNNERS, run
 
-        names = list(RUNNERS) if workload == "all" else [workload]
-        if any(name not in RUNNERS for name in names):
-            choices = ", ".join([*RUNNERS, "all"])
-            raise InvalidInput(f"unknown workload {workload!r}; choose {choices}")
+        names = list(RUNNERS) if workload is Workload.all else [workload.value]
         out = env.output
         with out.status("benchmarking") as say:
             # A spinner on a terminal; elsewhere (a CI log) each step on a line of its own.

@@ -35,6 +35,11 @@ def details(home: Path) -> dict[str, Any]:
         "pid": record.pid if record else None,
         "port": record.port if record else None,
         "uri": record.uri if record else None,
+        "tcp_uri": record.tcp_uri if record else None,
+        "socket": record.socket if record else None,
+        "kept_port": dev.address().port,
+        "kept_tcp": dev.address().tcp,
+        "socket_path": str(dev.socket_path),
         "started_at": (
             datetime.fromtimestamp(record.started_at, tz=timezone.utc) if record else None
         ),

@@ -1,29 +1,46 @@
 """The embedded dev store: an nx-27017 server that evstream starts on demand and reuses.
 
-One server per data home. Its whereabouts live in `server.json` beside the data; a lock file
-serialises starts so that two evstream processes starting it at once end up sharing one server.
+One server per data home (docs/dev-store.md). It listens on a Unix domain socket inside that
+home, which only its owner can open, and on loopback TCP only when asked (`server start --tcp`).
+Its address is kept across restarts: the socket's path never changes, and the TCP port is the
+recorded one (`address.json`), else a fixed default derived from the home's path, else a free
+one. Where a running server is lives in `server.json`; a lock file serialises starts so that two
+evstream processes starting it at once end up sharing one server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from evstream.errors import EvstreamError, ServerUnreachable
 
 RECORD_FILE = "server.json"
+ADDRESS_FILE = "address.json"
 LOCK_FILE = "server.lock"
+SOCKET_FILE = "server.sock"
 START_TIMEOUT = 20.0
+# Default TCP ports come from this range, above Linux's ephemeral ports (32768-60999), so that a
+# client's outgoing connection never holds the port the store wants.
+PORT_RANGE = (61000, 65000)
+# sockaddr_un holds 108 bytes with the terminating NUL (104 on macOS).
+MAX_SOCKET_PATH = 103
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -31,20 +48,57 @@ class ServerRecord:
     """Where a running embedded server is: written when it starts, read by later invocations."""
 
     pid: int
-    port: int
+    port: int | None
     data_dir: str
     log_file: str
     started_at: float
+    socket: str | None = None
 
     @property
     def uri(self) -> str:
-        """The connection string for this server."""
+        """The connection string evstream uses: the socket's where there is one, else TCP's."""
+        if self.socket:
+            return socket_uri(self.socket)
+        assert self.port is not None
         return uri_for(self.port)
+
+    @property
+    def tcp_uri(self) -> str | None:
+        """The loopback TCP connection string, for clients that need a port; None without TCP."""
+        return uri_for(self.port) if self.port else None
+
+    @property
+    def where(self) -> str:
+        """The address for a person: the socket's path, or 127.0.0.1:PORT."""
+        parts = [self.socket] if self.socket else []
+        if self.port:
+            parts.append(f"127.0.0.1:{self.port}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Address:
+    """What the store keeps across restarts (`address.json`): its TCP port and whether TCP is on."""
+
+    port: int
+    tcp: bool = False
+
+
+@dataclass
+class StartNotes:
+    """What a start has to say once (a taken port, a socket path too long)."""
+
+    lines: list[str] = field(default_factory=list)
 
 
 def uri_for(port: int, host: str = "127.0.0.1") -> str:
     """A pymongo URI for an nx-27017 server on this machine."""
     return f"mongodb://{host}:{port}/?directConnection=true"
+
+
+def socket_uri(path: str) -> str:
+    """A pymongo URI for a server on a Unix domain socket (the path percent-encoded)."""
+    return f"mongodb://{quote(path, safe='')}/?directConnection=true"
 
 
 def free_port() -> int:
@@ -54,32 +108,96 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(data_dir: Path, port: int, pid_file: Path, log_file: Path) -> list[str]:
+def default_port(home: Path) -> int:
+    """The fixed default TCP port of a data home: its path hashed into PORT_RANGE."""
+    digest = hashlib.sha256(str(home.expanduser().absolute()).encode()).digest()
+    low, high = PORT_RANGE
+    return low + int.from_bytes(digest[:4], "big") % (high - low)
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:port now (as asyncio does, with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def sockets_supported(path: Path) -> bool:
+    """Whether a Unix domain socket can live at this path (the platform has them; it is short)."""
+    return hasattr(socket, "AF_UNIX") and len(os.fsencode(str(path))) <= MAX_SOCKET_PATH
+
+
+def private_dir(path: Path) -> Path:
+    """Create a directory (and its parents) and make it the owner's alone, whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace a file's content atomically with a file only its owner can read."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), FILE_MODE)
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def open_private(path: Path, mode: str = "ab") -> Any:
+    """Open a file for appending, creating it owner-only (and making an old one owner-only)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return os.fdopen(fd, mode)
+
+
+def make_private(home: Path) -> None:
+    """Make a data home and everything in it the owner's alone (homes made before this rule)."""
+    private_dir(home)
+    for root, dirs, files in os.walk(home):
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(root) / name, DIR_MODE)
+        for name in files:
+            path = Path(root) / name
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(path.lstat().st_mode):
+                    os.chmod(path, FILE_MODE)
+
+
+def server_command(
+    data_dir: Path,
+    port: int | None,
+    pid_file: Path,
+    log_file: Path,
+    unix_socket: Path | None = None,
+) -> list[str]:
     """The command line that runs an nx-27017 server in the foreground, quietly logged."""
-    return [
-        sys.executable,
-        "-m",
-        "evstream.embedded",
-        "--data-dir",
-        str(data_dir),
-        "-p",
-        str(port),
-        "--pid-file",
-        str(pid_file),
-        "--log-file",
-        str(log_file),
-    ]
+    command = [sys.executable, "-m", "evstream.embedded", "--data-dir", str(data_dir)]
+    if port:
+        command += ["-p", str(port)]
+    if unix_socket is not None:
+        command += ["--unix-socket", str(unix_socket)]
+    return [*command, "--pid-file", str(pid_file), "--log-file", str(log_file)]
 
 
 def spawn_server(
-    data_dir: Path, port: int, pid_file: Path, log_file: Path
+    data_dir: Path,
+    port: int | None,
+    pid_file: Path,
+    log_file: Path,
+    unix_socket: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start an nx-27017 process detached from this one (it outlives the evstream command)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
+    with open_private(log_file) as log:
         return subprocess.Popen(
-            server_command(data_dir, port, pid_file, log_file),
+            server_command(data_dir, port, pid_file, log_file, unix_socket),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,8 +215,26 @@ def port_answers(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def socket_answers(path: str | Path, timeout: float = 0.5) -> bool:
+    """Whether something accepts connections on a Unix domain socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            return True
+    except OSError:
+        return False
+
+
+def answers(record: ServerRecord, timeout: float = 0.5) -> bool:
+    """Whether the server of a record accepts connections where evstream connects to it."""
+    if record.socket:
+        return socket_answers(record.socket, timeout)
+    return record.port is not None and port_answers(record.port, timeout)
+
+
 def wait_until_answering(
-    proc: subprocess.Popen[bytes], port: int, log_file: Path, timeout: float
+    proc: subprocess.Popen[bytes], record: ServerRecord, log_file: Path, timeout: float
 ) -> None:
     """Block until the new server accepts connections; fail with its log's last line if it dies."""
     deadline = time.monotonic() + timeout
@@ -109,7 +245,7 @@ def wait_until_answering(
                 f"{last_log_line(log_file)}",
                 hint=f"see {log_file}",
             )
-        if port_answers(port, 0.2):
+        if answers(record, 0.2) and (not record.port or port_answers(record.port, 0.2)):
             return
         time.sleep(0.05)
     proc.kill()
@@ -133,10 +269,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
+    stat_file = Path(f"/proc/{pid}/stat")
+    if stat_file.exists():
         with contextlib.suppress(OSError, IndexError):
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            return stat_file.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -147,8 +283,11 @@ class DevStore:
         self.home = home
         self.data_dir = home / "data"
         self.record_path = home / RECORD_FILE
+        self.address_path = home / ADDRESS_FILE
         self.log_file = home / "server.log"
         self.pid_file = home / "server.pid"
+        self.socket_path = home / SOCKET_FILE
+        self.notes = StartNotes()
 
     def read_record(self) -> ServerRecord | None:
         """The saved record, or None when there is none or it is unreadable."""
@@ -158,17 +297,30 @@ class DevStore:
         except (OSError, ValueError, TypeError):
             return None
 
+    def address(self) -> Address:
+        """The address kept for this home: the recorded one, else the home's default port."""
+        try:
+            raw = json.loads(self.address_path.read_text())
+            return Address(port=int(raw["port"]), tcp=bool(raw.get("tcp", False)))
+        except (OSError, ValueError, TypeError, KeyError):
+            return Address(port=default_port(self.home))
+
     def running(self) -> ServerRecord | None:
         """The record of a live, answering server, or None (a stale record is ignored)."""
         record = self.read_record()
-        if record and pid_alive(record.pid) and port_answers(record.port):
+        if record and pid_alive(record.pid) and answers(record):
             return record
         return None
 
+    def current_uri(self) -> str | None:
+        """The URI of the running server, re-read from its record; None when none runs."""
+        record = self.running()
+        return record.uri if record else None
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / LOCK_FILE, "a+") as handle:
+        private_dir(self.home)
+        with open_private(self.home / LOCK_FILE, "a+b") as handle:
             try:
                 import fcntl
             except ImportError:  # pragma: no cover - Windows: best effort without a lock
@@ -180,8 +332,11 @@ class DevStore:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def ensure_running(self) -> tuple[ServerRecord, bool]:
-        """A running server for this home, starting one if needed; (record, started_now)."""
+    def ensure_running(self, *, tcp: bool | None = None) -> tuple[ServerRecord, bool]:
+        """A running server for this home, starting one if needed; (record, started_now).
+
+        `tcp` None keeps what the home recorded (a store once started with --tcp keeps TCP).
+        """
         record = self.running()
         if record:
             return record, False
@@ -189,29 +344,47 @@ class DevStore:
             record = self.running()
             if record:
                 return record, False
-            return self._start(), True
+            return self._start(tcp), True
 
-    def _start(self) -> ServerRecord:
+    def _start(self, tcp: bool | None) -> ServerRecord:
         self._reap_stale()
+        make_private(self.home)
+        kept = self.address()
+        want_tcp = kept.tcp if tcp is None else tcp
+        sock: Path | None = self.socket_path
+        if not sockets_supported(self.socket_path):
+            self.notes.lines.append(
+                f"the path {self.socket_path} is too long for a Unix socket; the embedded dev "
+                "store listens on loopback TCP instead"
+            )
+            sock, want_tcp = None, True
         last_error: EvstreamError | None = None
-        for _ in range(3):  # the free port can be taken between probing and binding
-            port = free_port()
-            proc = spawn_server(self.data_dir, port, self.pid_file, self.log_file)
-            try:
-                wait_until_answering(proc, port, self.log_file, START_TIMEOUT)
-            except EvstreamError as exc:
-                last_error = exc
-                continue
+        port = kept.port
+        for attempt in range(3):  # a port can be taken between probing and binding
+            if want_tcp and (attempt or not port_free(port)):
+                taken, port = port, free_port()
+                if not attempt:
+                    self.notes.lines.append(
+                        f"port {taken} is taken; the embedded dev store listens on {port} "
+                        "instead and keeps that port from now on"
+                    )
             record = ServerRecord(
-                pid=proc.pid,
-                port=port,
+                pid=0,
+                port=port if want_tcp else None,
                 data_dir=str(self.data_dir),
                 log_file=str(self.log_file),
                 started_at=time.time(),
+                socket=str(sock) if sock else None,
             )
-            tmp = self.record_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(record)))
-            os.replace(tmp, self.record_path)
+            proc = spawn_server(self.data_dir, record.port, self.pid_file, self.log_file, sock)
+            try:
+                wait_until_answering(proc, record, self.log_file, START_TIMEOUT)
+            except EvstreamError as exc:
+                last_error = exc
+                continue
+            record = ServerRecord(**{**asdict(record), "pid": proc.pid})
+            write_private(self.record_path, json.dumps(asdict(record)))
+            write_private(self.address_path, json.dumps({"port": port, "tcp": want_tcp}))
             return record
         assert last_error is not None
         raise last_error
@@ -221,14 +394,16 @@ class DevStore:
         record = self.read_record()
         if record and pid_alive(record.pid):
             terminate(record.pid)
-        with contextlib.suppress(FileNotFoundError):
-            self.record_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_file.unlink()
+        for path in (self.record_path, self.pid_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
+                self.socket_path.unlink()
 
-    def start(self) -> tuple[ServerRecord, bool]:
+    def start(self, *, tcp: bool | None = None) -> tuple[ServerRecord, bool]:
         """Start the server unless it runs; (record, started_now)."""
-        return self.ensure_running()
+        return self.ensure_running(tcp=tcp)
 
     def stop(self) -> ServerRecord | None:
         """Stop the server; returns the record of what was stopped, None if nothing ran."""
@@ -240,11 +415,29 @@ class DevStore:
             self._reap_stale()
             return record if alive else None
 
+    def restart(self, *, tcp: bool | None = None) -> tuple[ServerRecord | None, ServerRecord]:
+        """Stop the server (if it runs) and start it again at the same address."""
+        with self._locked():
+            old = self.read_record()
+            alive = old is not None and pid_alive(old.pid)
+            if tcp is None and alive and old is not None:
+                tcp = bool(old.port)
+            return (old if alive else None), self._start(tcp)
+
     def data_size(self) -> int:
         """Bytes used by the data directory."""
         if not self.data_dir.exists():
             return 0
         return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
+
+
+def current_uri(home: Path) -> str | None:
+    """The URI of the embedded dev store of `home` as its record says now, None if none runs.
+
+    For a watcher that lost the store: the address is kept across restarts, so this is the URI
+    it already has unless the kept port was taken at the restart.
+    """
+    return DevStore(home).current_uri()
 
 
 def terminate(pid: int, timeout: float = 10.0) -> None:
@@ -263,14 +456,79 @@ def terminate(pid: int, timeout: float = 10.0) -> None:
 
 
 def serve(argv: list[str]) -> int:
-    """Run nx-27017 in this process with quiet logging (it logs every command at INFO)."""
-    logging.basicConfig(level=logging.WARNING, handlers=[logging.NullHandler()])
-    logging.getLogger("nx_27017").setLevel(logging.WARNING)
-    logging.getLogger("neosqlite").setLevel(logging.ERROR)
-    from nx_27017.nx_27017 import main as nx_main
+    """Run an nx-27017 server in this process: on a Unix socket and/or loopback TCP, quietly
+    logged (nx-27017 logs every command at INFO), and stopped by SIGTERM without a traceback.
 
-    sys.argv = ["nx-27017", *argv]
-    return int(nx_main() or 0)
+    nx-27017's own entry point binds TCP only and exits from its SIGTERM handler in the middle
+    of the event loop, which logs a traceback per connected client; evstream runs nx-27017's
+    connection handler in its own loop instead.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evstream.embedded")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("-p", "--port", type=int, default=None)
+    parser.add_argument("--unix-socket", default=None)
+    parser.add_argument("--pid-file", required=True)
+    parser.add_argument("--log-file", required=True)
+    args = parser.parse_args(argv)
+    if args.port is None and args.unix_socket is None:
+        parser.error("give -p PORT, --unix-socket PATH or both")
+    os.umask(0o077)  # the databases, WAL files and the socket: the owner's alone
+    log = logging.FileHandler(args.log_file)
+    log.setLevel(logging.WARNING)
+    log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[log])
+    logging.getLogger("neosqlite").setLevel(logging.ERROR)
+    from nx_27017.handler import NeoSQLiteHandler
+
+    handler = NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    pid_file = Path(args.pid_file)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        import asyncio
+
+        asyncio.run(_serve(handler, args.port, args.unix_socket))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+    return 0
+
+
+async def _serve(handler: Any, port: int | None, unix_socket: str | None) -> None:
+    """Serve clients until SIGTERM or SIGINT, then close every connection quietly."""
+    import asyncio
+
+    from nx_27017.server import handle_client
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await handle_client(reader, writer, handler)
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    servers = []
+    if unix_socket is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(unix_socket)  # a socket left by a killed server refuses the bind
+        servers.append(await asyncio.start_unix_server(client, path=unix_socket))
+        os.chmod(unix_socket, FILE_MODE)
+    if port is not None:
+        servers.append(await asyncio.start_server(client, "127.0.0.1", port))
+    try:
+        await stopping.wait()
+    finally:
+        for server in servers:
+            server.close()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if unix_socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(unix_socket)
 
 
 if __name__ == "__main__":

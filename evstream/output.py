@@ -69,7 +69,9 @@ class Output:
         *,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        quiet: bool = False,
     ) -> None:
+        self.quiet = quiet
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.out = Console(file=self.stdout, soft_wrap=True)
@@ -104,8 +106,9 @@ class Output:
     # --- everything else on stderr ---
 
     def notice(self, message: str) -> None:
-        """An informational line on stderr."""
-        self.err.print(Text(message, style="dim"))
+        """An informational line on stderr (none with --quiet)."""
+        if not self.quiet:
+            self.err.print(Text(message, style="dim"))
 
     def warning(self, message: str) -> None:
         """A warning line on stderr."""
@@ -126,46 +129,93 @@ class Output:
 
     @contextlib.contextmanager
     def progress(
-        self, description: str, total: float | None = None, unit: str = ""
+        self,
+        description: str,
+        total: float | None = None,
+        unit: str = "",
+        *,
+        counts: str = "events",
     ) -> Iterator[Callable[[float], None]]:
         """A progress bar on stderr when it is a terminal; yields advance(n). Silent otherwise.
 
-        With unit "bytes" the rate reads in MB/s; otherwise it counts items per second.
+        It counts `counts` (events) and shows their rate in `counts`/s. With unit "bytes", the
+        bar moves by the bytes of input read (a file's size is its total) and each call of
+        advance is one more of `counts` (one line, one event).
         """
         if not self.interactive:
             yield lambda n: None
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 
-        columns = [
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn() if total else MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ]
+        by_bytes = unit == "bytes"
         started = time.monotonic()
+        state = {"items": 0.0, "done": 0.0}
+
+        def figures() -> str:
+            return progress_figures(
+                state["items"],
+                state["done"],
+                total,
+                time.monotonic() - started,
+                counts=counts,
+                by_bytes=by_bytes,
+            )
+
+        class Figures(ProgressColumn):
+            """Count, rate, elapsed and remaining time, worked out afresh at every refresh."""
+
+            def render(self, task: Any) -> Text:
+                return Text(figures(), style="progress.data.speed")
+
+        columns: list[Any] = [TextColumn("[progress.description]{task.description}")]
+        if total:
+            columns += [
+                BarColumn(bar_width=24),
+                TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+            ]
+        columns.append(Figures())
         with Progress(*columns, console=self.err, transient=True) as bar:
-            task = bar.add_task(description, total=total, rate="")
-            done = [0.0]
+            task = bar.add_task(description, total=total)
 
             def advance(n: float) -> None:
-                done[0] += n
-                elapsed = max(time.monotonic() - started, 1e-6)
-                rate = done[0] / elapsed
-                text = f"{rate / 1e6:,.1f} MB/s" if unit == "bytes" else f"{rate:,.0f}/s"
-                bar.update(task, advance=n, rate=text)
+                state["items"] += 1 if by_bytes else n
+                state["done"] += n
+                bar.update(task, advance=n)
 
             yield advance
+
+
+def progress_figures(
+    items: float,
+    done: float,
+    total: float | None,
+    elapsed: float,
+    *,
+    counts: str = "events",
+    by_bytes: bool = False,
+) -> str:
+    """What a progress bar says beside the bar: '1,200/5,000 events · 400 events/s ·
+    elapsed 0:03 · remaining 0:10'. The remaining time comes from the average rate so far, so
+    it keeps moving between updates too."""
+    elapsed = max(elapsed, 1e-6)
+    count = f"{items:,.0f}/{total:,.0f}" if total and not by_bytes else f"{items:,.0f}"
+    parts = [
+        f"{count} {counts}",
+        f"{items / elapsed:,.0f} {counts}/s",
+        f"elapsed {_clock(elapsed)}",
+    ]
+    if total:
+        left = (total - done) * elapsed / done if done > 0 else None
+        parts.append(f"remaining {_clock(left) if left is not None else '…'}")
+    return " · ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as H:MM:SS (or M:SS under an hour)."""
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -254,11 +304,16 @@ OP_STYLES = {
 }
 
 
-def summary_text(title: str, fields: Mapping[str, Any]) -> Text:
-    """A one-line summary: 'Published: 3 published · 1 duplicate · 0 skipped · 812 events/s'."""
+def summary_text(title: str, fields: Mapping[Any, Any]) -> Text:
+    """A one-line summary: 'Published: 3 events · 1 duplicate · 0 skipped · 812 events/s'.
+
+    A field named by a (singular, plural) pair takes the form its count needs; a plain name
+    (a unit such as events/s) is shown as it is.
+    """
     text = Text()
     text.append(title, style="bold")
-    for i, (name, value) in enumerate(fields.items()):
+    for i, (label, value) in enumerate(fields.items()):
+        name = label if isinstance(label, str) else label[0 if value == 1 else 1]
         text.append(": " if i == 0 else " · ", style="dim")
         if isinstance(value, float):
             text.append(f"{value:,.2f}", style="cyan")
@@ -296,6 +351,189 @@ def watch_record(
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
 
 
+TYPE_COLUMN_MIN = 15  # session.started: the first lines already line up with the next ones
+STREAM_COLUMN_MIN = 10
+TYPE_COLUMN_MAX = 24  # a longer type is shown whole, and only its own line is out of step
+STREAM_COLUMN_MAX = 28
+NOT_AN_EVENT = "not an event"
+
+
+class WatchView:
+    """Changes shown to a person, one after another (docs/watch-view.md).
+
+    It remembers what it has shown so that lines line up: the type and stream columns are as
+    wide as the widest seen so far (up to a cap), and once one event is not from today every
+    line carries its date. Documents of `events` that are not events (no stream, a string ts …)
+    are marked as such, never shown as if their fields were data, and counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        show_secrets: bool = False,
+        full: bool = False,
+        width: int | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.show_secrets = show_secrets
+        self.full = full
+        self.width = width
+        self.today = (now or datetime.now(timezone.utc)).astimezone().date()
+        self.dated = False
+        self.type_width = TYPE_COLUMN_MIN
+        self.stream_width = STREAM_COLUMN_MIN
+        self.not_events: dict[str, int] = {}
+        self.sample_ids: list[Any] = []
+
+    def render(
+        self,
+        op: str,
+        collection: str,
+        key: Mapping[str, Any],
+        doc: Mapping[str, Any] | None,
+        when: Any = None,
+        *,
+        update: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One change: a line cut to the width, and with `full` the document under it."""
+        from evstream.events import event_problem
+
+        body: Any = None
+        if collection == "events" and doc is not None:
+            problem = event_problem(doc)
+            if problem is None:
+                line = self._event_line(op, doc)
+                body = doc.get("data")
+            else:
+                line = self._not_event_line(op, key, doc, when, problem)
+                body = {k: v for k, v in doc.items() if k != "_id"}
+        else:
+            line, body = self._change_line(op, collection, key, doc, when, update)
+        if self.width:
+            line.truncate(self.width, overflow="ellipsis")
+        if not self.full or not body:
+            return line
+        from rich.json import JSON
+
+        pretty = JSON.from_data(masked(body, self.show_secrets), indent=2, default=_bson_default)
+        whole = Text(no_wrap=True)  # not cut: a long value runs on as the terminal wraps it
+        whole.append_text(line)
+        for row in pretty.text.split("\n"):
+            whole.append("\n  ")
+            whole.append_text(row)
+        return whole
+
+    def summary(self) -> str | None:
+        """What was not an event, for stderr at the end; None when everything was."""
+        total = sum(self.not_events.values())
+        if not total:
+            return None
+        kinds = ", ".join(f"{kind}: {n:,}" for kind, n in self.not_events.items())
+        ids = ", ".join(str(i) for i in self.sample_ids)
+        return (
+            f"{plural(total, 'document')} in events {'was' if total == 1 else 'were'} not "
+            f"{'an event' if total == 1 else 'events'} ({kinds}), shown marked "
+            f"[{NOT_AN_EVENT}: …]; first _id{'s' * (len(self.sample_ids) != 1)}: {ids}"
+        )
+
+    # --- the parts of a line ---
+
+    def _time(self, moment: Any) -> Text:
+        if isinstance(moment, datetime):
+            local = _as_utc(moment).astimezone()
+            if local.date() != self.today:
+                self.dated = True
+            clock = local.strftime("%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+            return Text(f"{local:%Y-%m-%d} {clock}" if self.dated else clock, style="dim")
+        return Text("----------- " * self.dated + "--:--:--.---", style="dim")
+
+    def _event_line(self, op: str, doc: Mapping[str, Any]) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append_text(self._time(doc.get("ts")))
+        if op != "insert":  # the log is appended to: an insert goes without saying
+            line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        kind, where = str(doc["type"]), f"{doc['stream']}@{doc['version']}"
+        self.type_width = max(self.type_width, min(len(kind), TYPE_COLUMN_MAX))
+        self.stream_width = max(self.stream_width, min(len(where), STREAM_COLUMN_MAX))
+        line.append(" ")
+        line.append(kind.ljust(self.type_width), style="bold")
+        line.append(" ")
+        line.append(str(doc["stream"]), style="bold blue")
+        line.append(f"@{doc['version']}", style="blue")
+        line.append(" " * (self.stream_width - len(where)))
+        data = doc.get("data")
+        if data and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(data, self.show_secrets), width=100))
+        line.rstrip()
+        return line
+
+    def _not_event_line(
+        self, op: str, key: Mapping[str, Any], doc: Mapping[str, Any], when: Any, problem: str
+    ) -> Text:
+        self.not_events[problem] = self.not_events.get(problem, 0) + 1
+        if len(self.sample_ids) < 3:
+            self.sample_ids.append(doc.get("_id", key.get("_id")))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        ts = doc.get("ts")
+        line.append_text(self._time(ts if isinstance(ts, datetime) else when))
+        if op != "insert":
+            line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        line.append(" ")
+        line.append(f"[{NOT_AN_EVENT}: {problem}]", style="bold yellow")
+        line.append(" _id ", style="dim")
+        line.append_text(_key_text({"_id": doc.get("_id", key.get("_id"))}))
+        body = {k: v for k, v in doc.items() if k != "_id"}
+        if body and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(body, self.show_secrets), width=100))
+        return line
+
+    def _change_line(
+        self,
+        op: str,
+        collection: str,
+        key: Mapping[str, Any],
+        doc: Mapping[str, Any] | None,
+        when: Any,
+        update: Mapping[str, Any] | None,
+    ) -> tuple[Text, Any]:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append_text(self._time(when))
+        line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
+        line.append(" ")
+        line.append(collection, style="bold")
+        line.append(" ")
+        line.append_text(_key_text(key))
+        changed = _update_parts(update) if op == "update" else None
+        body: Any = {k: v for k, v in (doc or {}).items() if k != "_id"}
+        if changed is not None:
+            body = changed  # what the update changed, not the whole document
+        if body and not self.full:
+            line.append(" ")
+            line.append_text(compact_value(masked(body, self.show_secrets), width=200))
+        return line, body
+
+
+def _update_parts(update: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An update's updateDescription as {"set": {...}, "unset": [...]}; None when not given."""
+    if not update:
+        return None
+    parts: dict[str, Any] = {}
+    if update.get("updatedFields"):
+        parts["set"] = dict(update["updatedFields"])
+    if update.get("removedFields"):
+        parts["unset"] = list(update["removedFields"])
+    if update.get("truncatedArrays"):
+        parts["truncated"] = list(update["truncatedArrays"])
+    return parts or None
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """'1 session', '2 sessions', '30,000 events'."""
+    return f"{n:,} {noun if n == 1 else plural_form or noun + 's'}"
+
+
 def watch_line(
     op: str,
     collection: str,
@@ -305,24 +543,12 @@ def watch_line(
     *,
     show_secrets: bool = False,
     width: int | None = None,
+    update: Mapping[str, Any] | None = None,
 ) -> Text:
-    """A change on one line, cut to `width`: an event as `event_line`, else time, op, key, doc."""
-    if collection == "events" and doc is not None:
-        line = event_line(doc, show_secrets=show_secrets, op=op)
-    else:
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(local_time(when), style="dim")
-        line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
-        line.append(" ")
-        line.append(collection, style="bold")
-        line.append(" ")
-        line.append_text(_key_text(key))
-        body = {k: v for k, v in (doc or {}).items() if k != "_id"}
-        if body:
-            line.append(" ")
-            line.append_text(compact_value(masked(body, show_secrets), width=200))
-    if width:
-        line.truncate(width, overflow="ellipsis")
+    """A change on one line, cut to `width`, as a fresh WatchView shows it."""
+    view = WatchView(show_secrets=show_secrets, width=width)
+    line = view.render(op, collection, key, doc, when, update=update)
+    assert isinstance(line, Text)
     return line
 
 
@@ -347,9 +573,9 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         name = f"{name} part {parts[0]} of {parts[-1]}"
     skipped = (summary.get("skipped") or {}).get("total", 0)
     if summary["dry_run"]:
-        fields: dict[str, Any] = {
-            "streams": summary["streams"],
-            "events": summary["events"],
+        fields: dict[Any, Any] = {
+            ("stream", "streams"): summary["streams"],
+            ("event", "events"): summary["events"],
             "to create": summary["created"],
             "to update": summary["updated"],
             "to remove": summary["removed"],
@@ -359,12 +585,13 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
             fields["skipped"] = skipped
         return summary_text(f"Dry run of {name} ({mode}), nothing written", fields)
     fields = (
-        {"events read": summary["events"], "new": summary["applied"]}
+        {("event read", "events read"): summary["events"], "new": summary["applied"]}
         if mode == "incremental"
-        else {"events": summary["events"]}
+        else {("event", "events"): summary["events"]}
     )
-    fields["streams"] = summary["streams"]
-    fields[f"{what} written"] = summary["written"]
+    fields[("stream", "streams")] = summary["streams"]
+    one = what[:-1] if what.endswith("s") else what
+    fields[(f"{one} written", f"{what} written")] = summary["written"]
     fields["removed"] = summary["removed"]
     if summary["superseded"]:
         fields["already newer"] = summary["superseded"]
@@ -766,6 +993,8 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
             state.append(f" · up {human_duration(up)}")
         grid.add_row("Status", state)
         grid.add_row("URI", Text(str(info.get("uri")), style="blue"))
+        if info.get("socket"):
+            grid.add_row("TCP", _tcp_text(info))
     else:
         state.append("not running", style="bold yellow")
         state.append(" · starts by itself when a command needs it", style="dim")
@@ -773,6 +1002,12 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
         if info.get("stale_pid"):
             note = f"a stale record of pid {info['stale_pid']} is left; the next start replaces it"
             grid.add_row("", Text(note, style="dim"))
+        if info.get("socket_path"):
+            kept = Text(str(info["socket_path"]))
+            if info.get("kept_port"):
+                tcp = "on" if info.get("kept_tcp") else "off"
+                kept.append(f" · TCP port {info['kept_port']} ({tcp})", style="dim")
+            grid.add_row("Address", kept.append(" · kept for the next start", style="dim"))
     data = Text(str(info.get("data_dir")))
     if "data_bytes" in info:
         data.append(f" · {human_bytes(info.get('data_bytes') or 0)}", style="cyan")
@@ -787,6 +1022,14 @@ def server_view(info: Mapping[str, Any], *, now: datetime | None = None) -> Any:
         log.append(f" · {human_bytes(info.get('log_bytes') or 0)}", style="cyan")
     grid.add_row("Log", log)
     return grid.text()
+
+
+def _tcp_text(info: Mapping[str, Any]) -> Text:
+    if info.get("tcp_uri"):
+        return Text(str(info["tcp_uri"]), style="blue")
+    text = Text("off", style="dim")
+    hint = " · `evstream server restart --tcp` for clients that need a port"
+    return text.append(hint, style="dim")
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 from evstream.events import EventInput
 
@@ -72,12 +76,75 @@ def sample_events() -> list[EventInput]:
     return events
 
 
-def synthetic_events(users: int, events_per_user: int, random_seed: int) -> Iterator[EventInput]:
+DEFAULT_SPAN = timedelta(days=1)
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_SPAN_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Relative activity by local hour of the day: quiet at night, busy mornings and afternoons.
+HOURLY_SHAPE = (
+    1, 1, 1, 1, 1, 2, 4, 7, 10, 12, 12, 11, 9, 10, 12, 12, 11, 9, 7, 6, 5, 4, 3, 2,
+)  # fmt: skip
+
+
+def parse_span(text: str) -> timedelta:
+    """'1d', '12h', '90m', '30s', '2w' or plain seconds → a timedelta; ValueError otherwise."""
+    match = _SPAN.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a span such as 1d, 12h, 90m or 30s")
+    seconds = float(match.group(1)) * _SPAN_UNITS[(match.group(2) or "s").lower()]
+    if seconds > 10 * 365 * 86400:
+        raise ValueError(f"{text!r} is more than ten years")
+    return timedelta(seconds=seconds)
+
+
+def spread_times(
+    total: int, span: timedelta, end: datetime, random_seed: int
+) -> Iterator[datetime]:
+    """`total` times rising through the `span` before `end`, denser by day than by night.
+
+    Reproducible for a seed and an end; in order, so events of one stream keep version order.
+    """
+    seconds = span.total_seconds()
+    buckets = max(1, min(int(seconds // 60), 20_000))  # minutes, coarser for long spans
+    size = seconds / buckets
+    start = (end - span).replace(microsecond=(end - span).microsecond // 1000 * 1000)
+    weights = []
+    for i in range(buckets):
+        hour = (start + timedelta(seconds=i * size)).astimezone().hour
+        weights.append(HOURLY_SHAPE[hour])
+    cumulative = []
+    running = 0.0
+    for weight in weights:
+        running += weight
+        cumulative.append(running)
+    rng = random.Random(f"{random_seed}/ts")
+    for i in range(total):
+        target = (i + rng.random()) / total * running
+        bucket = min(bisect.bisect_right(cumulative, target), buckets - 1)
+        before = cumulative[bucket - 1] if bucket else 0.0
+        within = (target - before) / (cumulative[bucket] - before)
+        offset = (bucket + min(max(within, 0.0), 1.0)) * size
+        yield start + timedelta(seconds=math.floor(offset * 1000) / 1000)
+
+
+def synthetic_events(
+    users: int,
+    events_per_user: int,
+    random_seed: int,
+    *,
+    span: timedelta = DEFAULT_SPAN,
+    end: datetime | None = None,
+) -> Iterator[EventInput]:
     """A large log mixing the sessions fold's event types, generated lazily and reproducibly.
 
-    Users' events are interleaved in rounds, as a live system would write them.
+    Users' events are interleaved in rounds, as a live system would write them, with times
+    spread over the `span` before `end` (now) in a day's shape; a zero span stamps them now.
     """
     rng = random.Random(random_seed)
+    times: Iterator[datetime | None] = (
+        spread_times(users * events_per_user, span, end or datetime.now(timezone.utc), random_seed)
+        if span.total_seconds() > 0
+        else iter(lambda: None, 0)
+    )
     width = max(len(str(users)), 5)
     streams = [f"user-{i:0{width}d}" for i in range(1, users + 1)]
     names = {s: (rng.choice(FIRST_NAMES), s.replace("-", "")) for s in streams}
@@ -91,6 +158,7 @@ def synthetic_events(users: int, events_per_user: int, random_seed: int) -> Iter
                 data=_payload(rng, etype, first, handle),
                 meta=meta,
                 id=seed_id("synthetic", random_seed, stream, n),
+                ts=next(times),
             )
 
 

@@ -21,6 +21,8 @@ class Settings:
     output: str = "auto"
     debug: bool = False
     home: Path | None = None
+    verbose: bool = False  # say which store is used on every command, not only when started
+    quiet: bool = False  # no notices on stderr (warnings and errors still)
 
     @property
     def data_home(self) -> Path:

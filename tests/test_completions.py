@@ -102,7 +102,7 @@ def test_completes_a_prefix():
 
 
 def test_completes_server_subcommands_and_options():
-    assert set(complete_bash("evstream server ")) == {"start", "stop", "status", "logs"}
+    assert set(complete_bash("evstream server ")) == {"start", "restart", "stop", "status", "logs"}
     assert {"--lines", "--follow"} <= set(complete_bash("evstream server logs --"))
     assert "--estimate" in complete_bash("evstream status --")
 
@@ -114,7 +114,7 @@ def test_completes_after_global_options():
 def test_zsh_and_fish_protocols():
     r = run(_EVSTREAM_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="evstream server ")
     assert r.returncode == 0
-    assert all(f'"{name}"' in r.stdout for name in ("start", "stop", "status", "logs"))
+    assert all(f'"{name}"' in r.stdout for name in ("start", "restart", "stop", "status", "logs"))
     assert not imported(r.stderr) & set(HEAVY)
     r = run(
         _EVSTREAM_COMPLETE="complete_fish",
@@ -124,6 +124,7 @@ def test_zsh_and_fish_protocols():
     assert r.returncode == 0
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == [
         "start",
+        "restart",
         "stop",
         "status",
         "logs",
@@ -177,3 +178,45 @@ def test_the_fish_script_completes_in_fish():
     )
     assert r.returncode == 0, r.stderr
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["start", "stop", "status"]
+
+
+# --- values and global options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("evstream watch --op ", ["insert", "update", "replace", "delete"]),
+        ("evstream watch --op up", ["update"]),
+        ("evstream -o ", ["auto", "pretty", "json"]),
+        ("evstream watch -o ", ["auto", "pretty", "json"]),  # a global option after a command
+        ("evstream status --output p", ["pretty"]),
+        ("evstream bench ", ["publish", "rebuild", "watch", "all"]),
+    ],
+)
+def test_completes_option_values(words: str, expected: list[str]) -> None:
+    assert complete_bash(words) == expected
+
+
+def test_completes_global_options_after_a_command() -> None:
+    assert complete_bash("evstream watch --ou") == ["--output"]
+    after_logs = complete_bash("evstream server logs --")
+    assert {"--lines", "--follow", "--uri", "--db", "--output", "--quiet", "--verbose"} <= set(
+        after_logs
+    )
+    assert "--version" not in after_logs and "--show-completion" not in after_logs
+    assert "--quiet" in complete_bash("evstream publish --q")
+
+
+def test_bench_workloads_offered_are_the_benchmarks_there_are() -> None:
+    from evstream.bench import RUNNERS
+    from evstream.cli import Workload
+
+    assert [w.value for w in Workload] == [*RUNNERS, "all"]
+
+
+def test_help_does_not_import_pymongo() -> None:
+    for args in (["--help"], ["watch", "--help"], ["publish", "--help"], ["server", "--help"]):
+        r = run(*args)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not imported(r.stderr) & set(HEAVY), f"{args} imported pymongo/bson"

@@ -117,7 +117,16 @@ def test_mongodb_uri_is_honoured_without_evstream_uri(server_uri, db_name, db):
     assert r.exit_code == 0, r.stderr
     assert db_name != "evstream"
     r = invoke(
-        "--db", db_name, "publish", "login", "-s", "alice", "-o", "json", MONGODB_URI=server_uri
+        "--db",
+        db_name,
+        "--verbose",
+        "publish",
+        "login",
+        "-s",
+        "alice",
+        "-o",
+        "json",
+        MONGODB_URI=server_uri,
     )
     assert r.exit_code == 0, r.stderr
     assert [d["stream"] for d in db.events.find()] == ["alice"]
@@ -154,7 +163,17 @@ def test_uri_precedence_through_the_cli(server_uri, db_name, db, option, env, re
 
 
 def test_json_data_on_stdout_notices_and_warnings_on_stderr(cli, db):
-    r = cli.run("publish", "login", "-s", "alice", "-d", '{"password": "hunter2"}', "-o", "json")
+    r = cli.run(
+        "publish",
+        "login",
+        "-s",
+        "alice",
+        "-d",
+        '{"password": "hunter2"}',
+        "-o",
+        "json",
+        "--verbose",
+    )
     assert r.returncode == 0, r.stderr
     [line] = r.stdout.splitlines()
     assert json.loads(line)["data"] == {"password": "[redacted]"}
@@ -168,7 +187,7 @@ def test_json_data_on_stdout_notices_and_warnings_on_stderr(cli, db):
 
 
 def test_pretty_data_on_stdout_notices_on_stderr(cli, db):
-    r = cli.run("publish", "login", "-s", "alice", "-o", "pretty")
+    r = cli.run("publish", "login", "-s", "alice", "-o", "pretty", "--verbose")
     assert r.returncode == 0, r.stderr
     assert "login alice@1" in r.stdout
     assert "using MongoDB at" in r.stderr and "using MongoDB at" not in r.stdout

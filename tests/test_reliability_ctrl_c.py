@@ -138,7 +138,9 @@ def test_ctrl_c_of_status_while_the_server_is_slow(own_server: Any, db_name: str
     own = Cli(own_server.uri, db_name)
     assert own("seed", "--users", "200", "--events-per-user", "10").exit_code == 0
     for attempt in range(2):
-        status = Running(own.popen("status", "-o", "json", EVSTREAM_TIMEOUT_MS="60000"))
+        status = Running(
+            own.popen("status", "-o", "json", "--verbose", EVSTREAM_TIMEOUT_MS="60000")
+        )
         status.wait_for(lambda s=status: any("using MongoDB" in x for x in s.err), "connecting")
         os.kill(own_server.proc.pid, signal.SIGSTOP)  # the server stops answering
         try:

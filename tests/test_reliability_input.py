@@ -120,15 +120,15 @@ def usage_cases() -> list[Case]:
         ("server stop extra", ["server", "stop", "extra"], 2, "unexpected extra argument"),
         ("server logs extra", ["server", "logs", "extra"], 2, "unexpected extra argument"),
         ("bench two workloads", ["bench", "publish", "rebuild"], 2, "unexpected extra argument"),
-        ("bench unknown workload", ["bench", "nope"], 2, "unknown workload 'nope'"),
+        ("bench unknown workload", ["bench", "nope"], 2, "'nope' is not one of 'publish'"),
         ("watch two collections", ["watch", "events", "more", *ENDS], 2, "unexpected extra"),
         ("publish two types", ["publish", "t", "u", "-s", "a"], 2, "unexpected extra argument"),
         ("publish -s (no value)", ["publish", "t", "-s"], 2, "requires an argument"),
         ("watch --limit (no value)", ["watch", "--limit"], 2, "requires an argument"),
         ("seed --users (no value)", ["seed", "--users"], 2, "requires an argument"),
         ("status --estimate=yes", ["status", "--estimate=yes"], 2, "does not take a value"),
-        ("--output bogus", ["--output", "bogus", "status"], 2, "must be one of"),
-        ("-o bogus after", ["status", "-o", "bogus"], 2, "must be one of"),
+        ("--output bogus", ["--output", "bogus", "status"], 2, "'bogus' is not one of 'auto'"),
+        ("-o bogus after", ["status", "-o", "bogus"], 2, "'bogus' is not one of 'auto'"),
     ]
     return cases
 

@@ -550,7 +550,7 @@ def test_status_of_an_empty_database(cli, db):
 
 def test_status_pretty(cli, db):
     db.events.insert_many(stored_events(datetime.now(UTC)))
-    r = cli("status", "-o", "pretty")
+    r = cli("status", "-o", "pretty", "--verbose")
     assert r.exit_code == 0, r.stderr
     assert "40 events in 5 streams" in r.stdout
     assert "Events by type" in r.stdout

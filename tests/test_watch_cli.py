@@ -461,12 +461,10 @@ def test_pretty_output_on_a_terminal(cli):
     rows = [row for row in plain.split("\n") if row]
     assert len(rows) == 2
     assert all(len(row) <= 80 for row in rows)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} session\.started alice@1    \{name: .*…", rows[0])
     assert re.fullmatch(
-        r"\d\d:\d\d:\d\d\.\d{3} insert  session\.started alice@1 \{name: .*…", rows[0]
-    )
-    assert re.fullmatch(
-        r'\d\d:\d\d:\d\d\.\d{3} insert  login alice@2 \{username: "alice"\}', rows[1]
+        r'\d\d:\d\d:\d\d\.\d{3} login           alice@2    \{username: "alice"\}', rows[1]
     )
     no_color = run_in_pty(cli, args, NO_COLOR="1")
     assert not re.search(r"\x1b\[(3\d|9\d)", no_color)  # no colour codes, bold and dim only
-    assert "login alice@2" in re.sub(r"\x1b\[[0-9;]*m", "", no_color)
+    assert "login           alice@2" in re.sub(r"\x1b\[[0-9;]*m", "", no_color)

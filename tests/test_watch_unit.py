@@ -70,8 +70,9 @@ def render(text, width=80, **console):
 def test_event_line_shows_time_op_type_stream_version_and_data():
     doc = event(3, T, type="login", stream="alice", version=3, data={"method": "sso"})
     line = render(watch_line("insert", "events", {"_id": doc["_id"]}, doc, T))
-    local = T.astimezone().strftime("%H:%M:%S.000")
-    assert line == f'{local} insert  login alice@3 {{method: "sso"}}\n'
+    local = T.astimezone().strftime("%Y-%m-%d %H:%M:%S.000")  # not today: with its date
+    # The log is only ever inserted into: no operation; type and stream in padded columns.
+    assert line == f'{local} login           alice@3    {{method: "sso"}}\n'
 
 
 @pytest.mark.parametrize("width", [40, 60, 80, 120])
@@ -123,7 +124,7 @@ def test_other_collections_show_key_and_document_without_id():
             T,
         )
     )
-    local = T.astimezone().strftime("%H:%M:%S.000")
+    local = T.astimezone().strftime("%Y-%m-%d %H:%M:%S.000")
     assert (
         line == f'{local} update  sessions alice {{status: "active", token: "****", events: 3}}\n'
     )

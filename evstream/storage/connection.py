@@ -86,8 +86,11 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         dev = DevStore(settings.data_home)
         record, started = dev.ensure_running()
         uri = record.uri
-        description = f"embedded dev store at 127.0.0.1:{record.port} (data in {record.data_dir})"
-        notice(f"{'started' if started else 'using'} the {description}")
+        description = f"embedded dev store at {record.where} (data in {record.data_dir})"
+        for line in dev.notes.lines:  # a taken port, a socket path too long: said once
+            notice(line)
+        if started or settings.verbose:  # not on every command (docs/dev-store.md)
+            notice(f"{'started' if started else 'using'} the {description}")
     else:
         assert settings.uri is not None
         uri = settings.uri
@@ -127,7 +130,7 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         version=str(info["version"]) if info.get("version") else None,
         timeout_s=timeout / 1000,
     )
-    if not embedded:
+    if not embedded and settings.verbose:  # not on every command: it clutters scripts
         notice(f"using {description}, database {settings.db}")
     return store
 
