@@ -1609,6 +1609,7 @@ class Workload(str, enum.Enum):
     publish = "publish"
     rebuild = "rebuild"
     watch = "watch"
+    exec = "exec"
     all = "all"
 
 
@@ -1620,7 +1621,7 @@ def bench(
     ] = Workload.all,
     events: Annotated[int, typer.Option("--events", min=100, help="Events per workload.")] = 30_000,
     streams: Annotated[
-        int, typer.Option("--streams", "-m", min=1, help="Streams they spread over.")
+        int, typer.Option("--streams", min=1, help="Streams they spread over.")
     ] = 3_000,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch databases.")] = False,
     rounds: Annotated[

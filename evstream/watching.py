@@ -660,10 +660,13 @@ class Watcher:
         if self._checkpoint_base is None or self.hooks.pending():
             return
         try:
-            if self.dirty:
-                self._save()
-            if self.ledger is not None and self.saved_since:
-                self._write_checkpoint()
+            # Bounded: Ctrl-C in an outage must not wait out server selection (30 s) for a
+            # write that only tidies up.
+            with self.store.quickly():
+                if self.dirty:
+                    self._save()
+                if self.ledger is not None and self.saved_since:
+                    self._write_checkpoint()
         except Exception:  # noqa: BLE001 - best effort: every printed change was saved already
             pass
 

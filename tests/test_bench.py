@@ -70,7 +70,7 @@ def test_unknown_workload(cli: Any) -> None:
     r = cli("bench", "replay")
     assert (
         r.exit_code == 2
-        and "'replay' is not one of 'publish', 'rebuild', 'watch', 'all'" in r.stderr
+        and "'replay' is not one of 'publish', 'rebuild', 'watch', 'exec', 'all'" in r.stderr
     )
 
 

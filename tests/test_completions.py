@@ -191,7 +191,7 @@ def test_the_fish_script_completes_in_fish():
         ("evstream -o ", ["auto", "pretty", "json"]),
         ("evstream watch -o ", ["auto", "pretty", "json"]),  # a global option after a command
         ("evstream status --output p", ["pretty"]),
-        ("evstream bench ", ["publish", "rebuild", "watch", "all"]),
+        ("evstream bench ", ["publish", "rebuild", "watch", "exec", "all"]),
     ],
 )
 def test_completes_option_values(words: str, expected: list[str]) -> None:

@@ -86,12 +86,22 @@ def test_server_killed_and_restarted_during_a_checkpointed_watch(
             seen = len(watching.err)
             own_server.kill()
             faults += 1
-            if rng.random() < 0.5:  # down long enough for the watcher to notice, or not
+            noticed = rng.random() < 0.5  # down long enough for the watcher to notice, or not
+            if noticed:
                 watching.wait_for(
                     lambda seen=seen: any("lost the connection" in x for x in watching.err[seen:]),
                     "the watcher to notice the server went away",
                 )
             own_server.start()
+            if noticed:  # one outage at a time: the next kill is a new one it must notice
+                lost = next(
+                    i for i in range(seen, len(watching.err))
+                    if "lost the connection" in watching.err[i]
+                )  # fmt: skip
+                watching.wait_for(
+                    lambda lost=lost: any("reconnected" in x for x in watching.err[lost:]),
+                    "the watcher to reconnect",
+                )
         publisher.join(180)
         assert not publisher.is_alive() and publisher.problems == [], publisher.problems
         stored = list(client[db_name].events.find())

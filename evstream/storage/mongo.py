@@ -93,6 +93,13 @@ class MongoStore(OverviewQueries):
         """The server's version, as buildInfo gave it at connect."""
         return self.version
 
+    def quickly(self, seconds: float = 2.0) -> Any:
+        """A block whose operations give up after `seconds` in all (pymongo's client-side
+        timeout): for best-effort writes on the way out, which must not wait out an outage."""
+        import pymongo
+
+        return pymongo.timeout(seconds)
+
     def close(self) -> None:
         """Close the client's connections, and let the process exit without waiting for them.
 
