@@ -1406,10 +1406,17 @@ def rebuild_projection(
         from evstream.projections import load_projection
 
         projection = load_projection(name, module)
-        if follow:
-            _follow(env, projection, dry_run, margin, partition, idle_timeout)
-            return
-        _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
+        _run_projection(
+            env,
+            projection,
+            incremental,
+            dry_run,
+            margin,
+            partition,
+            follow,
+            idle_timeout,
+            batch_size,
+        )
 
 
 @app.command("rebuild-sessions")
@@ -1438,9 +1445,34 @@ def rebuild_sessions(
     with running(ctx) as env:
         from evstream.sessions import projection
 
-        if follow:
-            _follow(env, projection, dry_run, margin, partition, idle_timeout)
-            return
+        _run_projection(
+            env,
+            projection,
+            incremental,
+            dry_run,
+            margin,
+            partition,
+            follow,
+            idle_timeout,
+            batch_size,
+        )
+
+
+def _run_projection(
+    env: Env,
+    projection: Any,
+    incremental: bool,
+    dry_run: bool,
+    margin: float,
+    partition: str | None,
+    follow: bool,
+    idle_timeout: float | None,
+    batch_size: int | None,
+) -> None:
+    """`rebuild NAME` and `rebuild-sessions`: one run, or catching up and following."""
+    if follow:
+        _follow(env, projection, dry_run, margin, partition, idle_timeout)
+    else:
         _rebuild(env, projection, incremental, dry_run, margin, partition, batch_size)
 
 
