@@ -1,4 +1,4 @@
-"""The error hierarchy and the exit codes of DESIGN.md, in one place."""
+"""The error hierarchy and the exit codes (README, "Exit codes"), in one place."""
 
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ def now_utc() -> datetime:
 
 
 def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, Any]:
-    """The stored form of an event (DESIGN.md's `events` table)."""
+    """The stored form of an event (docs/data-model.md, the `events` table)."""
     doc: dict[str, Any] = {
         "_id": event.id or new_event_id(),
         "stream": event.stream,
