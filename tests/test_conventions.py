@@ -272,7 +272,7 @@ def test_force_color_colours_piped_pretty_output(cli, db):
 
 def test_force_color_keeps_json_when_piped(cli, db):
     """FORCE_COLOR asks for colour, not for a different format: piped `auto` output stays JSON
-    (DESIGN.md: pretty on a terminal, JSON lines when piped)."""
+    (README, "Output": pretty on a terminal, JSON lines when piped)."""
     code, out, err = run_tty(
         ["publish", "login", "-s", "alice"],
         cli.env(FORCE_COLOR="1"),

@@ -40,7 +40,7 @@ def blank_session() -> dict[str, Any]:
 
 
 def step(state: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
-    """One row of DESIGN.md's table applied to a copy of `state`, independently of evstream."""
+    """One row of the sessions table (README, "The data model") applied to a copy of `state`, independently of evstream."""
     s = dict(state)
     kind, data, ts = e["type"], e.get("data") or {}, e["ts"]
     if kind == "session.started":
@@ -60,7 +60,7 @@ def step(state: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_session(stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """DESIGN.md's table folded over a stream's events, as the session document."""
+    """the sessions table (README, "The data model") folded over a stream's events, as the session document."""
     state = blank_session()
     for e in events:
         state = step(state, e)

@@ -2,7 +2,7 @@
 random moments, many trials each, with the contract's invariants checked after every kill.
 
 The other reliability files import the helpers at the top of this one: the sessions fold written
-again here from DESIGN.md's table (apart from evstream.sessions and from test_rebuild's), the
+again here from the sessions table (README, "The data model") (apart from evstream.sessions and from test_rebuild's), the
 prefix-fold check, and a reader that reads `sessions` over and over during a rebuild.
 """
 
@@ -24,7 +24,7 @@ from test_rebuild import assert_exact, blank_session, step
 from test_watch_cli import Running
 from waiting import wait_for
 
-# --- the sessions fold, from DESIGN.md (written out in test_rebuild) ------------------------------
+# --- the sessions fold, from the README's data model (written out in test_rebuild) ------------------------------
 
 
 def prefix_folds(db: Any) -> dict[str, list[dict[str, Any]]]:

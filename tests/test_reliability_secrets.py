@@ -58,7 +58,7 @@ SECRETS = [
     "S3CRET-12",
     "S3CRET-13",
 ]
-# The field names DESIGN.md calls secret-looking, and the usual spellings of them.
+# The field names the README calls secret-looking, and the usual spellings of them.
 SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "authorization", "credential")
 
 

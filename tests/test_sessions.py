@@ -1,4 +1,4 @@
-"""The sessions fold: DESIGN.md's table, event by event and in sequences, and its invariants."""
+"""The sessions fold: the sessions table (README, "The data model"), event by event and in sequences, and its invariants."""
 
 from __future__ import annotations
 
