@@ -1294,7 +1294,7 @@ class _WatchPrinter:
                 )
             )
             return
-        update = getattr(change, "update", None)  # updateDescription, where the engine gives it
+        update = change.update  # updateDescription, where the server gives one
         out.show(
             self.view.render(
                 change.op, change.collection, change.key, change.doc, change.when, update=update

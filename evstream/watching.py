@@ -238,6 +238,7 @@ class Change:
     key: dict[str, Any]
     doc: dict[str, Any] | None
     when: datetime | None = None  # the event's ts, else the change's wall time
+    update: dict[str, Any] | None = None  # what an update changed (updateDescription), if told
 
     def record(self) -> dict[str, Any]:
         """The JSON line's shape (README, Output): op, collection, key, doc."""
@@ -885,7 +886,8 @@ class Watcher:
                 return
         self.token = change.token
         self.position_ts = when or utcnow()
-        self._deliver(Change(op, self.options.collection, key, doc, when), shown)
+        change_seen = Change(op, self.options.collection, key, doc, when, change.update)
+        self._deliver(change_seen, shown)
 
     def _gone(self, change: LiveChange) -> CollectionGone:
         name = self.options.collection

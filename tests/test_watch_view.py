@@ -203,3 +203,32 @@ def test_watch_on_a_terminal_full_dates_and_foreign_documents(cli: Any, db: Any)
     docs = [json.loads(line)["doc"] for line in r.stdout.splitlines()]
     assert {"_id": "legacy-1", "type": "legacy", "data": {"x": 1}, "__v": 0} in docs
     assert len(docs) == 3 and "not an event" not in r.stderr
+
+
+def test_an_update_reaches_the_view_with_what_it_changed() -> None:
+    """The change stream's updateDescription travels with the change (storage → watch → view)."""
+    import mongomock
+
+    from evstream.storage import MongoStore
+    from evstream.storage.changes import ChangeFeed
+
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    store = MongoStore(client, client["v"], "mongodb://mock", False, "mock")
+    feed = ChangeFeed.__new__(ChangeFeed)  # no stream to open: only the translation is tested
+    feed.store, feed.name = store, "sessions"
+    raw = {
+        "_id": {"_data": "82"},
+        "operationType": "update",
+        "documentKey": {"_id": "alice"},
+        "fullDocument": {"_id": "alice", "status": "signed_out", "login_count": 3},
+        "updateDescription": {"updatedFields": {"status": "signed_out"}, "removedFields": []},
+    }
+    change = feed._change(raw)
+    assert change.update == raw["updateDescription"]
+    from evstream.output import WatchView
+
+    line = WatchView(width=120).render(
+        "update", "sessions", change.key, change.doc, None, update=change.update
+    )
+    text = line.plain if hasattr(line, "plain") else str(line)
+    assert "signed_out" in text and "login_count" not in text

@@ -128,6 +128,7 @@ class LiveChange:
     token: Any
     cluster_time: Any
     renamed_to: str | None = None
+    update: dict[str, Any] | None = None  # an update's updateDescription: what it changed
 
 
 def stream_past_read(mark: ReadMark, seen: LiveChange | Caught) -> bool:
@@ -190,6 +191,9 @@ class ChangeFeed:
             token=raw.get("_id"),
             cluster_time=store.change_time(raw),
             renamed_to=to,
+            update=raw.get("updateDescription")
+            if isinstance(raw.get("updateDescription"), dict)
+            else None,
         )
 
     def close(self) -> None:
