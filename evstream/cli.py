@@ -998,6 +998,43 @@ def server_logs(
 # --- watch ---------------------------------------------------------------------------------------
 
 
+def _complete_projections(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Projection names for shell completion: the built-ins, EVSTREAM_PROJECTIONS' and
+    --module's (their modules are imported; a module that fails to import offers nothing)."""
+    try:
+        from evstream.projections import known_projections, modules_to_load
+
+        names = known_projections(modules_to_load(ctx.params.get("module")))
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+    return sorted(name for name in names if name.startswith(incomplete))
+
+
+def _complete_checkpoints(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Saved checkpoint names for shell completion, from the configured server, or from the
+    embedded dev store if it runs (never started for this); nothing within half a second."""
+    import os
+
+    from evstream.settings import default_home, resolve_db
+
+    root = ctx.find_root()
+    uri = root.params.get("uri") or os.environ.get("EVSTREAM_URI") or os.environ.get("MONGODB_URI")
+    try:
+        if not uri:
+            from evstream.embedded import current_uri
+
+            uri = current_uri(default_home())
+        if not uri:
+            return []
+        from evstream.storage.delivery import checkpoint_names_at
+
+        db = resolve_db(root.params.get("db") or os.environ.get("EVSTREAM_DB"), uri)
+        names = checkpoint_names_at(uri, db, timeout_ms=500)
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+    return sorted(name for name in names if name.startswith(incomplete))
+
+
 @app.command()
 def watch(
     ctx: typer.Context,
@@ -1034,6 +1071,7 @@ def watch(
         typer.Option(
             "--checkpoint",
             "-c",
+            autocompletion=_complete_checkpoints,
             help="Save progress under this name; restarted with it, the watch continues "
             "where it stopped.",
         ),
@@ -1369,7 +1407,12 @@ BatchSizeOption = Annotated[
 def rebuild_projection(
     ctx: typer.Context,
     name: Annotated[
-        str, typer.Argument(metavar="NAME", help="The projection, e.g. sessions or carts.")
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The projection, e.g. sessions or carts.",
+            autocompletion=_complete_projections,
+        ),
     ],
     module: Annotated[
         str | None,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -220,3 +221,51 @@ def test_help_does_not_import_pymongo() -> None:
         r = run(*args)
         assert r.returncode == 0, r.stderr[-2000:]
         assert not imported(r.stderr) & set(HEAVY), f"{args} imported pymongo/bson"
+
+
+# --- names the user gave: projections, checkpoints -------------------------------------------
+
+
+def test_completes_projection_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    carts = str(Path(__file__).parent / "projections" / "carts.py")
+    r = run(
+        _EVSTREAM_COMPLETE="complete_bash",
+        COMP_WORDS="evstream rebuild ",
+        COMP_CWORD="2",
+        EVSTREAM_PROJECTIONS=carts,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["carts", "sessions"]
+    assert not imported(r.stderr) & set(HEAVY)  # a projection module needs no driver
+    r = run(_EVSTREAM_COMPLETE="complete_bash", COMP_WORDS="evstream rebuild s", COMP_CWORD="2")
+    assert r.stdout.split() == ["sessions"]
+
+
+def test_completes_checkpoint_names_from_the_server(cli: Any, db: Any) -> None:
+    db.evstream_checkpoints.insert_many([{"_id": "mailer"}, {"_id": "audit"}])
+    r = run(
+        _EVSTREAM_COMPLETE="complete_bash",
+        COMP_WORDS="evstream watch --checkpoint ",
+        COMP_CWORD="3",
+        EVSTREAM_URI=cli.uri,
+        EVSTREAM_DB=cli.db,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["audit", "mailer"]
+
+
+def test_checkpoint_completion_without_a_server_offers_nothing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = run(
+        _EVSTREAM_COMPLETE="complete_bash",
+        COMP_WORDS="evstream watch -c ",
+        COMP_CWORD="3",
+        EVSTREAM_URI=f"mongodb://127.0.0.1:{port}/",
+        EVSTREAM_HOME=str(tmp_path),
+    )
+    assert r.returncode == 0 and r.stdout.split() == []
+    assert not (tmp_path / "server.json").exists()  # the dev store was not started for it

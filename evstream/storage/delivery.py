@@ -55,3 +55,17 @@ def dead_letter_counts(store: MongoStore) -> dict[str, int]:
 def checkpoint_names(store: MongoStore) -> list[str]:
     """The names of every saved watch checkpoint."""
     return [str(doc["_id"]) for doc in store.db[CHECKPOINTS].find({}, {"_id": 1})]
+
+
+def checkpoint_names_at(uri: str, db: str, *, timeout_ms: int) -> list[str]:
+    """The checkpoint names in a database, asked of a server with a short timeout (for shell
+    completion, which must answer at once or not at all)."""
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+    )
+    try:
+        return [str(doc["_id"]) for doc in client[db][CHECKPOINTS].find({}, {"_id": 1})]
+    finally:
+        client.close()
