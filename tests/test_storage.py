@@ -398,6 +398,9 @@ def winning_stages(plan: dict[str, Any]) -> list[str]:
 def test_the_logs_queries_use_indexes_and_no_blocking_sort(db_name: str) -> None:
     assert TEST_URI is not None
     store = connect(Settings(uri=TEST_URI, db=db_name), lambda m: None)
+    if isinstance(store, Nx27017Store):
+        store.close()
+        pytest.skip("nx-27017 has no query planner to explain (EVSTREAM_TEST_URI names one)")
     try:
         ensure_indexes(store)
         now = datetime.now(timezone.utc)
