@@ -261,3 +261,50 @@ def test_exec_needs_a_checkpoint(cli: Cli) -> None:
     r = cli.run("watch", "--exec", "cat", "--no-follow")
     assert r.returncode == 2 and "--exec needs --checkpoint" in r.stderr
     assert sys.executable  # (the CLI ran as a real process)
+
+
+def test_a_server_restart_under_exec_loses_nothing(own_server: object, tmp_path: Path) -> None:
+    """The server killed and restarted while --exec delivers: every event reaches the handler."""
+    import pymongo
+    from conftest import TEST_URI
+
+    if TEST_URI:
+        import pytest
+
+        pytest.skip("kills and restarts its own nx-27017 server")
+    own = Cli(own_server.uri, "exec_restart")  # type: ignore[attr-defined]
+    fill_log(own, tmp_path, 200)
+    got = tmp_path / "got.ndjson"
+    proc = own.popen(
+        "watch", "--from", "start", "--checkpoint", "mailer", "--exec", f"cat >> {got}",
+        "--batch", "20", "--batch-wait", "0.2", "--retry-backoff", "0.01",
+        stdin=subprocess.DEVNULL, EVSTREAM_TIMEOUT_MS="1000",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(delivered(got)) >= 40, 60, "the first batches")
+        own_server.kill()  # type: ignore[attr-defined]
+        own_server.start()  # type: ignore[attr-defined]
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            own_server.uri,
+            serverSelectionTimeoutMS=10_000,  # type: ignore[attr-defined]
+        )
+        client["exec_restart"].events.insert_many(
+            [{"_id": f"e{i:06d}", "stream": f"late{i % 3}", "version": i // 3 - 65,
+              "type": "t", "data": {}, "ts": __import__("datetime").datetime.now(
+                  __import__("datetime").timezone.utc)} for i in range(200, 260)]
+        )  # fmt: skip
+        client.close()
+        want = {f"e{i:06d}" for i in range(260)}
+        wait_for(lambda: {d["_id"] for d in delivered(got)} >= want, 90, "every event delivered")
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(30)
+        for f in (proc.stdout, proc.stderr):
+            assert f is not None
+            f.close()
+    firsts, seen = [], set()  # a batch may come twice: each event's first delivery
+    for doc in delivered(got):
+        if doc["_id"] not in seen:
+            seen.add(doc["_id"])
+            firsts.append(doc)
+    assert_in_version_order(firsts)
