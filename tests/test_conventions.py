@@ -415,3 +415,17 @@ def test_watch_json_piped_into_publish_reproduces_the_events(cli, client, db, tm
         ]
     finally:
         client.drop_database(target_db)
+
+
+def test_every_package_of_evstream_is_installed() -> None:
+    """`pip install .` installs what pyproject lists: a subpackage left out breaks every command
+    outside an editable install (it once left out evstream.storage)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "evstream").rglob("__init__.py")
+    }
+    assert found == listed
