@@ -16,7 +16,6 @@ from pymongo.errors import (
     InvalidName,
     InvalidURI,
     OperationFailure,
-    PyMongoError,
     ServerSelectionTimeoutError,
 )
 
@@ -173,7 +172,6 @@ __all__ = [
     "DUPLICATE_KEY",
     "HISTORY_LOST_CODES",
     "NO_CHANGE_STREAMS_CODES",
-    "PyMongoError",
     "driver_message",
     "history_lost_name",
     "is_retryable",

@@ -150,10 +150,6 @@ class MongoStore(OverviewQueries):
                 counts[at] = int(row["n"])
         return counts
 
-    def index_named(self, name: str, indexes: Iterable[Doc]) -> Doc | None:
-        """The index of this name among `listIndexes` rows."""
-        return next((ix for ix in indexes if ix.get("name") == name), None)
-
     # --- projections ------------------------------------------------------------------------
 
     def checkpoint_time(self, moment: datetime) -> datetime:
