@@ -34,6 +34,7 @@ from evstream.bench import documents_for, synthetic_lines  # noqa: E402
 from evstream.publishing import publish_stream  # noqa: E402
 from evstream.settings import Settings  # noqa: E402
 from evstream.storage import connect, ensure_indexes  # noqa: E402
+from evstream.storage.raw import LOADER  # noqa: E402
 
 
 def write_file(path: Path, events: int, streams: int) -> None:
@@ -47,38 +48,25 @@ def raw_insert(coll: Collection, docs: list[dict]) -> None:
 
 
 # What a user writes without evstream: no validation, no idempotency, no concurrency checks.
-RAW_SCRIPT = r"""
-import datetime, json, sys, uuid
-import pymongo
-uri, db, path = sys.argv[1:4]
-events = pymongo.MongoClient(uri)[db]["events"]
-events.create_index([("stream", 1), ("version", 1)], unique=True)
-events.create_index([("ts", 1)])
-heads, batch = {}, []
-ts = datetime.datetime.now(datetime.timezone.utc)
-with open(path, "rb") as lines:
-    for line in lines:
-        row = json.loads(line)
-        heads[row["stream"]] = version = heads.get(row["stream"], 0) + 1
-        batch.append({"_id": str(uuid.uuid4()), "stream": row["stream"], "version": version,
-                      "type": row["type"], "data": row.get("data", {}), "ts": ts})
-        if len(batch) == 1000:
-            events.insert_many(batch)
-            batch = []
-if batch:
-    events.insert_many(batch)
-"""
+def with_indexes(uri: str, db: str) -> None:
+    """The log's indexes made beforehand, untimed, for both process sides alike."""
+    store = connect(Settings(uri=uri, db=db), lambda message: None)
+    ensure_indexes(store)
+    store.close()
 
 
 def raw_process(uri: str, db: str, path: str) -> float:
-    """The plain pymongo script as a real process: seconds."""
-    return run_measured([sys.executable, "-c", RAW_SCRIPT, uri, db, path], {})[0]
+    """The plain pymongo loader (evstream.storage.raw.LOADER, as `bench --processes` runs it)
+    as a real process: seconds."""
+    with_indexes(uri, db)
+    return run_measured([sys.executable, "-c", LOADER, uri, db, path], {})[0]
 
 
 def publish_process(
     uri: str, db: str, path: str, stdin: Path | None = None
 ) -> tuple[float, int, str]:
     """`evstream publish --file PATH` as a real process: (seconds, peak RSS KiB, stdout)."""
+    with_indexes(uri, db)
     argv = [sys.executable, "-m", "evstream", "--db", db, "-o", "json", "publish", "--file", path]
     return run_measured(argv, {"EVSTREAM_URI": uri}, stdin=stdin)
 
