@@ -114,7 +114,6 @@ class Executor:
         self.clock = clock
         self.sleep = sleep
         self.batch = Batch()
-        self.batches = 0  # batches acknowledged
         self.delivered = 0  # changes acknowledged
         self.dead = 0  # changes dead-lettered
 
@@ -176,7 +175,6 @@ class Executor:
             )
         else:
             self.delivered += len(batch)
-        self.batches += 1
         self.batch = Batch()
 
     def environment(self, batch: Batch, attempt: int) -> dict[str, str]:
