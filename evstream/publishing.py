@@ -24,11 +24,12 @@ from evstream.events import (
     check_copy,
     decode_line,
     event_from_object,
+    event_from_plain,
     iter_lines,
     redact_event,
 )
 from evstream.storage import Appender, Store, build_document, check_size, now_utc
-from evstream.storage.codec import loads
+from evstream.storage.codec import loads, loads_plain
 
 BATCH_SIZE = 1000
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
@@ -50,11 +51,14 @@ def parse_line(
     text = decode_line(raw, line)
     if text is None:
         return None
-    try:
-        obj = loads(text)
-    except ValueError as exc:
-        raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
-    event = event_from_object(obj, line=line)
+    plain = loads_plain(text)
+    event = None if plain is None else event_from_plain(plain, line)
+    if event is None:  # anything unusual: parsed exactly, checked field by field
+        try:
+            obj = loads(text)
+        except ValueError as exc:
+            raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
+        event = event_from_object(obj, line=line)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
         check_size(build_document(event, 1, now_utc()), line)
     if refuse is not None:

@@ -43,6 +43,21 @@ def loads(text: str) -> Any:
         raise ValueError(str(exc)[:200]) from None
 
 
+def loads_plain(text: str) -> Any:
+    """Parse plain JSON with orjson, or None for text that `loads` must read: Extended JSON
+    ($date, $oid …) or what orjson refuses (NaN, lone surrogates …).
+
+    Whole numbers beyond 64 bits come back as floats from orjson; a caller that keeps such a
+    value must check floats of that size itself (evstream.events.event_from_plain does).
+    """
+    if '"$' in text:
+        return None
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, RecursionError):
+        return None
+
+
 def aware(when: datetime) -> datetime:
     """A datetime in UTC; naive ones are taken to be UTC already (as BSON dates are)."""
     tz = when.tzinfo
