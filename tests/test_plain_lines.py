@@ -140,7 +140,12 @@ def test_the_one_look_path_takes_the_common_line_and_says_it_has_no_secrets() ->
     text = '{"type": "login", "stream": "alice", "data": {"username": "alice", "n": 1}}'
     event = event_from_plain(loads_plain(text), 1)
     assert event is not None and event.clean
-    assert (event.type, event.stream, event.data, event.line) == ("login", "alice", {"username": "alice", "n": 1}, 1)
+    assert (event.type, event.stream, event.data, event.line) == (
+        "login",
+        "alice",
+        {"username": "alice", "n": 1},
+        1,
+    )
 
 
 @pytest.mark.parametrize(
