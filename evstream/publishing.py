@@ -28,6 +28,7 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
+from evstream.runtime import fewer_collections
 from evstream.storage import Appender, Store, build_document, check_size, now_utc
 from evstream.storage.codec import loads, loads_plain
 
@@ -179,6 +180,7 @@ class Hooks:
 KEEP_PARSED_BYTES = 32 * 1024 * 1024
 
 
+@fewer_collections()
 def validate_all(
     source: IO[bytes],
     progress: Callable[[int], None] = lambda n: None,
@@ -246,6 +248,7 @@ def publish_stream(
     )
 
 
+@fewer_collections()
 def publish_events(
     store: Store,
     events: Iterable[EventInput | tuple[int, EventInput | None]],
