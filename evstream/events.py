@@ -665,11 +665,21 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
     and incremental rebuilds agree on them.
     """
     stream = doc.get("stream", _MISSING)
+    version = doc.get("version", _MISSING)
+    # The common document in one look: exact types, as the driver decodes evstream's events.
+    if (
+        type(stream) is str
+        and stream
+        and type(version) is int
+        and version >= 1
+        and type(doc.get("type")) is str
+        and type(doc.get("ts")) is datetime
+    ):
+        return None
     if stream is _MISSING or stream is None:
         return "no stream"
     if not isinstance(stream, str) or not stream:
         return "stream not a string"
-    version = doc.get("version", _MISSING)
     if version is _MISSING or version is None:
         return "no version"
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
