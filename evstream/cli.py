@@ -603,7 +603,7 @@ def _publish_file(
     env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
 ) -> None:
     from evstream.output import summary_text
-    from evstream.publishing import Hooks, publish_events, publish_stream, validate_all
+    from evstream.publishing import Hooks, publish_checked, publish_stream, validate_all
     from evstream.storage import ensure_indexes
 
     out = env.output
@@ -633,9 +633,14 @@ def _publish_file(
                 advance(n if seekable else 1)
 
             hooks = Hooks(progress=count_lines, warning=out.warning)
-            if parsed is not None:  # checked and kept: nothing to parse again
-                report = publish_events(
-                    store, parsed, keep_secrets=keep_secrets, batch_size=batch_size, hooks=hooks
+            if parsed is not None:  # checked: what was kept is not parsed again
+                report = publish_checked(
+                    store,
+                    source,
+                    parsed,
+                    keep_secrets=keep_secrets,
+                    batch_size=batch_size,
+                    hooks=hooks,
                 )
                 lines_read[0] = checked[0]
             else:

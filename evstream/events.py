@@ -473,12 +473,15 @@ def decode_line(raw: bytes | None, line: int) -> str | None:
     return text or None
 
 
-def iter_lines(stream: Any, *, limit: int = LINE_LIMIT) -> Iterator[tuple[int, bytes | None]]:
-    """Yield (line number, raw bytes) from a binary file; None for a line over `limit` bytes.
+def iter_lines(
+    stream: Any, *, limit: int = LINE_LIMIT, first: int = 1
+) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, raw bytes) from a binary file, numbering from `first`; None for a
+    line over `limit` bytes.
 
     A line too long is skipped without being held in memory, so memory stays flat.
     """
-    number = 0
+    number = first - 1
     while True:
         raw = stream.readline(limit + 1)
         if not raw:

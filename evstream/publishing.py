@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -175,9 +176,20 @@ class Hooks:
     warning: Callable[[str], None] = lambda message: None
 
 
-# A checked file up to this size keeps its parsed events for the writing pass, which then
-# parses nothing again; a larger one is read twice, so memory stays flat in the input's size.
-KEEP_PARSED_BYTES = 32 * 1024 * 1024
+# A checked file's first lines, up to this much input, keep their parsed events for the writing
+# pass, which parses only what lies beyond: about 100 MB of parsed events at most, however large
+# the file.
+KEEP_PARSED_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Checked:
+    """What `validate_all` read of a file that is valid throughout: the (bytes, event) pairs of
+    its first lines, and where the lines it did not keep begin (None: it kept them all)."""
+
+    kept: list[tuple[int, EventInput]]
+    offset: int | None = None  # the byte offset of the first line not kept
+    line: int = 1  # that line's number
 
 
 @fewer_collections()
@@ -188,17 +200,17 @@ def validate_all(
     *,
     keep_secrets: bool = False,
     keep_bytes: int = KEEP_PARSED_BYTES,
-) -> list[tuple[int, EventInput]] | None:
+) -> Checked:
     """Read a whole file once, checking every line and the version order of stored events;
     raises one error naming the first bad line.
 
-    Returns the (bytes, event) pairs read when the file is at most `keep_bytes`, for
-    `publish_events`; None for a larger file, which the writing pass reads again.
+    The events of the first `keep_bytes` of input are kept for `publish_checked`, so that they
+    are parsed once; lines beyond are checked here and parsed again when written.
     """
     first: InvalidEvent | None = None
     bad = 0
     order = VersionOrder()
-    kept: list[tuple[int, EventInput]] | None = []
+    checked = Checked([])
     read = 0
     for number, raw in iter_lines(source):
         size = len(raw) if raw is not None else LINE_LIMIT
@@ -211,16 +223,52 @@ def validate_all(
             bad += 1
             first = first or exc
             continue
-        if kept is not None:
-            read += size
-            if read > keep_bytes:
-                kept = None
+        if checked.offset is None:
+            if read + size > keep_bytes:
+                checked.offset, checked.line = read, number
             elif event is not None:
-                kept.append((size, event))
+                checked.kept.append((size, event))
+        read += size
     if first is not None:
         more = f" (and {bad - 1} more invalid line(s))" if bad > 1 else ""
         raise InvalidInput(f"{first}{more}; nothing was written")
-    return kept
+    return checked
+
+
+def publish_checked(
+    store: Store,
+    source: IO[bytes],
+    checked: Checked,
+    *,
+    keep_secrets: bool = False,
+    batch_size: int = BATCH_SIZE,
+    hooks: Hooks | None = None,
+) -> PublishReport:
+    """Append a file `validate_all` found valid: its kept events, then the lines beyond them."""
+    hooks = hooks or Hooks()
+    report = PublishReport()
+    events: Iterable[tuple[int, EventInput | None]] = _drain(checked.kept)
+    if checked.offset is not None:
+        source.seek(checked.offset)
+        rest = _events(
+            source, report, False, hooks, store.unstorable, keep_secrets, first_line=checked.line
+        )
+        events = itertools.chain(events, rest)
+    return publish_events(
+        store,
+        events,
+        keep_secrets=keep_secrets,
+        batch_size=batch_size,
+        hooks=hooks,
+        report=report,
+    )
+
+
+def _drain(kept: list[tuple[int, EventInput]]) -> Iterator[tuple[int, EventInput]]:
+    """The kept pairs in order, each let go once taken, so memory falls as they are written."""
+    kept.reverse()
+    while kept:
+        yield kept.pop()
 
 
 def publish_stream(
@@ -374,10 +422,13 @@ def _events(
     hooks: Hooks,
     refuse: Refusal,
     keep_secrets: bool = False,
+    *,
+    first_line: int = 1,
 ) -> Iterator[tuple[int, EventInput | None]]:
-    """(bytes read, event or None) for each line; bad lines raise unless skipped."""
+    """(bytes read, event or None) for each line (numbered from `first_line`); bad lines raise
+    unless skipped."""
     order = VersionOrder()
-    for number, raw in iter_lines(source):
+    for number, raw in iter_lines(source, first=first_line):
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
             event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)

@@ -28,6 +28,6 @@ def test_a_checking_pass_runs_with_fewer_collections_and_restores_them() -> None
         io.BytesIO(b'{"type": "login", "stream": "alice"}\n' * 3),
         progress=lambda n: seen.append(gc.get_threshold()[0]),
     )
-    assert kept is not None and len(kept) == 3
+    assert len(kept.kept) == 3 and kept.offset is None
     assert seen and all(t >= BULK_THRESHOLD for t in seen)
     assert gc.get_threshold() == before
