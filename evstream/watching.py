@@ -29,6 +29,7 @@ from evstream.storage.changes import (
     Caught,
     ChangeFeed,
     ChangeHistoryLost,
+    HistoryGap,
     LiveChange,
     LogRead,
     NoChangeStreams,
@@ -137,7 +138,12 @@ class _Prefetch:
         try:
             while not self.stopping.is_set():
                 asked = self.clock()
-                change = self.feed.poll()
+                try:
+                    change = self.feed.poll()
+                except HistoryGap as gap:  # said in order, then the stream goes on
+                    if not self._put(gap):
+                        return
+                    change = gap.change
                 if change is not None:
                     reported = ()
                     idle_since = self.clock()
@@ -511,6 +517,7 @@ class Watcher:
         self.failures = 0
         self.dirty = False  # a change was printed but its checkpoint not yet saved
         self.warned_late = False
+        self.warned_gap = False
         self.warned_missing = False
         self.seen_existing = False
         self.next_look = 0.0
@@ -709,11 +716,20 @@ class Watcher:
             self.outage_since = now
             self.failures = 0
             self.hooks.notice(f"lost the connection to the server ({exc.message}); retrying")
+        if exc.gap is not None:
+            self._warn_gap(exc.gap)
         delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)] * random.uniform(0.8, 1.2)
         self.failures += 1
         self._check_idle(extra=delay)
         self.sleep(delay)
         self._check_idle()
+
+    def _warn_gap(self, message: str) -> None:
+        """Once: the server's change history may miss changes from an outage (a collection
+        other than the log, which cannot be read again; docs/handover.md)."""
+        if not self.warned_gap:
+            self.warned_gap = True
+            self.hooks.warning(message)
 
     def _reconnected(self) -> None:
         if self.outage_since is not None:
@@ -742,7 +758,8 @@ class Watcher:
         match = change_match(self.options)
         pipeline = self.store.watch_pipeline(match, INVALIDATING_OPS)
         resume = self.token if not self.options.is_log else None
-        return ChangeFeed(self.store, self.options.collection, pipeline, resume)
+        rereads = self.ledger is not None  # the log is read again after an interruption
+        return ChangeFeed(self.store, self.options.collection, pipeline, resume, rereads=rereads)
 
     def _stream_session(self) -> None:
         self._look(force=True)  # before the stream: opening one may create the collection
@@ -837,6 +854,9 @@ class Watcher:
                         token_saved_at = now
                     continue
                 if isinstance(item, BaseException):
+                    if isinstance(item, HistoryGap):
+                        self._warn_gap(item.message)
+                        continue
                     raise item
                 self._handle(item)
                 self._passed(item)

@@ -23,6 +23,7 @@ from bson import Timestamp
 from pymongo.errors import OperationFailure
 
 from evstream.storage import MongoStore
+from evstream.storage.mongo import ConnectionLosses
 
 UTC = timezone.utc
 
@@ -100,6 +101,8 @@ class FakeCluster:
         self.oplog: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.seconds = 1_700_000_000
+        # The client's pool listener, as evstream registers it: a "resumed" step counts a loss.
+        self.losses = ConnectionLosses()
         self.sharded: ShardedCollection | None = None
         if shard_key:
             shards = [self.client[f"{db_name}_shard{i}"]["events"] for i in range(3)]
@@ -146,6 +149,11 @@ class FakeChangeStream:
     - ("empty", None): an empty batch although a backlog exists; its post-batch token is where
       the stream got to, behind the backlog;
     - ("do", fn): call fn() (a write landing now), then as "normal";
+    - ("resumed", docs): the connection was lost and pymongo resumed the stream by itself from
+      its token: the client's pool listener counts a lost connection, `docs` land in `events`
+      unrecorded (nx-27017 records no changes while no stream is open), then as "normal";
+    - ("ended", None): the server answers with an exhausted cursor (nx-27017 after a restart,
+      to the old cursor's getMore): None, and the stream is no longer alive;
     - an exception: raised, as the server's error.
     """
 
@@ -159,6 +167,7 @@ class FakeChangeStream:
         self.resume_token: Any = token(cluster.now())
         self.getmores = 0
         self.closed = False
+        self.alive = True
 
     def _backlog(self) -> list[dict[str, Any]]:
         with self.cluster.lock:
@@ -176,6 +185,13 @@ class FakeChangeStream:
             raise step
         if isinstance(step, tuple) and step[0] == "do":
             step[1]()
+        if isinstance(step, tuple) and step[0] == "resumed":
+            self.cluster.losses.pool_cleared(None)
+            for doc in step[1]:
+                self.cluster.collection("events").insert_one(dict(doc))
+        if isinstance(step, tuple) and step[0] == "ended" or not self.alive:
+            self.alive = False
+            return None
         if isinstance(step, tuple) and step[0] == "slow":
             threading.Event().wait(step[1])  # a slow link: the reply takes this long
         if isinstance(step, tuple) and step[0] == "empty":
@@ -196,6 +212,7 @@ class FakeChangeStream:
 
     def close(self) -> None:
         self.closed = True
+        self.alive = False
 
     def __enter__(self) -> FakeChangeStream:
         return self
@@ -221,7 +238,8 @@ class FakeStore(MongoStore):
         on_open: Callable[[int], None] | None = None,
     ) -> None:
         self.cluster = cluster or FakeCluster()
-        super().__init__(self.cluster.client, self.cluster.db, "mongodb://fake", False, "fake")
+        super().__init__(self.cluster.client, self.cluster.db, "mongodb://fake", False, "fake",
+                         losses=self.cluster.losses)  # fmt: skip
         self.script = script if script is not None else []
         self.batch_size = batch_size
         self.on_open = on_open

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,41 @@ def start(*args: str, **env: str) -> dict[str, Any]:
     return dict(json.loads(r.stdout))
 
 
+class Watch:
+    """A running `evstream watch -o json` whose stdout and stderr are read by threads, so every
+    wait on its output has a deadline (a bare readline on a silent watch would hang the test)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.errors: list[str] = []
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)  # the watch ended
+
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
+    def stderr(self) -> str:
+        return "".join(self.errors)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+
 @pytest.fixture
 def watcher(home: Path) -> Iterator[Any]:  # noqa: F811
     """Start `evstream watch -o json` (extra env as keywords) and stop it afterwards."""
-    procs: list[subprocess.Popen[str]] = []
+    watches: list[Watch] = []
 
-    def run(*args: str, **env: str) -> subprocess.Popen[str]:
+    def run(*args: str, **env: str) -> Watch:
         proc = subprocess.Popen(
             [sys.executable, "-m", "evstream", "watch", "-o", "json", *args],
             stdin=subprocess.DEVNULL,
@@ -41,22 +73,29 @@ def watcher(home: Path) -> Iterator[Any]:  # noqa: F811
             text=True,
             env={**os.environ, **env},
         )
-        procs.append(proc)
-        assert proc.stderr is not None
+        watch = Watch(proc)
+        watches.append(watch)
         # The watch says on stderr when it is live; from then on it sees every change.
-        wait_for(lambda: "watching" in proc.stderr.readline(), 30, "the watch to go live")
-        return proc
+        wait_for(lambda: "watching" in watch.stderr(), 30, "the watch to go live")
+        return watch
 
     yield run
-    for proc in procs:
-        proc.kill()
-        proc.communicate()
+    for watch in watches:
+        if watch.poll() is None:
+            os.kill(watch.proc.pid, signal.SIGCONT)  # a stopped watch cannot die otherwise
+            watch.proc.kill()
+        watch.proc.wait(30)
 
 
-def next_change(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, f"the watch ended: {proc.communicate()[1]}"
+def next_change(watch: Watch, timeout: float = 30) -> dict[str, Any]:
+    """The watch's next JSON line, within `timeout` seconds (a few: its backoff after a stop)."""
+    try:
+        line = watch.lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(
+            f"no change from the watch within {timeout:.0f} s; its stderr:\n{watch.stderr()}"
+        ) from None
+    assert line, f"the watch ended (exit {watch.proc.wait(10)}): {watch.stderr()}"
     return dict(json.loads(line))
 
 
@@ -152,6 +191,42 @@ def test_a_watch_on_the_tcp_uri_survives_a_stop_too(home: Path, watcher: Any) ->
     assert evstream("server", "stop").returncode == 0
     publish("after")  # no URI: the auto-start brings TCP back on the kept port
     assert next_change(proc)["doc"]["type"] == "after"
+
+
+@pytest.mark.parametrize("via", ["socket", "tcp"])
+@pytest.mark.parametrize("checkpoint", [[], ["--checkpoint", "daily"]], ids=["plain", "checkpoint"])
+def test_an_event_published_before_the_watch_reconnects_is_shown_once(
+    home: Path,  # noqa: F811
+    watcher: Any,
+    via: str,
+    checkpoint: list[str],
+) -> None:
+    """The store stops and starts again, and an event is published, all before the watch's
+    connection comes back (the watch is held with SIGSTOP meanwhile). nx-27017 records no
+    change history while no change stream is open, so pymongo's own resume of the old stream
+    would never show that event (docs/storage.md, "Lost connections"): the watch reads the
+    log again instead, and shows it once."""
+    info = start("--tcp")
+    env = {"EVSTREAM_URI": info["tcp_uri"]} if via == "tcp" else {}
+    watch = watcher(*checkpoint, **env)
+    publish("before")
+    assert next_change(watch)["doc"]["type"] == "before"
+    os.kill(watch.proc.pid, signal.SIGSTOP)
+    try:
+        assert evstream("server", "stop").returncode == 0
+        publish("after")  # starts the store again; no change stream is open on it yet
+    finally:
+        os.kill(watch.proc.pid, signal.SIGCONT)
+    change = next_change(watch)
+    assert (change["doc"]["type"], change["doc"]["version"]) == ("after", 2), change
+    publish("last")
+    # The next line is the next event: nothing was shown twice in between.
+    assert next_change(watch)["doc"]["type"] == "last"
+    wait_for(lambda: "reconnected" in watch.stderr(), 10, "the notice of the reconnection")
+    said = watch.stderr()
+    assert "lost the connection to the server" in said, said
+    assert "Traceback" not in said and "may be missing" not in said, said
+    assert watch.poll() is None
 
 
 def test_a_routine_stop_with_a_watcher_connected_leaves_the_log_empty(

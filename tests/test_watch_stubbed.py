@@ -35,6 +35,7 @@ class FakeStream:
     def __init__(self, changes: list[Any]) -> None:
         self.changes = list(changes)
         self.resume_token: Any = {"_data": "start"}
+        self.alive = True
 
     def try_next(self) -> Any:
         if not self.changes:

@@ -3,7 +3,8 @@ their window, and how far a checkpoint is behind (docs/handover.md).
 
 Services get evstream errors and plain values from here, never driver objects: a lost
 connection is `StreamInterrupted`, lost change history `ChangeHistoryLost`, a server without
-change streams `NoChangeStreams`. Whatever a server does differently comes from the store's
+change streams `NoChangeStreams`, a driver's own resume that may have missed changes
+`HistoryGap`. Whatever a server does differently comes from the store's
 adapter (`MongoStore` and its `# --- watching ---` methods, overridden by `Nx27017Store`).
 """
 
@@ -17,7 +18,13 @@ from typing import Any
 
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from evstream.errors import EvstreamError, FeatureUnsupported, HistoryLost, Transient
+from evstream.errors import (
+    EvstreamError,
+    FeatureUnsupported,
+    HistoryLost,
+    ServerUnreachable,
+    Transient,
+)
 from evstream.storage.codec import aware, id_key
 from evstream.storage.errors import (
     NO_CHANGE_STREAMS_CODES,
@@ -48,10 +55,26 @@ class StreamInterrupted(Transient):
     `translated` is the error to show if the server was never reached at all.
     """
 
-    def __init__(self, message: str, translated: EvstreamError, *, connection: bool) -> None:
+    def __init__(
+        self, message: str, translated: EvstreamError, *, connection: bool, gap: str | None = None
+    ) -> None:
         super().__init__(message)
         self.translated = translated
         self.connection = connection  # the connection itself failed (not a server's refusal)
+        # What the server's change history may miss from the outage (see HistoryGap), or None.
+        self.gap = gap
+
+
+class HistoryGap(Exception):
+    """pymongo resumed a change stream by itself across a lost connection, on a server whose
+    change history may miss what was written meanwhile (`MongoStore.driver_resume_is_exact`),
+    and the caller does not read the collection again: it goes on with `change` (the one the
+    same poll got, or None) and says `message` once (docs/storage.md, "Lost connections")."""
+
+    def __init__(self, message: str, change: LiveChange | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.change = change
 
 
 class ChangeHistoryLost(HistoryLost):
@@ -150,12 +173,23 @@ def stream_past_read(mark: ReadMark, seen: LiveChange | Caught) -> bool:
 
 class ChangeFeed:
     """A change stream on one collection: `poll()` gives the next change or None (an empty
-    answer), in commit order. Usable from one reader thread; errors come out translated."""
+    answer), in commit order. Usable from one reader thread; errors come out translated.
+
+    `rereads`: after `StreamInterrupted` the caller reads the collection again (the log, from
+    its ledger). Where pymongo's own resume across a lost connection cannot be trusted
+    (nx-27017), such a resume then ends the stream as `StreamInterrupted`; for a caller that
+    does not re-read, `HistoryGap` says what may be missing and the stream goes on.
+    """
 
     def __init__(self, store: MongoStore, name: str, pipeline: list[dict[str, Any]],
-                 resume_after: Any = None) -> None:  # fmt: skip
+                 resume_after: Any = None, *, rereads: bool = False) -> None:  # fmt: skip
         self.store = store
         self.name = name
+        self.rereads = rereads
+        # The client's lost connections when the stream opened, where a driver resume is not
+        # exact: one more later means pymongo may have resumed it by itself since.
+        self._losses = None if store.driver_resume_is_exact else store.losses
+        self._lost = self._losses.count if self._losses is not None else 0
         with guarded(store.uri):
             self._stream = store.open_changes(name, pipeline, resume_after)
 
@@ -168,9 +202,38 @@ class ChangeFeed:
         """The next change, or None when the server answered with nothing."""
         with guarded(self.store.uri):
             raw = self._stream.try_next()
+        if self._losses is not None and self._losses.count != self._lost:
+            self._resumed(raw)
         if raw is None:
+            if not self._stream.alive:  # ended by the server without an invalidate event
+                raise self._interrupted("the server ended the change stream")
             return None
         return self._change(raw)
+
+    def _resumed(self, raw: Mapping[str, Any] | None) -> None:
+        """A connection was lost since the stream opened, so pymongo may have resumed it from
+        its old token, on a server that records no changes while no stream is open: what
+        was written meanwhile is missing. The log's reader reads it again (`raw`, if any, is
+        in that read); any other reader goes on, told once (docs/storage.md)."""
+        assert self._losses is not None
+        self._lost = self._losses.count
+        if self.rereads:
+            raise self._interrupted("a restart or a dropped connection cut the change stream off")
+        if raw is None and not self._stream.alive:
+            return  # poll says the stream ended; the new one gets the same warning
+        raise HistoryGap(self._gap(), None if raw is None else self._change(raw))
+
+    def _gap(self) -> str:
+        return (
+            f"changes to {self.name!r} made while the server was unreachable or restarting "
+            f"may be missing: {self.store.product} keeps no change history while no change "
+            "stream is open"
+        )
+
+    def _interrupted(self, reason: str) -> StreamInterrupted:
+        gap = None if self.store.driver_resume_is_exact or self.rereads else self._gap()
+        translated = ServerUnreachable(f"lost the connection to the server: {reason}")
+        return StreamInterrupted(reason, translated, connection=True, gap=gap)
 
     def caught(self, asked_at: float) -> Caught:
         """What the last empty answer says (call right after `poll` gave None)."""

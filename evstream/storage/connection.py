@@ -17,7 +17,7 @@ from pymongo import MongoClient, uri_parser
 from evstream.errors import InvalidInput, ServerUnreachable
 from evstream.settings import Settings, mask_uri, scrub
 from evstream.storage.errors import translate_errors
-from evstream.storage.mongo import MongoStore
+from evstream.storage.mongo import ConnectionLosses, MongoStore
 from evstream.storage.nx27017 import Nx27017Store, is_nx27017
 
 # How long a command waits for a server to select (for a primary, in an election). MongoDB's
@@ -109,10 +109,14 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
             "connectTimeoutMS": min(timeout, 10_000),
             "appname": "evstream",
         }
+        # Counts lost connections, so a change stream can tell that pymongo resumed it by
+        # itself (docs/storage.md, "Lost connections").
+        losses = ConnectionLosses()
         client: MongoClient[dict[str, Any]] = MongoClient(
             uri,
             tz_aware=True,
             tzinfo=timezone.utc,
+            event_listeners=[losses],
             **{k: v for k, v in defaults.items() if k.lower() not in given},
         )
         try:
@@ -129,6 +133,7 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         description=description,
         version=str(info["version"]) if info.get("version") else None,
         timeout_s=timeout / 1000,
+        losses=losses,
     )
     if not embedded and settings.verbose:  # not on every command: it clutters scripts
         notice(f"using {description}, database {settings.db}")

@@ -19,6 +19,7 @@ from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
+from pymongo.monitoring import ConnectionClosedReason, ConnectionPoolListener
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
@@ -34,6 +35,51 @@ OWN_PREFIX = "evstream_"
 Doc = dict[str, Any]
 # How long a change stream's getMore may wait for changes on a server that honours it.
 WATCH_AWAIT_MS = 500
+
+
+class ConnectionLosses(ConnectionPoolListener):
+    """The client's lost connections, counted: a pool cleared after a network error, or a pooled
+    connection found closed by the server. A change stream that pymongo resumed (or found ended)
+    by itself across a lost connection saw one of these first (docs/storage.md, "Lost
+    connections"). Registered when the client is created; nothing here runs per operation
+    beyond pymongo's own event dispatch."""
+
+    def __init__(self) -> None:
+        self.count = 0  # only ever compared for a change: a racing increment still changes it
+
+    def pool_cleared(self, event: Any) -> None:
+        self.count += 1
+
+    def connection_closed(self, event: Any) -> None:
+        if event.reason == ConnectionClosedReason.ERROR:
+            self.count += 1
+
+    def pool_created(self, event: Any) -> None:
+        pass
+
+    def pool_ready(self, event: Any) -> None:
+        pass
+
+    def pool_closed(self, event: Any) -> None:
+        pass
+
+    def connection_created(self, event: Any) -> None:
+        pass
+
+    def connection_ready(self, event: Any) -> None:
+        pass
+
+    def connection_check_out_started(self, event: Any) -> None:
+        pass
+
+    def connection_check_out_failed(self, event: Any) -> None:
+        pass
+
+    def connection_checked_out(self, event: Any) -> None:
+        pass
+
+    def connection_checked_in(self, event: Any) -> None:
+        pass
 
 
 @dataclass
@@ -53,8 +99,12 @@ class MongoStore(OverviewQueries):
     version: str | None = None
     timeout_s: float = 30.0  # how long an election or a restart is ridden out
     indexes_checked: bool = field(default=False, repr=False)
+    losses: ConnectionLosses | None = field(default=None, repr=False)  # the client's listener
 
     product: ClassVar[str] = "MongoDB"
+    # Whether a change stream that pymongo resumed by itself across a lost connection (a server
+    # restart, a failover) still has every change: on MongoDB it has, the oplog outlives both.
+    driver_resume_is_exact: ClassVar[bool] = True
     # Whether a find's projection makes a read cheaper (less to send and decode): long reads of
     # a few fields (`evstream check`) ask for those fields only where it does.
     cheap_projection: ClassVar[bool] = True
@@ -70,10 +120,11 @@ class MongoStore(OverviewQueries):
         description: str,
         version: str | None = None,
         timeout_s: float = 30.0,
+        losses: ConnectionLosses | None = None,
     ) -> MongoStore:
         """The store for `db_name`, with reads pinned to the primary."""
         db = client.get_database(db_name, read_preference=ReadPreference.PRIMARY)
-        return cls(client, db, uri, embedded, description, version, timeout_s)
+        return cls(client, db, uri, embedded, description, version, timeout_s, losses=losses)
 
     @property
     def events(self) -> Collection[Doc]:

@@ -171,6 +171,13 @@ class Nx27017Store(MongoStore):
     # nx-27017's change streams and date comparisons, worked around here and only here
     # (docs/handover.md, "nx-27017").
 
+    # Change history is kept only while a stream is open: nx-27017 records changes with triggers
+    # that exist while some change stream on the collection is open (closing the last one, as a
+    # clean shutdown does, drops them). What is written on the restarted server before a stream
+    # opens again may never be recorded, so a stream that pymongo resumed by itself from its old
+    # token can silently miss it (docs/storage.md, "Lost connections").
+    driver_resume_is_exact: ClassVar[bool] = False
+
     def watch_pipeline(self, match: Doc, keep_ops: Iterable[str]) -> list[Doc]:
         """Its change-stream $match knows field conditions only ($or matches nothing), and it
         sends no drop/invalidate events to let through: the filters alone."""
