@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from evstream import __version__
+from evstream.cli_values import plain_values
 from evstream.errors import EvstreamError, ExitCode, Interrupted, InvalidInput
 from evstream.interrupts import CTRL_C
 from evstream.settings import Settings, resolve_db, scrub
@@ -177,6 +178,7 @@ class EvstreamGroup(HelpGroup):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         name_values(self)
+        plain_values(self)  # no pydantic for well-formed values (see evstream.cli_values)
         if "_EVSTREAM_COMPLETE" in os.environ:
             complete_globals_after_commands(self)
         given = kwargs.pop("args", None)
