@@ -4,11 +4,13 @@ Heavy imports (pymongo, bson, rich rendering) happen inside commands, so `--help
 completion stay fast and never touch the network.
 """
 
+import atexit
 import contextlib
 import enum
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1752,4 +1754,37 @@ def bench(
 
 def main() -> None:
     """Entry point of the `evstream` command."""
-    app(prog_name="evstream")
+    try:
+        app(prog_name="evstream")
+    except SystemExit as exc:
+        exit_now(exc.code)
+        raise
+
+
+def exit_now(code: object) -> None:
+    """End the process once its work is done, without tearing the interpreter down.
+
+    Python's own exit frees every module and object one by one: 35-40 ms once pymongo, typer
+    and rich are loaded, a fifth of a one-event publish (mypy's `hard_exit` skips it the same
+    way). The atexit handlers still run and stdout and stderr are flushed first; returns (for
+    the ordinary exit) when a thread that Python would wait for is still running, or the output
+    cannot be flushed (a closed pipe: the ordinary exit reports it as it always has).
+    """
+    if not (code is None or isinstance(code, int)):
+        return
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError, ValueError):  # what an atexit handler printed
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code or 0)
