@@ -26,8 +26,8 @@ from evstream.interrupts import CTRL_C
 from evstream.settings import Settings, resolve_db, scrub
 
 if TYPE_CHECKING:
-    from evstream.output import Output
     from evstream.storage import Store
+    from evstream.writer import Output
 
 
 GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
@@ -244,7 +244,7 @@ class Env:
     def output(self) -> "Output":
         """The output of this invocation."""
         if self._output is None:
-            from evstream.output import Output
+            from evstream.writer import Output  # not evstream.output: no rich for JSON lines
 
             self._output = Output(self.settings.output, quiet=self.settings.quiet)
         return self._output
@@ -495,7 +495,6 @@ def _publish_one(
     keep_secrets: bool,
 ) -> None:
     from evstream.events import event_from_object, parse_json_object, redact_event
-    from evstream.output import event_line
     from evstream.storage import append_one, ensure_indexes
     from evstream.storage.codec import loads
 
@@ -529,6 +528,8 @@ def _publish_one(
     if out.json:
         out.emit(result.doc)
     else:
+        from evstream.output import event_line
+
         out.show(event_line(result.doc))
 
 
