@@ -1768,11 +1768,14 @@ def exit_now(code: object) -> None:
     Python's own exit frees every module and object one by one: 35-40 ms once pymongo, typer
     and rich are loaded, a fifth of a one-event publish (mypy's `hard_exit` skips it the same
     way). The atexit handlers still run and stdout and stderr are flushed first; returns (for
-    the ordinary exit) when a thread that Python would wait for is still running, or the output
-    cannot be flushed (a closed pipe: the ordinary exit reports it as it always has).
+    the ordinary exit) when a thread that Python would wait for is still running, under a
+    profiler or tracer, or when the output cannot be flushed (a closed pipe: the ordinary exit
+    reports it as it always has).
     """
     if not (code is None or isinstance(code, int)):
         return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # python -m cProfile, a debugger, coverage: they finish their work after main()
     if any(
         t.is_alive() and not t.daemon
         for t in threading.enumerate()
