@@ -6,183 +6,21 @@ Data goes to stdout; progress, notices, warnings and errors go to stderr. rich d
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
-from typing import IO, Any
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
 
 from bson import json_util
-from bson.json_util import RELAXED_JSON_OPTIONS
-from rich.console import Console
 from rich.text import Text
 
 from evstream.events import MASK, REDACTED, redact
 
-JSON_OPTIONS = RELAXED_JSON_OPTIONS
-
-
-def _isatty(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-_EPOCH = datetime(1970, 1, 1)
-_ZERO = timedelta(0)
-
-
-def _bson_default(value: Any) -> Any:
-    """json_util.default in relaxed mode, with the common UTC date done without strftime."""
-    if type(value) is datetime:
-        offset = value.utcoffset()
-        if (offset is None or offset == _ZERO) and value.year <= 9999:
-            plain = value.replace(tzinfo=None)
-            if plain >= _EPOCH:
-                text = plain.isoformat(timespec="milliseconds")
-                return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
-    return json_util.default(value, JSON_OPTIONS)
-
-
-def json_line(doc: Mapping[str, Any]) -> str:
-    """One document as relaxed Extended JSON on one line, as other MongoDB tools read it.
-
-    The same bytes as json_util.dumps, several times faster: json_util.dumps first copies the
-    whole document in Python, while here the C encoder walks it and only BSON types (dates,
-    ObjectIds …) go through `_bson_default`. Anything unusual (NaN, sets …) takes json_util.
-    """
-    try:
-        return json.dumps(doc, default=_bson_default, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        return json_util.dumps(doc, json_options=JSON_OPTIONS, ensure_ascii=False)
-
-
-class Output:
-    """Where and how a command shows things: one object per invocation, as httpie's Environment."""
-
-    def __init__(
-        self,
-        mode: str = "auto",
-        *,
-        stdout: IO[str] | None = None,
-        stderr: IO[str] | None = None,
-        quiet: bool = False,
-    ) -> None:
-        self.quiet = quiet
-        self.stdout = stdout or sys.stdout
-        self.stderr = stderr or sys.stderr
-        self.out = Console(file=self.stdout, soft_wrap=True)
-        self.err = Console(file=self.stderr, soft_wrap=True, highlight=False)
-        if mode == "auto":
-            # A real terminal, not rich's is_terminal: FORCE_COLOR must colour, not change format.
-            mode = "pretty" if _isatty(self.stdout) else "json"
-        self.mode = mode
-
-    @property
-    def json(self) -> bool:
-        """Whether data is written as JSON lines."""
-        return self.mode == "json"
-
-    @property
-    def interactive(self) -> bool:
-        """Whether stderr is a terminal, so progress bars make sense there."""
-        return _isatty(self.stderr)
-
-    # --- data on stdout ---
-
-    def emit(self, doc: Mapping[str, Any]) -> None:
-        """Write one JSON line to stdout and flush it, so `| head` and `| jq` see it at once."""
-        self.stdout.write(json_line(doc) + "\n")
-        self.stdout.flush()
-
-    def show(self, renderable: Any) -> None:
-        """Print a rich renderable (pretty mode) to stdout."""
-        self.out.print(renderable)
-        self.stdout.flush()
-
-    # --- everything else on stderr ---
-
-    def notice(self, message: str) -> None:
-        """An informational line on stderr (none with --quiet)."""
-        if not self.quiet:
-            self.err.print(Text(message, style="dim"))
-
-    def warning(self, message: str) -> None:
-        """A warning line on stderr."""
-        self.err.print(Text.assemble(("warning: ", "bold yellow"), message))
-
-    def error(self, message: str) -> None:
-        """The one error line on stderr."""
-        self.err.print(Text.assemble(("error: ", "bold red"), message))
-
-    @contextlib.contextmanager
-    def status(self, message: str) -> Iterator[Callable[[str], None]]:
-        """A spinner with a changing message on stderr when it is a terminal; yields say(text)."""
-        if not self.interactive:
-            yield lambda text: None
-            return
-        with self.err.status(message) as spinner:
-            yield lambda text: spinner.update(text)
-
-    @contextlib.contextmanager
-    def progress(
-        self,
-        description: str,
-        total: float | None = None,
-        unit: str = "",
-        *,
-        counts: str = "events",
-    ) -> Iterator[Callable[[float], None]]:
-        """A progress bar on stderr when it is a terminal; yields advance(n). Silent otherwise.
-
-        It counts `counts` (events) and shows their rate in `counts`/s. With unit "bytes", the
-        bar moves by the bytes of input read (a file's size is its total) and each call of
-        advance is one more of `counts` (one line, one event).
-        """
-        if not self.interactive:
-            yield lambda n: None
-            return
-        from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
-
-        by_bytes = unit == "bytes"
-        started = time.monotonic()
-        state = {"items": 0.0, "done": 0.0}
-
-        def figures() -> str:
-            return progress_figures(
-                state["items"],
-                state["done"],
-                total,
-                time.monotonic() - started,
-                counts=counts,
-                by_bytes=by_bytes,
-            )
-
-        class Figures(ProgressColumn):
-            """Count, rate, elapsed and remaining time, worked out afresh at every refresh."""
-
-            def render(self, task: Any) -> Text:
-                return Text(figures(), style="progress.data.speed")
-
-        columns: list[Any] = [TextColumn("[progress.description]{task.description}")]
-        if total:
-            columns += [
-                BarColumn(bar_width=24),
-                TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
-            ]
-        columns.append(Figures())
-        with Progress(*columns, console=self.err, transient=True) as bar:
-            task = bar.add_task(description, total=total)
-
-            def advance(n: float) -> None:
-                state["items"] += 1 if by_bytes else n
-                state["done"] += n
-                bar.update(task, advance=n)
-
-            yield advance
+# Output and JSON lines live in evstream.writer, which needs rich only once something is printed
+# through it (the JSON path of `publish` never does); they are imported from here as before.
+from evstream.writer import JSON_OPTIONS as JSON_OPTIONS
+from evstream.writer import Output as Output
+from evstream.writer import _bson_default
+from evstream.writer import json_line as json_line
 
 
 def progress_figures(
