@@ -427,7 +427,11 @@ def has_secret(value: Any) -> bool:
         items = value
     else:
         return False
-    return any(isinstance(item, (dict, list)) and has_secret(item) for item in items)
+    # A plain loop: `any()` over a generator costs a frame per item, on every watched change.
+    for item in items:
+        if isinstance(item, (dict, list)) and has_secret(item):
+            return True
+    return False
 
 
 def redact(value: Any, where: str = "", *, mask: str = REDACTED) -> tuple[Any, list[str]]:
