@@ -9,7 +9,7 @@ import enum
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -1267,9 +1267,11 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
     from evstream.watching import Hooks
 
     out = env.output
+    written: Callable[[], None] = lambda: None  # noqa: E731
     if executor is None:
         show = printer
         pending = lambda: False  # noqa: E731
+        written = printer.written
     else:
 
         def show(c: Any) -> bool:
@@ -1304,6 +1306,7 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
         pending=pending,
         flush=flush,
         batched=executor is not None,
+        written=written,
     )
 
 
@@ -1316,6 +1319,9 @@ class _WatchPrinter:
         self.out = out
         self.show_secrets = show_secrets
         self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+        # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
+        # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
+        self.buffered = out.json and not out.to_terminal
 
     def __call__(self, change: Any) -> None:
         out = self.out
@@ -1329,7 +1335,8 @@ class _WatchPrinter:
                     change.key,
                     change.doc,
                     show_secrets=self.show_secrets,
-                )
+                ),
+                flush=not self.buffered,
             )
             return
         update = change.update  # updateDescription, where the server gives one
@@ -1338,6 +1345,11 @@ class _WatchPrinter:
                 change.op, change.collection, change.key, change.doc, change.when, update=update
             )
         )
+
+    def written(self) -> None:
+        """Every line printed so far reaches the reader of stdout (Hooks.written)."""
+        if self.buffered:
+            self.out.flush()
 
     def close(self) -> None:
         """Say how many documents of events were not events (the pretty view only)."""

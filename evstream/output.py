@@ -121,10 +121,23 @@ class Output:
 
     # --- data on stdout ---
 
-    def emit(self, doc: Mapping[str, Any]) -> None:
-        """Write one JSON line to stdout and flush it, so `| head` and `| jq` see it at once."""
+    def emit(self, doc: Mapping[str, Any], *, flush: bool = True) -> None:
+        """Write one JSON line to stdout and flush it, so `| head` and `| jq` see it at once.
+
+        `flush=False` leaves it in the buffer for a caller that flushes (`flush`) before it
+        waits for anything: a backlog is written a buffer at a time, not a line at a time."""
         self.stdout.write(json_line(doc) + "\n")
+        if flush:
+            self.stdout.flush()
+
+    def flush(self) -> None:
+        """Flush stdout: every line emitted so far reaches its reader."""
         self.stdout.flush()
+
+    @property
+    def to_terminal(self) -> bool:
+        """Whether stdout is a terminal (a person reads each line as it comes)."""
+        return _isatty(self.stdout)
 
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""

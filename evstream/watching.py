@@ -11,6 +11,7 @@ server's resume tokens, and when it can no longer resume from one the watch stop
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import queue
 import random
@@ -68,6 +69,9 @@ POLL_MIN = 0.02
 POLL_MAX = 1.0
 # Polling: at most this many events inserted between two looks for late ones are looked at.
 LATE_LOOK_MAX = 100_000
+# Hand-offs (lists of changes, each at most a driver's batch) the reader thread keeps waiting
+# for the main thread before it stops asking the server for more.
+HANDOFFS_MAX = 8
 # Waits between attempts to reconnect after a lost connection, in seconds.
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 # How often a quiet watch looks whether its collection was dropped unannounced (nx-27017) or
@@ -95,9 +99,11 @@ class _Prefetch:
     """Reads a change stream in a thread, so the server works on the next batch while the
     current one is printed (pymongo asks for a batch only when the last one is used up).
 
-    Changes go through a bounded queue in order; the main thread handles, prints and saves
-    them, so what is saved is still exactly what was printed. The reader paces empty answers
-    (see PACE_MIN), reports what each empty answer says (`Caught`), and hands errors over.
+    Changes go through a bounded queue in order, as lists: everything the driver already
+    holds goes over in one hand-off (one wake-up of the main thread per batch on a backlog,
+    not one per change). The main thread handles, prints and saves them, so what is saved is
+    still exactly what was printed. The reader paces empty answers (see PACE_MIN), reports
+    what each empty answer says (`Caught`), and hands errors over.
     """
 
     def __init__(
@@ -113,8 +119,13 @@ class _Prefetch:
         self.thread.start()
 
     def get(self, timeout: float) -> Any:
-        """The next change, a Caught, or an exception to raise; queue.Empty after `timeout`."""
+        """The next changes (a list), a Caught, or an exception to raise; queue.Empty after
+        `timeout`."""
         return self.queue.get(timeout=timeout)
+
+    def waiting(self) -> bool:
+        """Whether something is handed over already (`get` would not wait)."""
+        return not self.queue.empty()
 
     def close(self) -> None:
         """Stop reading (before the stream is closed)."""
@@ -122,8 +133,9 @@ class _Prefetch:
         self.thread.join(AWAIT_MS / 1000 + 2)
 
     def _put(self, item: Any) -> bool:
-        """Queue an item; wait while 4,096 are waiting (memory stays bounded on a backlog)."""
-        while self.queue.qsize() >= 4096:
+        """Queue an item; wait while HANDOFFS_MAX are waiting (memory stays bounded on a
+        backlog: at most that many of the driver's batches)."""
+        while self.queue.qsize() >= HANDOFFS_MAX:
             if self.stopping.wait(0.005):
                 return False
         if self.stopping.is_set():
@@ -137,11 +149,11 @@ class _Prefetch:
         try:
             while not self.stopping.is_set():
                 asked = self.clock()
-                change = self.feed.poll()
-                if change is not None:
+                changes = self.feed.poll_batch()
+                if changes:
                     reported = ()
                     idle_since = self.clock()
-                    if not self._put(change):
+                    if not self._put(changes):
                         return
                     continue
                 now = self.clock()
@@ -262,6 +274,11 @@ class Hooks:
     pending: Callable[[], bool] = lambda: False
     flush: Callable[[bool], bool] | None = None  # flush(everything): acknowledged now?
     batched: bool = False  # acknowledges in batches: a batch may be saved as one
+    # Make what `deliver` wrote reach its reader (flush stdout). `deliver` may leave lines in
+    # a buffer because the watch calls this before it waits for the server or for changes,
+    # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
+    # line at once, and a change is saved only once written.
+    written: Callable[[], None] = lambda: None
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -637,11 +654,18 @@ class Watcher:
             with CTRL_C:
                 self._run()
         except _Stop:
+            self.hooks.written()
             self._flush(everything=True)  # a normal end: what waits for a handler goes now
             self._finish()
             return self.count
         except KeyboardInterrupt:
+            with contextlib.suppress(OSError):  # a gone reader must not hide the Ctrl-C
+                self.hooks.written()
             self._finish()
+            raise
+        except Exception:
+            with contextlib.suppress(OSError):  # what was printed still reaches its reader
+                self.hooks.written()
             raise
         return self.count
 
@@ -809,17 +833,26 @@ class Watcher:
         """Print the stream's changes as they come; a reader thread fetches the next ones."""
         reader = _Prefetch(feed, self.clock, self.sleep)
         token_saved_at = float("-inf")
+        written = self.hooks.written
         try:
             while True:
                 self._check_idle()
+                if not reader.waiting():
+                    written()  # about to wait: what was printed reaches its reader now
                 try:
                     item = reader.get(self._wait())
                 except queue.Empty:
                     item = None  # quiet: the server has not answered yet, which says nothing
+                if type(item) is list:
+                    for change in item:
+                        self._handle(change)
+                        self._passed(change)
+                    continue
                 if item is None or isinstance(item, Caught):
                     if isinstance(item, Caught):
                         self._passed(item)
                     # Housekeeping between changes.
+                    written()
                     self._flush()
                     now = self.clock()
                     if self.ledger is not None:
@@ -838,8 +871,6 @@ class Watcher:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                self._handle(item)
-                self._passed(item)
         finally:
             reader.close()
 
@@ -938,6 +969,7 @@ class Watcher:
             self.ledger.read_from(),
             handover=handover,
             clock=self.clock,
+            before_fetch=self.hooks.written,
         )
         self.shown_by_read = 0
         for doc in read:
@@ -966,7 +998,9 @@ class Watcher:
         if self.options.ops and "insert" not in self.options.ops:
             return None
         self.scan_keys = {}
-        for doc in scan_collection(self.store, self.options.collection, log_query({})):
+        for doc in scan_collection(
+            self.store, self.options.collection, log_query({}), self.hooks.written
+        ):
             key = {name: doc.get(name) for name in self.fields}
             self.scan_keys[key_text(key)] = doc_hash(doc)
             self._deliver(Change("insert", self.options.collection, key, doc, None))
@@ -996,6 +1030,7 @@ class Watcher:
             if self.shown_by_read:
                 idle_since = now
             else:
+                self.hooks.written()
                 self._flush()
                 self._look()
                 self.sleep(poll_pause(now - idle_since))
@@ -1078,9 +1113,11 @@ class Watcher:
     def _save(self) -> None:
         """Save what was printed: log events into the window, else the resume token.
 
-        Never past a change that a consumer has not acknowledged yet (Hooks.pending)."""
+        Never past a change that a consumer has not acknowledged yet (Hooks.pending), nor
+        past one still in an output buffer (Hooks.written first)."""
         if self._checkpoint_base is None or self.hooks.pending():
             return
+        self.hooks.written()
         if self.ledger is not None:
             if self.unsaved and self.hooks.batched and len(self.unsaved) > 64:
                 # An acknowledged batch (--exec): most of it is below the ledger's window
