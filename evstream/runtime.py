@@ -1,0 +1,27 @@
+"""Process-level tuning for the bulk passes (publish, rebuild): standard library only."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+# Young objects allowed before the cyclic collector runs (CPython's default is 700).
+BULK_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def fewer_collections(threshold: int = BULK_THRESHOLD) -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a bulk pass allocates.
+
+    Events are trees of dicts and lists that reference counting frees as soon as they are
+    done; what a pass keeps (a checked file's events, a batch) the default thresholds scan
+    again and again, about 1.4 µs per event at 100,000 lines. The collector still runs, so
+    cycles are still freed and memory stays flat; the thresholds are put back afterwards.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
