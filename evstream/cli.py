@@ -1314,8 +1314,9 @@ class _WatchPrinter:
     """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
 
     def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
-        from evstream.output import WatchView
+        from evstream.output import WatchView, watch_record
 
+        self.record = watch_record
         self.out = out
         self.show_secrets = show_secrets
         self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
@@ -1326,10 +1327,8 @@ class _WatchPrinter:
     def __call__(self, change: Any) -> None:
         out = self.out
         if out.json:
-            from evstream.output import watch_record
-
             out.emit(
-                watch_record(
+                self.record(
                     change.op,
                     change.collection,
                     change.key,

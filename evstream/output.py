@@ -19,7 +19,7 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from rich.console import Console
 from rich.text import Text
 
-from evstream.events import MASK, REDACTED, redact
+from evstream.events import MASK, REDACTED, has_secret, redact
 
 JSON_OPTIONS = RELAXED_JSON_OPTIONS
 
@@ -387,8 +387,8 @@ def watch_record(
     show_secrets: bool = False,
 ) -> dict[str, Any]:
     """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
-    if doc is not None:
-        doc = masked(doc, show_secrets)  # the document itself when it holds no secret
+    if doc is not None and not show_secrets and has_secret(doc):
+        doc = redact(doc, mask=MASK)[0]  # else the document itself, as stored
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
 
 

@@ -242,7 +242,7 @@ def check_ops(ops: Iterable[str]) -> list[str]:
 # --- one change, as shown ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One change as evstream shows it: operation, collection, document key, full document."""
 
@@ -354,12 +354,14 @@ class Ledger:
         'late' is an event below the settled position that the ledger no longer holds ids
         for: its `ts` broke the margin, so it may or may not have been shown.
         """
-        pos = self.position(doc)
-        if pos[1] in self._ids:
+        raw = self.ident(doc)
+        key = id_key(raw)
+        if key in self._ids:
             return "seen"
+        pos = (event_ts(doc), key)
         if self.settled is not None and pos <= self.settled:
             return "late"
-        self._add(pos, self.ident(doc))
+        self._add(pos, raw)
         return "new"
 
     @property
