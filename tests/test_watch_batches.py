@@ -114,3 +114,23 @@ def test_a_backlog_reaches_a_pipe_reader_while_the_watch_goes_on(db, watcher):  
     assert ids == [d["_id"] for d in backlog]
     watching_.proc.send_signal(signal.SIGINT)
     assert watching_.finish() == 130
+
+
+def test_an_error_after_part_of_a_batch_comes_after_that_part():
+    store, live = backlog_store(10)
+    feed = ChangeFeed(store, "events", [])
+    polls = 0
+    poll = feed.poll
+
+    def failing_third() -> Any:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            raise RuntimeError("boom")
+        return poll()
+
+    feed.poll = failing_third  # type: ignore[method-assign]
+    first = feed.poll_batch()
+    assert [c.doc["_id"] for c in first] == [d["_id"] for d in live[:2]]
+    with pytest.raises(RuntimeError, match="boom"):
+        feed.poll_batch()

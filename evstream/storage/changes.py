@@ -67,13 +67,27 @@ class NoChangeStreams(FeatureUnsupported):
     """The server has no change streams (a standalone mongod, code 40573)."""
 
 
-@contextlib.contextmanager
-def guarded(uri: str | None = None) -> Iterator[None]:
+def guarded(uri: str | None = None) -> _Guarded:
     """Driver errors inside as the evstream errors above (or translate_errors' own)."""
-    try:
-        yield
-    except PyMongoError as exc:
-        raise _translate(exc, uri) from None
+    return _Guarded(uri)
+
+
+class _Guarded:
+    """`guarded`'s context manager: a class, as it wraps every change a watch reads (a
+    generator-based one costs about a microsecond each time)."""
+
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, PyMongoError):
+            raise _translate(exc, self.uri) from None
+        return False
 
 
 def _translate(exc: PyMongoError, uri: str | None) -> EvstreamError:
@@ -117,7 +131,7 @@ class Caught:
     asked_at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveChange:
     """One change from a change stream, with the server's quirks already undone."""
 
@@ -156,6 +170,7 @@ class ChangeFeed:
                  resume_after: Any = None) -> None:  # fmt: skip
         self.store = store
         self.name = name
+        self._deferred: Exception | None = None  # poll_batch's error after changes it returned
         with guarded(store.uri):
             self._stream = store.open_changes(name, pipeline, resume_after)
 
@@ -176,15 +191,21 @@ class ChangeFeed:
         """The next change and those after it that the driver already holds (no further round
         trip to the server), at most `most`, in commit order; empty when the server answered
         with nothing. Each goes through `poll`: only the first can wait for the server."""
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
         first = self.poll()
         if first is None:
             return []
         changes = [first]
-        while len(changes) < most and _holds_more(self._stream):
-            change = self.poll()
-            if change is None:
-                break
-            changes.append(change)
+        try:
+            while len(changes) < most and _holds_more(self._stream):
+                change = self.poll()
+                if change is None:
+                    break
+                changes.append(change)
+        except Exception as exc:  # noqa: BLE001 - raised at the next call, after these are shown
+            self._deferred = exc
         return changes
 
     def caught(self, asked_at: float) -> Caught:
