@@ -1120,6 +1120,13 @@ def bench_notes(extra: Mapping[str, Any]) -> str:
     if "p50_ms" in extra:
         notes.append(f"p50 {extra['p50_ms']:.2f} ms (raw {extra['raw_p50_ms']:.2f})")
         notes.append(f"p99 {extra['p99_ms']:.2f} ms (raw {extra['raw_p99_ms']:.2f})")
+    if extra.get("replay_cpu_ratio") is not None:
+        notes.append(
+            f"reading the log (--from start --no-follow): CPU "
+            f"{extra['replay_cpu_us_per_event']:.1f} µs/event "
+            f"(raw find().sort('ts') {extra['raw_replay_cpu_us_per_event']:.1f}), "
+            f"{extra['replay_cpu_ratio']:.2f}x"
+        )
     if "streams" in extra:
         notes.append(f"{extra['streams']:,} streams")
     if "batch1_events_per_second" in extra:
