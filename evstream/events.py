@@ -427,8 +427,12 @@ def has_secret(value: Any) -> bool:
         items = value
     else:
         return False
-    # A plain loop: `any()` over a generator costs a frame per item, on every watched change.
+    # A plain loop: `any()` over a generator costs a frame per item, on every watched change;
+    # the exact type checks first, as most values are strings and numbers.
     for item in items:
+        kind = type(item)
+        if kind is str or kind is int:
+            continue
         if isinstance(item, (dict, list)) and has_secret(item):
             return True
     return False
