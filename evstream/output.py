@@ -32,7 +32,6 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 _EPOCH = datetime(1970, 1, 1)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ZERO = timedelta(0)
 _UTC_ZONES = (timezone.utc, json_util.utc)  # the driver's dates come in bson's own utc
 
@@ -42,7 +41,7 @@ def _bson_default(value: Any) -> Any:
     if type(value) is datetime:
         tz = value.tzinfo
         if tz is _UTC_ZONES[0] or tz is _UTC_ZONES[1]:
-            if _EPOCH_UTC <= value and value.year <= 9999:
+            if 1970 <= value.year <= 9999:  # at or after the epoch: no aware comparison
                 text = value.isoformat(timespec="milliseconds")[:-6]  # without +00:00
                 return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
         else:

@@ -851,7 +851,8 @@ class Watcher:
                 if type(item) is list:
                     for change in item:
                         self._handle(change)
-                        self._passed(change)
+                        if self.handover is not None:  # else nothing for _passed to end
+                            self._passed(change)
                     continue
                 if item is None or isinstance(item, Caught):
                     if isinstance(item, Caught):
