@@ -245,9 +245,15 @@ def watch_event(i: int) -> dict[str, Any]:
 
 
 def start_watcher(kind: str, uri: str, db: str, limit: int, stdout: Any) -> subprocess.Popen:
-    """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint; waits until ready."""
+    """A watcher process: raw, raw-batch1000, evstream or evstream-checkpoint, or a reader of
+    the whole log (raw-replay, evstream-replay); waits until ready."""
     env = {**os.environ, "EVSTREAM_URI": uri, "EVSTREAM_DB": db}
-    if kind.startswith("raw"):
+    if kind == "raw-replay":
+        argv = [sys.executable, "-c", raw_pymongo.READ_LOOP, uri, db]
+    elif kind == "evstream-replay":
+        argv = [sys.executable, "-m", "evstream", "watch", "-o", "json"]
+        argv += ["--from", "start", "--no-follow"]
+    elif kind.startswith("raw"):
         argv = [sys.executable, "-c", raw_pymongo.WATCH_LOOP, uri, db, str(limit)]
         if kind == "raw-batch1000":
             argv.append("1000")
@@ -339,6 +345,33 @@ def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, 
     return events / seconds, (cpu_last - cpu_before) / events * 1e6
 
 
+def replay_round(kind: str, uri: str, db: str, events: int) -> tuple[float, float]:
+    """(events/s, CPU µs per event) of reading a log of `events` whole into /dev/null, from
+    the moment the reader is connected and ready until it exits (POSIX)."""
+    with open(os.devnull, "w") as devnull:
+        proc = start_watcher(kind, uri, db, 0, devnull)
+        try:
+            os.kill(proc.pid, signal.SIGSTOP)  # the read has just begun: count from here
+            cpu_before = cpu_seconds(proc.pid)
+            cpu_last = cpu_before
+            started = time.perf_counter()
+            os.kill(proc.pid, signal.SIGCONT)
+            while proc.poll() is None:
+                try:
+                    cpu_last = cpu_seconds(proc.pid)
+                except (OSError, IndexError):
+                    break
+                time.sleep(0.01)
+            code = proc.wait(600)
+            seconds = time.perf_counter() - started
+            if code != 0:
+                raise SystemExit(f"{kind} reader exited {code}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return events / seconds, (cpu_last - cpu_before) / events * 1e6
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -410,11 +443,21 @@ def bench_watch(scratch: Scratch, events: int, streams: int, progress: Progress)
         progress(f"watch: {kind} throughput, a backlog of {events:,} changes")
         store = scratch.store(f"watch_tp_{kind}")
         rate[kind], cpu_us[kind] = throughput_round(kind, store.uri, store.db.name, events)
+        # The same log, read whole (watch --from start --no-follow): the first event and
+        # the backlog's.
+        progress(f"watch: {kind} reading the log of {events + 1:,} events")
+        replay = f"{kind}-replay"
+        rate[replay], cpu_us[replay] = replay_round(replay, store.uri, store.db.name, events + 1)
     extra = {
         "p50_ms": round(percentile(lat["evstream"], 0.5), 2),
         "p99_ms": round(percentile(lat["evstream"], 0.99), 2),
         "raw_p50_ms": round(percentile(lat["raw"], 0.5), 2),
         "raw_p99_ms": round(percentile(lat["raw"], 0.99), 2),
+        "replay_cpu_us_per_event": round(cpu_us["evstream-replay"], 2),
+        "raw_replay_cpu_us_per_event": round(cpu_us["raw-replay"], 2),
+        "replay_cpu_ratio": round(cpu_us["evstream-replay"] / cpu_us["raw-replay"], 3)
+        if cpu_us["raw-replay"]
+        else None,
     }
     return BenchResult(
         "watch",
@@ -622,6 +665,13 @@ def median_result(runs: list[BenchResult]) -> BenchResult:
 
     first = runs[0]
     extra = dict(first.extra)
+    for name in ("replay_cpu_us_per_event", "raw_replay_cpu_us_per_event"):
+        if all(r.extra.get(name) is not None for r in runs):
+            extra[name] = round(mid([r.extra[name] for r in runs]), 2)
+    if extra.get("raw_replay_cpu_us_per_event"):
+        extra["replay_cpu_ratio"] = round(
+            extra["replay_cpu_us_per_event"] / extra["raw_replay_cpu_us_per_event"], 3
+        )
     if len(runs) > 1:
         extra["rounds"] = len(runs)
     cpus = [(r.evstream_cpu, r.raw_cpu) for r in runs]

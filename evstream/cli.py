@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -1277,9 +1277,11 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
     from evstream.watching import Hooks
 
     out = env.output
+    written: Callable[[], None] = lambda: None  # noqa: E731
     if executor is None:
         show = printer
         pending = lambda: False  # noqa: E731
+        written = printer.written
     else:
 
         def show(c: Any) -> bool:
@@ -1314,6 +1316,7 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
         pending=pending,
         flush=flush,
         batched=executor is not None,
+        written=written,
     )
 
 
@@ -1321,25 +1324,28 @@ class _WatchPrinter:
     """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
 
     def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
-        from evstream.output import WatchView
+        from evstream.output import WatchView, watch_record
 
+        self.record = watch_record
         self.out = out
         self.show_secrets = show_secrets
         self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+        # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
+        # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
+        self.buffered = out.json and not out.to_terminal
 
     def __call__(self, change: Any) -> None:
         out = self.out
         if out.json:
-            from evstream.output import watch_record
-
             out.emit(
-                watch_record(
+                self.record(
                     change.op,
                     change.collection,
                     change.key,
                     change.doc,
                     show_secrets=self.show_secrets,
-                )
+                ),
+                flush=not self.buffered,
             )
             return
         update = change.update  # updateDescription, where the server gives one
@@ -1348,6 +1354,11 @@ class _WatchPrinter:
                 change.op, change.collection, change.key, change.doc, change.when, update=update
             )
         )
+
+    def written(self) -> None:
+        """Every line printed so far reaches the reader of stdout (Hooks.written)."""
+        if self.buffered:
+            self.out.flush()
 
     def close(self) -> None:
         """Say how many documents of events were not events (the pretty view only)."""

@@ -13,7 +13,7 @@ from typing import Any
 from bson import json_util
 from rich.text import Text
 
-from evstream.events import MASK, REDACTED, redact
+from evstream.events import MASK, REDACTED, has_secret, redact
 
 # Output and JSON lines live in evstream.writer, which needs rich only once something is printed
 # through it (the JSON path of `publish` never does); they are imported from here as before.
@@ -184,8 +184,8 @@ def watch_record(
     show_secrets: bool = False,
 ) -> dict[str, Any]:
     """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
-    if doc is not None:
-        doc = masked(doc, show_secrets)  # the document itself when it holds no secret
+    if doc is not None and not show_secrets and has_secret(doc):
+        doc = redact(doc, mask=MASK)[0]  # else the document itself, as stored
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
 
 
@@ -917,6 +917,13 @@ def bench_notes(extra: Mapping[str, Any]) -> str:
     if "p50_ms" in extra:
         notes.append(f"p50 {extra['p50_ms']:.2f} ms (raw {extra['raw_p50_ms']:.2f})")
         notes.append(f"p99 {extra['p99_ms']:.2f} ms (raw {extra['raw_p99_ms']:.2f})")
+    if extra.get("replay_cpu_ratio") is not None:
+        notes.append(
+            f"reading the log (--from start --no-follow): CPU "
+            f"{extra['replay_cpu_us_per_event']:.1f} µs/event "
+            f"(raw find().sort('ts') {extra['raw_replay_cpu_us_per_event']:.1f}), "
+            f"{extra['replay_cpu_ratio']:.2f}x"
+        )
     if "streams" in extra:
         notes.append(f"{extra['streams']:,} streams")
     if "batch1_events_per_second" in extra:

@@ -11,6 +11,7 @@ server's resume tokens, and when it can no longer resume from one the watch stop
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import queue
 import random
@@ -23,6 +24,7 @@ from typing import Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
 from evstream.interrupts import CTRL_C
+from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
 from evstream.storage.changes import (
     INVALIDATING_OPS,
@@ -69,6 +71,9 @@ POLL_MIN = 0.02
 POLL_MAX = 1.0
 # Polling: at most this many events inserted between two looks for late ones are looked at.
 LATE_LOOK_MAX = 100_000
+# Hand-offs (lists of changes, each at most a driver's batch) the reader thread keeps waiting
+# for the main thread before it stops asking the server for more.
+HANDOFFS_MAX = 8
 # Waits between attempts to reconnect after a lost connection, in seconds.
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 # How often a quiet watch looks whether its collection was dropped unannounced (nx-27017) or
@@ -96,9 +101,11 @@ class _Prefetch:
     """Reads a change stream in a thread, so the server works on the next batch while the
     current one is printed (pymongo asks for a batch only when the last one is used up).
 
-    Changes go through a bounded queue in order; the main thread handles, prints and saves
-    them, so what is saved is still exactly what was printed. The reader paces empty answers
-    (see PACE_MIN), reports what each empty answer says (`Caught`), and hands errors over.
+    Changes go through a bounded queue in order, as lists: everything the driver already
+    holds goes over in one hand-off (one wake-up of the main thread per batch on a backlog,
+    not one per change). The main thread handles, prints and saves them, so what is saved is
+    still exactly what was printed. The reader paces empty answers (see PACE_MIN), reports
+    what each empty answer says (`Caught`), and hands errors over.
     """
 
     def __init__(
@@ -114,8 +121,13 @@ class _Prefetch:
         self.thread.start()
 
     def get(self, timeout: float) -> Any:
-        """The next change, a Caught, or an exception to raise; queue.Empty after `timeout`."""
+        """The next changes (a list), a Caught, or an exception to raise; queue.Empty after
+        `timeout`."""
         return self.queue.get(timeout=timeout)
+
+    def waiting(self) -> bool:
+        """Whether something is handed over already (`get` would not wait)."""
+        return not self.queue.empty()
 
     def close(self) -> None:
         """Stop reading (before the stream is closed)."""
@@ -123,8 +135,9 @@ class _Prefetch:
         self.thread.join(AWAIT_MS / 1000 + 2)
 
     def _put(self, item: Any) -> bool:
-        """Queue an item; wait while 4,096 are waiting (memory stays bounded on a backlog)."""
-        while self.queue.qsize() >= 4096:
+        """Queue an item; wait while HANDOFFS_MAX are waiting (memory stays bounded on a
+        backlog: at most that many of the driver's batches)."""
+        while self.queue.qsize() >= HANDOFFS_MAX:
             if self.stopping.wait(0.005):
                 return False
         if self.stopping.is_set():
@@ -139,15 +152,15 @@ class _Prefetch:
             while not self.stopping.is_set():
                 asked = self.clock()
                 try:
-                    change = self.feed.poll()
+                    changes = self.feed.poll_batch()
                 except HistoryGap as gap:  # said in order, then the stream goes on
                     if not self._put(gap):
                         return
-                    change = gap.change
-                if change is not None:
+                    changes = [] if gap.change is None else [gap.change]
+                if changes:
                     reported = ()
                     idle_since = self.clock()
-                    if not self._put(change):
+                    if not self._put(changes):
                         return
                     continue
                 now = self.clock()
@@ -235,7 +248,7 @@ def check_ops(ops: Iterable[str]) -> list[str]:
 # --- one change, as shown ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One change as evstream shows it: operation, collection, document key, full document."""
 
@@ -268,6 +281,11 @@ class Hooks:
     pending: Callable[[], bool] = lambda: False
     flush: Callable[[bool], bool] | None = None  # flush(everything): acknowledged now?
     batched: bool = False  # acknowledges in batches: a batch may be saved as one
+    # Make what `deliver` wrote reach its reader (flush stdout). `deliver` may leave lines in
+    # a buffer because the watch calls this before it waits for the server or for changes,
+    # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
+    # line at once, and a change is saved only once written.
+    written: Callable[[], None] = lambda: None
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -342,12 +360,14 @@ class Ledger:
         'late' is an event below the settled position that the ledger no longer holds ids
         for: its `ts` broke the margin, so it may or may not have been shown.
         """
-        pos = self.position(doc)
-        if pos[1] in self._ids:
+        raw = self.ident(doc)
+        key = id_key(raw)
+        if key in self._ids:
             return "seen"
+        pos = (event_ts(doc), key)
         if self.settled is not None and pos <= self.settled:
             return "late"
-        self._add(pos, self.ident(doc))
+        self._add(pos, raw)
         return "new"
 
     @property
@@ -641,14 +661,23 @@ class Watcher:
     def run(self) -> int:
         """Follow until --limit, --idle-timeout, --no-follow's end, an error, or Ctrl-C."""
         try:
-            with CTRL_C:
+            # A watch allocates a few objects per change and keeps almost none: the cyclic
+            # collector need not scan them every 700 allocations (evstream/runtime.py).
+            with CTRL_C, fewer_collections():
                 self._run()
         except _Stop:
+            self.hooks.written()
             self._flush(everything=True)  # a normal end: what waits for a handler goes now
             self._finish()
             return self.count
         except KeyboardInterrupt:
+            with contextlib.suppress(OSError):  # a gone reader must not hide the Ctrl-C
+                self.hooks.written()
             self._finish()
+            raise
+        except Exception:
+            with contextlib.suppress(OSError):  # what was printed still reaches its reader
+                self.hooks.written()
             raise
         return self.count
 
@@ -826,17 +855,27 @@ class Watcher:
         """Print the stream's changes as they come; a reader thread fetches the next ones."""
         reader = _Prefetch(feed, self.clock, self.sleep)
         token_saved_at = float("-inf")
+        written = self.hooks.written
         try:
             while True:
                 self._check_idle()
+                if not reader.waiting():
+                    written()  # about to wait: what was printed reaches its reader now
                 try:
                     item = reader.get(self._wait())
                 except queue.Empty:
                     item = None  # quiet: the server has not answered yet, which says nothing
+                if type(item) is list:
+                    for change in item:
+                        self._handle(change)
+                        if self.handover is not None:  # else nothing for _passed to end
+                            self._passed(change)
+                    continue
                 if item is None or isinstance(item, Caught):
                     if isinstance(item, Caught):
                         self._passed(item)
                     # Housekeeping between changes.
+                    written()
                     self._flush()
                     now = self.clock()
                     if self.ledger is not None:
@@ -858,8 +897,6 @@ class Watcher:
                         self._warn_gap(item.message)
                         continue
                     raise item
-                self._handle(item)
-                self._passed(item)
         finally:
             reader.close()
 
@@ -958,6 +995,7 @@ class Watcher:
             self.ledger.read_from(),
             handover=handover,
             clock=self.clock,
+            before_fetch=self.hooks.written,
         )
         self.shown_by_read = 0
         for doc in read:
@@ -986,7 +1024,9 @@ class Watcher:
         if self.options.ops and "insert" not in self.options.ops:
             return None
         self.scan_keys = {}
-        for doc in scan_collection(self.store, self.options.collection, log_query({})):
+        for doc in scan_collection(
+            self.store, self.options.collection, log_query({}), self.hooks.written
+        ):
             key = {name: doc.get(name) for name in self.fields}
             self.scan_keys[key_text(key)] = doc_hash(doc)
             self._deliver(Change("insert", self.options.collection, key, doc, None))
@@ -1016,6 +1056,7 @@ class Watcher:
             if self.shown_by_read:
                 idle_since = now
             else:
+                self.hooks.written()
                 self._flush()
                 self._look()
                 self.sleep(poll_pause(now - idle_since))
@@ -1098,9 +1139,11 @@ class Watcher:
     def _save(self) -> None:
         """Save what was printed: log events into the window, else the resume token.
 
-        Never past a change that a consumer has not acknowledged yet (Hooks.pending)."""
+        Never past a change that a consumer has not acknowledged yet (Hooks.pending), nor
+        past one still in an output buffer (Hooks.written first)."""
         if self._checkpoint_base is None or self.hooks.pending():
             return
+        self.hooks.written()
         if self.ledger is not None:
             if self.unsaved and self.hooks.batched and len(self.unsaved) > 64:
                 # An acknowledged batch (--exec): most of it is below the ledger's window

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
@@ -35,18 +35,45 @@ def _isatty(stream: IO[str]) -> bool:
 
 _EPOCH = datetime(1970, 1, 1)
 _ZERO = timedelta(0)
+_UTC_ZONES = (timezone.utc, json_util.utc)  # the driver's dates come in bson's own utc
 
 
 def _bson_default(value: Any) -> Any:
     """json_util.default in relaxed mode, with the common UTC date done without strftime."""
     if type(value) is datetime:
-        offset = value.utcoffset()
-        if (offset is None or offset == _ZERO) and value.year <= 9999:
-            plain = value.replace(tzinfo=None)
-            if plain >= _EPOCH:
-                text = plain.isoformat(timespec="milliseconds")
+        tz = value.tzinfo
+        if tz is _UTC_ZONES[0] or tz is _UTC_ZONES[1]:
+            if 1970 <= value.year <= 9999:  # at or after the epoch: no aware comparison
+                text = value.isoformat(timespec="milliseconds")[:-6]  # without +00:00
                 return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
+        else:
+            offset = value.utcoffset()
+            if (offset is None or offset == _ZERO) and value.year <= 9999:
+                plain = value.replace(tzinfo=None)
+                if plain >= _EPOCH:
+                    text = plain.isoformat(timespec="milliseconds")
+                    return {"$date": (text[:-4] if text.endswith(".000") else text) + "Z"}
     return json_util.default(value, JSON_OPTIONS)
+
+
+def _one_line_encoder() -> Callable[[Any], str]:
+    """json.dumps(doc, default=_bson_default, ensure_ascii=False, allow_nan=False), built once:
+    json.dumps makes a new encoder (and its C encoder) on every call with these options."""
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    c_encode = getattr(json.encoder, "c_encode_basestring", None)
+    if c_make_encoder is None or c_encode is None:  # not CPython: the plain way
+        encoder = json.JSONEncoder(default=_bson_default, ensure_ascii=False, allow_nan=False)
+        return encoder.encode
+    # markers=None: no check for circular containers, which a decoded document cannot have.
+    make = c_make_encoder(None, _bson_default, c_encode, None, ": ", ", ", False, False, False)
+
+    def encode(doc: Any) -> str:
+        return "".join(make(doc, 0))
+
+    return encode
+
+
+_encode = _one_line_encoder()
 
 
 def json_line(doc: Mapping[str, Any]) -> str:
@@ -57,8 +84,8 @@ def json_line(doc: Mapping[str, Any]) -> str:
     ObjectIds …) go through `_bson_default`. Anything unusual (NaN, sets …) takes json_util.
     """
     try:
-        return json.dumps(doc, default=_bson_default, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
+        return _encode(doc)
+    except (TypeError, ValueError, RecursionError):
         return json_util.dumps(doc, json_options=JSON_OPTIONS, ensure_ascii=False)
 
 
@@ -107,10 +134,23 @@ class Output:
 
     # --- data on stdout ---
 
-    def emit(self, doc: Mapping[str, Any]) -> None:
-        """Write one JSON line to stdout and flush it, so `| head` and `| jq` see it at once."""
+    def emit(self, doc: Mapping[str, Any], *, flush: bool = True) -> None:
+        """Write one JSON line to stdout and flush it, so `| head` and `| jq` see it at once.
+
+        `flush=False` leaves it in the buffer for a caller that flushes (`flush`) before it
+        waits for anything: a backlog is written a buffer at a time, not a line at a time."""
         self.stdout.write(json_line(doc) + "\n")
+        if flush:
+            self.stdout.flush()
+
+    def flush(self) -> None:
+        """Flush stdout: every line emitted so far reaches its reader."""
         self.stdout.flush()
+
+    @property
+    def to_terminal(self) -> bool:
+        """Whether stdout is a terminal (a person reads each line as it comes)."""
+        return _isatty(self.stdout)
 
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""

@@ -210,6 +210,15 @@ class FakeChangeStream:
         self.buffer = batch
         return self.try_next()
 
+    @property
+    def _cursor(self) -> FakeChangeStream:
+        """pymongo's ChangeStream asks its cursor whether a batch still holds changes
+        (`_has_next`); evstream asks the same to hand a batch over at once."""
+        return self
+
+    def _has_next(self) -> bool:
+        return bool(self.buffer)
+
     def close(self) -> None:
         self.closed = True
         self.alive = False

@@ -11,7 +11,7 @@ adapter (`MongoStore` and its `# --- watching ---` methods, overridden by `Nx270
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -90,13 +90,27 @@ class NoChangeStreams(FeatureUnsupported):
     """The server has no change streams (a standalone mongod, code 40573)."""
 
 
-@contextlib.contextmanager
-def guarded(uri: str | None = None) -> Iterator[None]:
+def guarded(uri: str | None = None) -> _Guarded:
     """Driver errors inside as the evstream errors above (or translate_errors' own)."""
-    try:
-        yield
-    except PyMongoError as exc:
-        raise _translate(exc, uri) from None
+    return _Guarded(uri)
+
+
+class _Guarded:
+    """`guarded`'s context manager: a class, as it wraps every change a watch reads (a
+    generator-based one costs about a microsecond each time)."""
+
+    __slots__ = ("uri",)
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, PyMongoError):
+            raise _translate(exc, self.uri) from None
+        return False
 
 
 def _translate(exc: PyMongoError, uri: str | None) -> EvstreamError:
@@ -140,7 +154,7 @@ class Caught:
     asked_at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class LiveChange:
     """One change from a change stream, with the server's quirks already undone."""
 
@@ -190,6 +204,7 @@ class ChangeFeed:
         # exact: one more later means pymongo may have resumed it by itself since.
         self._losses = None if store.driver_resume_is_exact else store.losses
         self._lost = self._losses.count if self._losses is not None else 0
+        self._deferred: Exception | None = None  # poll_batch's error after changes it returned
         with guarded(store.uri):
             self._stream = store.open_changes(name, pipeline, resume_after)
 
@@ -234,6 +249,26 @@ class ChangeFeed:
         gap = None if self.store.driver_resume_is_exact or self.rereads else self._gap()
         translated = ServerUnreachable(f"lost the connection to the server: {reason}")
         return StreamInterrupted(reason, translated, connection=True, gap=gap)
+    def poll_batch(self, most: int = 1000) -> list[LiveChange]:
+        """The next change and those after it that the driver already holds (no further round
+        trip to the server), at most `most`, in commit order; empty when the server answered
+        with nothing. Each goes through `poll`: only the first can wait for the server."""
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
+        first = self.poll()
+        if first is None:
+            return []
+        changes = [first]
+        try:
+            while len(changes) < most and _holds_more(self._stream):
+                change = self.poll()
+                if change is None:
+                    break
+                changes.append(change)
+        except Exception as exc:  # noqa: BLE001 - raised at the next call, after these are shown
+            self._deferred = exc
+        return changes
 
     def caught(self, asked_at: float) -> Caught:
         """What the last empty answer says (call right after `poll` gave None)."""
@@ -271,6 +306,18 @@ class ChangeFeed:
         self.close()
 
 
+def _holds_more(stream: Any) -> bool:
+    """Whether the driver already holds a stream's next change, so asking for it makes no
+    round trip. pymongo has no public way to ask; its own ChangeStream asks its cursor so
+    (`_has_next`). Anything else (another driver version, a test's fake) says no: changes
+    then go one at a time, as before."""
+    has_next = getattr(getattr(stream, "_cursor", None), "_has_next", None)
+    try:
+        return bool(has_next()) if callable(has_next) else False
+    except Exception:  # noqa: BLE001 - a driver that changed inside: one at a time
+        return False
+
+
 # --- the log, read in ts order -----------------------------------------------------------------
 
 
@@ -296,7 +343,8 @@ class LogRead:
 
     `handover`: the read that a change stream takes over from, on the primary with majority
     read concern, so it holds nothing the stream cannot also show (docs/handover.md).
-    After the iteration, `mark` says where the read ended.
+    After the iteration, `mark` says where the read ended. `before_fetch` is called whenever
+    the read is about to wait for the server (everything fetched so far was handed out).
     """
 
     def __init__(
@@ -308,6 +356,7 @@ class LogRead:
         projection: dict[str, int] | None = None,
         handover: bool = False,
         clock: Any = None,
+        before_fetch: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.filters = filters
@@ -315,6 +364,7 @@ class LogRead:
         self.projection = projection
         self.handover = handover
         self.clock = clock
+        self.before_fetch = before_fetch
         self.mark: ReadMark | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -329,9 +379,12 @@ class LogRead:
             try:
                 cursor = collection.find(query, self.projection, session=session)
                 with cursor.sort("ts", 1).batch_size(1000) as docs:
-                    for doc in docs:
-                        if lower is None or event_ts(doc) >= lower:
-                            yield doc
+                    if self.before_fetch is None:
+                        for doc in docs:
+                            if lower is None or event_ts(doc) >= lower:
+                                yield doc
+                    else:
+                        yield from _fetching(docs, self.before_fetch, lower)
                 local = self.clock() if self.clock is not None else 0.0
                 self.mark = ReadMark(store.operation_time(session), local)
             finally:
@@ -339,12 +392,37 @@ class LogRead:
                     session.end_session()
 
 
-def scan_collection(store: MongoStore, name: str, query: Doc) -> Iterator[Doc]:
-    """Every document of a collection matching `query`, in _id order."""
+def _fetching(
+    cursor: Any, before_fetch: Callable[[], None], lower: datetime | None
+) -> Iterator[dict[str, Any]]:
+    """A log read's documents (at or after `lower`), calling `before_fetch` whenever the next
+    one has to come from the server: the cursor has handed out all it `retrieved`."""
+    handed = 0
+    docs = iter(cursor)
+    while True:
+        retrieved = getattr(cursor, "retrieved", None)
+        if retrieved is None or handed >= retrieved:
+            before_fetch()
+        doc = next(docs, None)
+        if doc is None:
+            return
+        handed += 1
+        if lower is None or event_ts(doc) >= lower:
+            yield doc
+
+
+def scan_collection(
+    store: MongoStore, name: str, query: Doc, before_fetch: Callable[[], None] | None = None
+) -> Iterator[Doc]:
+    """Every document of a collection matching `query`, in _id order (`before_fetch`: as
+    LogRead's)."""
     with guarded(store.uri):
         cursor = store.collection(name).find(query).sort("_id", 1).batch_size(1000)
         with cursor:
-            yield from cursor
+            if before_fetch is None:
+                yield from cursor
+            else:
+                yield from _fetching(cursor, before_fetch, None)
 
 
 def key_fields(store: MongoStore, name: str) -> tuple[str, ...]:

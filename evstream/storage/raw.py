@@ -34,6 +34,22 @@ with coll.watch(full_document="updateLookup", batch_size=batch) as stream:
             break
 """
 
+# The log read in ts order, each event printed as Extended JSON: the raw `watch --from start
+# --no-follow` (`--no-follow` prints its lines as one output, flushed at the end).
+READ_LOOP = r"""
+import sys
+import pymongo
+from bson import json_util
+uri, db = sys.argv[1], sys.argv[2]
+database = pymongo.MongoClient(uri, tz_aware=True)[db]
+database.command("ping")
+out = sys.stdout
+sys.stderr.write("raw: ready\n"); sys.stderr.flush()
+for doc in database["events"].find().sort("ts", 1).batch_size(1000):
+    out.write(json_util.dumps(doc) + "\n")
+out.flush()
+"""
+
 
 def drop_database(store: MongoStore) -> None:
     """Drop the store's database (bench's scratch databases)."""
