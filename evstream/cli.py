@@ -264,8 +264,11 @@ class Env:
         the server-selection timeout (30 s) when none answers: Ctrl-C while a watch rides out
         an outage would take that long. The operating system closes the sockets at exit.
         """
-        if self._store is not None and not interrupted:
-            self._store.close()
+        if self._store is not None:
+            if interrupted:
+                self._store.abandon()
+            else:
+                self._store.close()
 
 
 @contextlib.contextmanager

@@ -129,10 +129,12 @@ class _Prefetch:
         """Whether something is handed over already (`get` would not wait)."""
         return not self.queue.empty()
 
-    def close(self) -> None:
-        """Stop reading (before the stream is closed)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop reading (before the stream is closed). `wait=False` for Ctrl-C: the watch is
+        ending, and in an outage a read under way can sit out server selection (30 s)."""
         self.stopping.set()
-        self.thread.join(AWAIT_MS / 1000 + 2)
+        if wait:
+            self.thread.join(AWAIT_MS / 1000 + 2)
 
     def _put(self, item: Any) -> bool:
         """Queue an item; wait while HANDOFFS_MAX are waiting (memory stays bounded on a
@@ -856,6 +858,7 @@ class Watcher:
         reader = _Prefetch(feed, self.clock, self.sleep)
         token_saved_at = float("-inf")
         written = self.hooks.written
+        interrupted = False
         try:
             while True:
                 self._check_idle()
@@ -897,8 +900,11 @@ class Watcher:
                         self._warn_gap(item.message)
                         continue
                     raise item
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            reader.close()
+            reader.close(wait=not interrupted)
 
     def _passed(self, seen: LiveChange | Caught) -> None:
         """End the handover's overlap once the server says the stream has passed the read."""

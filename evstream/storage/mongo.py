@@ -162,6 +162,12 @@ class MongoStore(OverviewQueries):
         self.client.close()
         _skip_pymongo_exit_wait()
 
+    def abandon(self) -> None:
+        """Leave the client open to the process's exit (Ctrl-C), without its exit handler:
+        that joins pymongo's threads, which in an outage sit in server selection (a cursor
+        to kill), for seconds. The operating system closes the sockets."""
+        _skip_pymongo_exit_wait()
+
     # --- query shapes a server may answer differently ---------------------------------------
 
     def unstorable(self, event: EventInput, text: str | None = None) -> str | None:
