@@ -324,25 +324,12 @@ def throughput_round(kind: str, uri: str, db: str, events: int) -> tuple[float, 
             os.kill(proc.pid, signal.SIGSTOP)
             for i in range(0, events, 1000):
                 coll.insert_many(docs[i : i + 1000])
-            cpu_before = cpu_seconds(proc.pid)
-            cpu_last = cpu_before
-            started = time.perf_counter()
-            os.kill(proc.pid, signal.SIGCONT)
-            while proc.poll() is None:  # its CPU time, sampled until it exits
-                try:
-                    cpu_last = cpu_seconds(proc.pid)
-                except (OSError, IndexError):
-                    break
-                time.sleep(0.01)
-            code = proc.wait(600)
-            seconds = time.perf_counter() - started
-            if code != 0:
-                raise SystemExit(f"{kind} watcher exited {code}")
+            seconds, cpu = resume_until_exit(proc, f"{kind} watcher")
         finally:
             if proc.poll() is None:
                 proc.kill()
             coll.close()
-    return events / seconds, (cpu_last - cpu_before) / events * 1e6
+    return events / seconds, cpu / events * 1e6
 
 
 def replay_round(kind: str, uri: str, db: str, events: int) -> tuple[float, float]:
@@ -352,24 +339,26 @@ def replay_round(kind: str, uri: str, db: str, events: int) -> tuple[float, floa
         proc = start_watcher(kind, uri, db, 0, devnull)
         try:
             os.kill(proc.pid, signal.SIGSTOP)  # the read has just begun: count from here
-            cpu_before = cpu_seconds(proc.pid)
-            cpu_last = cpu_before
-            started = time.perf_counter()
-            os.kill(proc.pid, signal.SIGCONT)
-            while proc.poll() is None:
-                try:
-                    cpu_last = cpu_seconds(proc.pid)
-                except (OSError, IndexError):
-                    break
-                time.sleep(0.01)
-            code = proc.wait(600)
-            seconds = time.perf_counter() - started
-            if code != 0:
-                raise SystemExit(f"{kind} reader exited {code}")
+            seconds, cpu = resume_until_exit(proc, f"{kind} reader")
         finally:
             if proc.poll() is None:
                 proc.kill()
-    return events / seconds, (cpu_last - cpu_before) / events * 1e6
+    return events / seconds, cpu / events * 1e6
+
+
+def resume_until_exit(proc: subprocess.Popen, what: str) -> tuple[float, float]:
+    """Continue a stopped process and wait for it to exit: (wall seconds, CPU seconds it used
+    meanwhile). The CPU before is read from /proc (clock ticks, never more than it used); the
+    CPU at exit is the kernel's exact account (wait4), so a short run never reads as 0."""
+    cpu_before = cpu_seconds(proc.pid)
+    started = time.perf_counter()
+    os.kill(proc.pid, signal.SIGCONT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} exited {proc.returncode}")
+    return seconds, usage.ru_utime + usage.ru_stime - cpu_before
 
 
 def cpu_seconds(pid: int) -> float:
