@@ -7,9 +7,11 @@ import signal
 import time
 from typing import Any
 
+import pymongo
 import pytest
 from conftest import Cli
 from test_watch_cli import Running
+from waiting import wait_for
 
 QUICK = 5.0  # seconds; the bug took 30 (the server-selection timeout)
 
@@ -34,6 +36,11 @@ def test_ctrl_c_while_the_server_is_gone_exits_at_once(own_server: Any, extra: l
     watching = Running(cli.popen("watch", "-o", "json", *extra)).ready()
     if extra:
         watching.wait_for(lambda: len(watching.out) == 1, "the replayed event")
+        # Saved, too: a Ctrl-C that lands while a change is printed and saved waits for the
+        # save (a second Ctrl-C stops at once); this test is about a watch waiting out an outage.
+        with pymongo.MongoClient(own_server.uri) as client:
+            window = client["outage"]["evstream_checkpoint_window"]
+            wait_for(lambda: window.count_documents({}) == 1, 30, "the checkpoint's save")
     own_server.kill()  # the watch is now waiting for a server to select
     took = interrupt(watching)
     assert took < QUICK, f"Ctrl-C took {took:.1f} s"
