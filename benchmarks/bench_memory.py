@@ -2,10 +2,12 @@
 
     python benchmarks/bench_memory.py [--events 30000,300000] [--streams-per 10] [--uri URI]
 
-For each size, in a fresh database of one server (a throwaway nx-27017 unless --uri):
-`publish --file` of that many NDJSON lines, `watch --from start --no-follow -o json` of the log
-it made, and `rebuild-sessions` of it, each as a process of its own, its peak RSS read by the
-wrapper that ran it. Prints a table (and JSON lines with -o json).
+For each size, in fresh databases of one server (a throwaway nx-27017 unless --uri):
+`publish --file -` of that many NDJSON lines from standard input (streamed), `publish --file
+PATH` of the same file (checked first, the parsed events of its first 16 MiB kept), `watch
+--from start --no-follow -o json` of the log it made, and `rebuild-sessions` of it, each as a
+process of its own, its peak RSS read by the wrapper that ran it. Prints a table (and JSON
+lines with -o json).
 """
 
 from __future__ import annotations
@@ -33,16 +35,25 @@ def measure(uri: str, events: int, streams: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".ndjson") as file:
         file.write(synthetic_lines(events, streams))
         file.flush()
+        path = Path(file.name)
+        # Into a database of its own, streamed from standard input (nothing kept).
+        stdin_env = {**env, "EVSTREAM_DB": db + "_stdin"}
+        _, rss, _ = run_measured(PUBLISH_STDIN, stdin_env, stdin=path)
+        found["publish --file - (stdin)"] = rss / 1024
         commands = {
-            "publish --file": ["publish", "--file", file.name],
+            "publish --file PATH (checked)": ["publish", "--file", file.name],
             "watch --from start --no-follow": ["watch", "--from", "start", "--no-follow"],
             "rebuild-sessions": ["rebuild-sessions"],
         }
         for name, args in commands.items():
             _, rss, _ = run_measured([PY, "-m", "evstream", *args, "-o", "json"], env)
             found[name] = rss / 1024
-    run_measured([PY, "-c", DROP, uri, db], {})
+    for name in (db, db + "_stdin"):
+        run_measured([PY, "-c", DROP, uri, name], {})
     return found
+
+
+PUBLISH_STDIN = [PY, "-m", "evstream", "publish", "--file", "-", "-o", "json"]
 
 
 DROP = "import sys, pymongo; pymongo.MongoClient(sys.argv[1]).drop_database(sys.argv[2])"

@@ -152,17 +152,21 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
-    """Validate a stream name, event type or event id; returns it unchanged."""
-    # The common case in one look: printable (so no NUL or control character), not too long,
-    # neither starting with '$' nor blank at either end (a blank name goes the long way).
-    if (
+def _plain_name(value: Any, limit: int = MAX_NAME_LENGTH) -> bool:
+    """A valid name in one look: printable (so no NUL or control character), not too long,
+    neither starting with '$' nor blank at either end (a blank name goes the long way)."""
+    return (
         type(value) is str
         and 0 < len(value) <= limit
         and value.isprintable()
         and value[0] not in "$ "
         and value[-1] != " "
-    ):
+    )
+
+
+def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
+    """Validate a stream name, event type or event id; returns it unchanged."""
+    if _plain_name(value, limit):
         return value
     if not isinstance(value, str):
         raise InvalidEvent(f"{kind} must be a string, not {_type_name(value)}")
@@ -385,16 +389,6 @@ def _plain_value(value: Any, depth: int) -> int:
             continue
         return -1
     return status
-
-
-def _plain_name(value: Any, limit: int = MAX_NAME_LENGTH) -> bool:
-    return (
-        type(value) is str
-        and 0 < len(value) <= limit
-        and value.isprintable()
-        and value[0] not in "$ "
-        and value[-1] != " "
-    )
 
 
 def event_from_plain(obj: Any, line: int | None = None) -> EventInput | None:

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from fake_changes import FakeCluster, FakeStore
+from test_handover import Recorder
 
 from evstream.storage import Nx27017Store
 from evstream.storage.changes import ChangeFeed, HistoryGap, StreamInterrupted
-from evstream.watching import Hooks, Watcher, WatchOptions
+from evstream.watching import Watcher, WatchOptions
 
 UTC = timezone.utc
 
@@ -26,17 +27,6 @@ class FakeNxStore(FakeStore, Nx27017Store):
     """The fake's streams, with nx-27017's adapter: a driver's resume is not exact there."""
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.changes: list[Any] = []
-        self.notices: list[str] = []
-        self.warnings: list[str] = []
-
-    def hooks(self) -> Hooks:
-        return Hooks(self.changes.append, self.notices.append, self.warnings.append)
-
-    def ids(self) -> list[Any]:
-        return [c.doc["_id"] for c in self.changes]
 
 
 def events(prefix: str, n: int, start: datetime) -> list[dict[str, Any]]:
