@@ -177,7 +177,7 @@ class Hooks:
 
 
 # A checked file's first lines, up to this much input, keep their parsed events for the writing
-# pass, which parses only what lies beyond: about 100 MB of parsed events at most, however large
+# pass, which parses only what lies beyond: about 80 MB of parsed events at most, however large
 # the file.
 KEEP_PARSED_BYTES = 16 * 1024 * 1024
 
