@@ -1,4 +1,5 @@
-"""Process-level tuning for the bulk passes (publish, rebuild): standard library only."""
+"""Process-level tuning for the passes that allocate per event (publish, watch): standard library
+only."""
 
 from __future__ import annotations
 
