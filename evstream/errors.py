@@ -91,3 +91,9 @@ class HistoryLost(EvstreamError):
 
 class IndexProblem(FeatureUnsupported):
     """An index evstream relies on is missing, cannot be created, or conflicts: exit 4."""
+
+
+# Shorter names for the Python API (docs/python-api.md): `except evstream.Conflict:`.
+Error = EvstreamError
+Conflict = ConcurrencyConflict
+Unsupported = FeatureUnsupported

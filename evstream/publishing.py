@@ -6,7 +6,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -30,7 +30,15 @@ from evstream.events import (
     redact_event,
 )
 from evstream.runtime import fewer_collections
-from evstream.storage import Appender, Store, build_document, check_size, now_utc
+from evstream.storage import (
+    Appender,
+    AppendResult,
+    Store,
+    append_one,
+    build_document,
+    check_size,
+    now_utc,
+)
 from evstream.storage.codec import loads, loads_plain
 
 BATCH_SIZE = 1000
@@ -63,6 +71,21 @@ def parse_line(
         event = event_from_object(obj, line=line)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
         check_size(build_document(event, 1, now_utc()), line)
+    return _storable(event, line, refuse, text, keep_secrets)
+
+
+def parse_object(
+    obj: Any, number: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+) -> EventInput:
+    """One event given as an object with a line's fields (the Python API's `append_many`) to a
+    validated event; `number` is its place in the input, named as the line of an error."""
+    return _storable(event_from_object(obj, line=number), number, refuse, None, keep_secrets)
+
+
+def _storable(
+    event: EventInput, line: int, refuse: Refusal | None, text: str | None, keep_secrets: bool
+) -> EventInput:
+    """An event the server can store (`refuse`) and, unless `keep_secrets`, no masked copy."""
     if refuse is not None:
         reason = refuse(event, text)
         if reason:
@@ -413,6 +436,96 @@ class _BatchWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def publish_one(
+    store: Store,
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> AppendResult:
+    """Append one event given by its fields (type, stream, data, meta, id, expected_version;
+    None for one not given), checked, its secrets redacted unless `keep_secrets`."""
+    event = event_from_object({k: v for k, v in fields.items() if v is not None})
+    redacted = [] if keep_secrets else redact_event(event)
+    if redacted:
+        warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
+    reason = store.unstorable(event)
+    if reason:
+        raise InvalidInput(f"{reason}; nothing was written")
+    return append_one(store, event)
+
+
+def publish_objects(
+    store: Store,
+    objects: Iterable[Any],
+    *,
+    keep_secrets: bool = False,
+    skip_invalid: bool = False,
+    batch_size: int = BATCH_SIZE,
+    hooks: Hooks | None = None,
+) -> PublishReport:
+    """Append events given as objects with the fields of an NDJSON line, as `publish --file`
+    appends a file's: the same checks, batches and account.
+
+    A sequence (a list) is checked whole first, as a file is: nothing is written when an item
+    is bad, unless `skip_invalid`. Any other iterable is read as it comes, as standard input
+    is, so memory stays flat: what came before a bad item is stored, and the error says so.
+    """
+    hooks = hooks or Hooks()
+    report = PublishReport()
+    checked = _checked_objects(objects, store.unstorable, keep_secrets)
+    events: Iterable[EventInput]
+    if isinstance(objects, Sequence) and not skip_invalid:
+        items = list(checked)
+        bad = [item for item in items if isinstance(item, InvalidEvent)]
+        if bad:
+            more = f" (and {len(bad) - 1} more invalid item(s))" if len(bad) > 1 else ""
+            raise InvalidInput(f"{bad[0]}{more}; nothing was written")
+        events = items  # type: ignore[assignment]  # no InvalidEvent among them
+    else:
+        events = _valid_objects(checked, report, skip_invalid, hooks)
+    return publish_events(
+        store,
+        events,
+        keep_secrets=keep_secrets,
+        batch_size=batch_size,
+        hooks=hooks,
+        report=report,
+    )
+
+
+def _checked_objects(
+    objects: Iterable[Any], refuse: Refusal, keep_secrets: bool
+) -> Iterator[EventInput | InvalidEvent]:
+    """Each object as a checked event, or the error that says what is wrong with it."""
+    order = VersionOrder()
+    for number, obj in enumerate(objects, 1):
+        try:
+            event = parse_object(obj, number, refuse, keep_secrets=keep_secrets)
+            order.see(event)
+        except InvalidEvent as exc:
+            yield exc
+            continue
+        yield event
+
+
+def _valid_objects(
+    checked: Iterable[EventInput | InvalidEvent],
+    report: PublishReport,
+    skip_invalid: bool,
+    hooks: Hooks,
+) -> Iterator[EventInput]:
+    """The valid events in order; a bad one raises unless skipped."""
+    for item in checked:
+        if isinstance(item, InvalidEvent):
+            if not skip_invalid:
+                raise item
+            report.skipped += 1
+            hooks.warning(f"skipped {item}")
+            continue
+        yield item
 
 
 def _events(

@@ -57,6 +57,29 @@ def resolve_db(option: str | None, uri: str | None) -> str:
     return uri_database(uri) or DEFAULT_DB
 
 
+def resolve_settings(
+    uri: str | None = None,
+    db: str | None = None,
+    *,
+    context: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Where the data lives, as every entry point resolves it: the given values, then the
+    environment (EVSTREAM_URI, MONGODB_URI, EVSTREAM_DB), then the defaults (no URI: the
+    embedded dev store). `context` names a context of the config file (DESIGN, "Configuration
+    and contexts"), which this function is the one place to resolve."""
+    env = os.environ if env is None else env
+    if context is not None:
+        from evstream.errors import InvalidInput
+
+        raise InvalidInput(
+            f"context {context!r}: this evstream reads no config file yet",
+            hint="give uri= (or EVSTREAM_URI) instead",
+        )
+    resolved = resolve_uri(uri, env)
+    return Settings(uri=resolved, db=resolve_db(db or env.get("EVSTREAM_DB") or None, resolved))
+
+
 def default_home(env: dict[str, str] | None = None) -> Path:
     """EVSTREAM_HOME, else the per-user data directory of the platform."""
     env = os.environ if env is None else env

@@ -288,6 +288,9 @@ class Hooks:
     # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
     # line at once, and a change is saved only once written.
     written: Callable[[], None] = lambda: None
+    # Whether the consumer asks the watch to end (the Python API's `follow` being closed):
+    # looked at wherever the watch checks --idle-timeout, a normal end like it.
+    stopped: Callable[[], bool] = lambda: False
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -1138,6 +1141,8 @@ class Watcher:
             raise _Stop
 
     def _check_idle(self, extra: float = 0.0) -> None:
+        if self.hooks.stopped():
+            raise _Stop
         timeout = self.options.idle_timeout
         if timeout is not None and self.clock() + extra - self.last_change >= timeout:
             raise _Stop

@@ -12,6 +12,7 @@ from evstream.storage.errors import (
     NO_CHANGE_STREAMS_CODES,
     driver_message,
     is_retryable,
+    no_driver_errors,
     translate_errors,
 )
 from evstream.storage.log import (
@@ -62,6 +63,7 @@ __all__ = [
     "ensure_indexes",
     "events_by_id",
     "is_retryable",
+    "no_driver_errors",
     "now_utc",
     "stream_head",
     "stream_heads",

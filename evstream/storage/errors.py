@@ -10,12 +10,14 @@ import contextlib
 import re
 from collections.abc import Iterator
 
+from bson.errors import BSONError
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
     InvalidName,
     InvalidURI,
     OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 
@@ -114,6 +116,19 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
         ) from None
 
 
+@contextlib.contextmanager
+def no_driver_errors(uri: str | None = None) -> Iterator[None]:
+    """`translate_errors`, and whatever other error pymongo or bson raises as an evstream error
+    too: the Python API's promise that no driver exception reaches its caller."""
+    try:
+        with translate_errors(uri):
+            yield
+    except BSONError as exc:  # a value BSON cannot encode (a set, an object of the caller's)
+        raise InvalidInput(f"cannot store the value: {scrub(str(exc), uri)[:300]}") from None
+    except PyMongoError as exc:
+        raise EvstreamError(f"MongoDB error: {scrub(driver_message(exc, 300), uri)}") from None
+
+
 def translate_operation_failure(exc: OperationFailure, uri: str | None = None) -> EvstreamError:
     """The evstream error for a command the server refused."""
     message = scrub(server_message(exc), uri)
@@ -175,5 +190,6 @@ __all__ = [
     "driver_message",
     "history_lost_name",
     "is_retryable",
+    "no_driver_errors",
     "translate_errors",
 ]
