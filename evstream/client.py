@@ -231,6 +231,16 @@ class Client:
             logger.warning("%s", skipped)
         return report.as_dict()
 
+    def state(self, projection: Projection | str, key: str) -> dict[str, Any] | None:
+        """A projection's document for a stream (or, keyed, a key's value) as readers see it,
+        complete (docs/projections.md); None when it has none."""
+        from evstream.projections import load_projection
+        from evstream.storage.projections import find_documents
+
+        with self._errors():
+            proj = load_projection(projection) if isinstance(projection, str) else projection
+            return find_documents(self._open(), proj.collection, [key]).get(key)
+
     def check(self) -> dict[str, Any]:
         """The log's health, as `evstream check -o json` reports it (`healthy`, `findings` …)."""
         from evstream.check import Check

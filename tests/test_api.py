@@ -210,9 +210,7 @@ def test_a_bad_item_in_a_list_writes_nothing(api: Client, db: Any) -> None:
     assert db.events.count_documents({}) == 0
 
 
-def test_a_bad_item_in_a_generator_stops_there_saying_what_was_stored(
-    api: Client, db: Any
-) -> None:
+def test_a_bad_item_in_a_generator_stops_there_saying_what_was_stored(api: Client, db: Any) -> None:
     def events() -> Iterator[dict[str, Any]]:
         yield from (login("alice", i) for i in range(3))
         yield {"type": "login", "stream": "bob", "data": "not an object"}
@@ -256,8 +254,14 @@ def test_read_in_log_order_with_filters(api: Client, db: Any) -> None:
     t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
     db.events.insert_many(
         [
-            {"_id": f"e{i}", "stream": "ab"[i % 2], "version": i // 2 + 1,
-             "type": "login" if i % 3 else "logout", "data": {}, "ts": t0 + timedelta(minutes=i)}
+            {
+                "_id": f"e{i}",
+                "stream": "ab"[i % 2],
+                "version": i // 2 + 1,
+                "type": "login" if i % 3 else "logout",
+                "data": {},
+                "ts": t0 + timedelta(minutes=i),
+            }
             for i in range(12)
         ]  # fmt: skip
     )
@@ -303,8 +307,10 @@ def test_follow_from_start_then_live(api: Client, server_uri: str, db_name: str)
 
 def test_follow_with_types_and_streams(api: Client) -> None:
     api.append_many([login("alice"), {"type": "logout", "stream": "alice"}, login("bob")])
-    got = [(c.doc or {})["stream"] for c in api.follow(start="start", streams="alice",
-                                                          types=["login"], idle_timeout=0.5)]
+    got = [
+        (c.doc or {})["stream"]
+        for c in api.follow(start="start", streams="alice", types=["login"], idle_timeout=0.5)
+    ]
     assert got == ["alice"]
 
 
@@ -494,7 +500,7 @@ def test_threads_share_one_client_for_every_call(api: Client, db: Any) -> None:
 
 # --- typing ----------------------------------------------------------------------------------
 
-USER_SCRIPT = '''
+USER_SCRIPT = """
 from __future__ import annotations
 
 from datetime import datetime
@@ -534,7 +540,7 @@ def main() -> None:
         report = log.rebuild(counts, incremental=True)
         healthy: bool = log.check()["healthy"]
         print(report["mode"], healthy, log.status()["counts"])
-'''
+"""
 
 
 def mypy_strict(script: Path) -> subprocess.CompletedProcess[str]:
@@ -542,8 +548,17 @@ def mypy_strict(script: Path) -> subprocess.CompletedProcess[str]:
     editable install is a finder that mypy cannot follow); evstream's own findings are not
     the user's."""
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-         "--no-incremental", "--python-version", "3.10", str(script)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--no-incremental",
+            "--python-version",
+            "3.10",
+            str(script),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         env={**os.environ, "MYPYPATH": str(ROOT)},
