@@ -75,15 +75,25 @@ def parse_line(
 
 
 def parse_object(
-    obj: Any, number: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+    obj: Any, number: int | None, refuse: Refusal | None = None, *, keep_secrets: bool = False
 ) -> EventInput:
     """One event given as an object with a line's fields (the Python API's `append_many`) to a
-    validated event; `number` is its place in the input, named as the line of an error."""
+    validated event; `number` is its place in the input, named as the line of an error.
+
+    A plain new event (JSON's types only, whole numbers within 64 bits, finite floats) is taken
+    in one look, as a plain line is, and every server stores it: `refuse` is not asked."""
+    event = event_from_plain(obj, number)
+    if event is not None:
+        return event
     return _storable(event_from_object(obj, line=number), number, refuse, None, keep_secrets)
 
 
 def _storable(
-    event: EventInput, line: int, refuse: Refusal | None, text: str | None, keep_secrets: bool
+    event: EventInput,
+    line: int | None,
+    refuse: Refusal | None,
+    text: str | None,
+    keep_secrets: bool,
 ) -> EventInput:
     """An event the server can store (`refuse`) and, unless `keep_secrets`, no masked copy."""
     if refuse is not None:
@@ -447,13 +457,11 @@ def publish_one(
 ) -> AppendResult:
     """Append one event given by its fields (type, stream, data, meta, id, expected_version;
     None for one not given), checked, its secrets redacted unless `keep_secrets`."""
-    event = event_from_object({k: v for k, v in fields.items() if v is not None})
+    given = {k: v for k, v in fields.items() if v is not None}
+    event = parse_object(given, None, store.unstorable, keep_secrets=keep_secrets)
     redacted = [] if keep_secrets else redact_event(event)
     if redacted:
         warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
-    reason = store.unstorable(event)
-    if reason:
-        raise InvalidInput(f"{reason}; nothing was written")
     return append_one(store, event)
 
 
