@@ -85,3 +85,72 @@ def test_a_follow_consumer_killed_and_restarted_loses_nothing(
     assert len(again) <= 1, again  # at most the change held at the kill
     assert len(lines) > before_restart
     assert db.evstream_checkpoints.find_one({"_id": "mailer"}) is not None
+
+
+# Ctrl-C: while a change is being handled (it is not saved, and comes again), and while the
+# follow waits for changes (everything handled is saved); either way the process ends at once.
+INTERRUPTED = """
+import sys, time
+import evstream
+uri, db, slow = sys.argv[1:4]
+with evstream.connect(uri, db) as log:
+    with log.follow(checkpoint="mailer", start="start") as changes:
+        for change in changes:
+            print("handling", change.doc["_id"], flush=True)
+            if change.doc["_id"] == slow:
+                time.sleep(120)  # the handler's long work, which Ctrl-C interrupts
+            print("handled", change.doc["_id"], flush=True)
+"""
+
+
+def interrupted_consumer(uri: str, db: str, slow: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, uri, db, slow],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lines_until(proc: subprocess.Popen[str], wanted: str) -> list[str]:
+    assert proc.stdout is not None
+    seen = []
+    while True:
+        line = proc.stdout.readline()
+        assert line, (
+            f"the consumer ended before {wanted!r}: {proc.stderr.read() if proc.stderr else ''}"
+        )
+        seen.append(line.strip())
+        if line.strip() == wanted:
+            return seen
+
+
+def test_ctrl_c_while_handling_or_waiting(server_uri: str, db_name: str, db: Any) -> None:
+    with evstream.connect(server_uri, db_name) as log:
+        log.append_many([{"type": "t", "stream": "s", "id": f"e{i}"} for i in range(5)])
+    first = interrupted_consumer(server_uri, db_name, slow="e2")
+    try:
+        lines_until(first, "handling e2")
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=15)  # at once: no outage to wait out
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0 and "KeyboardInterrupt" in err
+    second = interrupted_consumer(server_uri, db_name, slow="none")
+    try:
+        seen = lines_until(second, "handled e4")
+        assert seen[0] == "handling e2", seen  # the change held at Ctrl-C comes again, first
+        second.send_signal(signal.SIGINT)  # now waiting for changes
+        second.communicate(timeout=15)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    third = interrupted_consumer(server_uri, db_name, slow="none")
+    try:
+        with evstream.connect(server_uri, db_name) as log:
+            log.append("t", "s", id="e5")
+        assert lines_until(third, "handled e5") == ["handling e5", "handled e5"]
+    finally:
+        third.send_signal(signal.SIGINT)
+        third.communicate(timeout=15)
