@@ -94,8 +94,8 @@ class Client:
                 {
                     "type": type,
                     "stream": stream,
-                    "data": {} if data is None else data,
-                    "meta": meta,
+                    "data": {} if data is None else _as_dict(data),
+                    "meta": None if meta is None else _as_dict(meta),
                     "id": id,
                     "expected_version": expected_version,
                 },
@@ -491,6 +491,11 @@ def _names(value: str | Iterable[str] | None) -> list[str]:
         if not isinstance(name, str):
             raise InvalidInput(f"expected names as strings, got {type(name).__name__}")
     return names
+
+
+def _as_dict(value: Any) -> Any:
+    """A mapping as the dict an event holds (anything else is left for the checks to refuse)."""
+    return dict(value) if isinstance(value, Mapping) and type(value) is not dict else value
 
 
 def _since(value: datetime | str | None) -> datetime | None:
