@@ -368,9 +368,13 @@ def _watch(channel: _Channel, store: Store, options: WatchOptions) -> None:
         pending=lambda: channel.unhandled,
         stopped=channel.stop.is_set,
     )
+
+    def pause(seconds: float) -> None:  # between reconnection attempts: ends when closed
+        channel.stop.wait(seconds)
+
     try:
         with no_driver_errors(store.uri):
-            Watcher(store, options, hooks, sleep=channel.stop.wait).run()
+            Watcher(store, options, hooks, sleep=pause).run()
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
         channel.changes.put(exc)
     else:

@@ -47,7 +47,7 @@ SIZE_CHECK_FROM = 4 * 1024 * 1024
 
 
 # Why the server cannot store an event though it is valid (Store.unstorable), or None.
-Refusal = Callable[[EventInput, str], str | None]
+Refusal = Callable[[EventInput, str | None], str | None]
 
 
 def parse_line(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -66,9 +67,9 @@ def resolve_settings(
 ) -> Settings:
     """Where the data lives, as every entry point resolves it: the given values, then the
     environment (EVSTREAM_URI, MONGODB_URI, EVSTREAM_DB), then the defaults (no URI: the
-    embedded dev store). `context` names a context of the config file (DESIGN, "Configuration
-    and contexts"), which this function is the one place to resolve."""
-    env = os.environ if env is None else env
+    embedded dev store). `context` names a context of the config file, which this function is
+    the one place to resolve (docs/python-api.md, "Connecting")."""
+    environ: Mapping[str, str] = os.environ if env is None else env
     if context is not None:
         from evstream.errors import InvalidInput
 
@@ -77,7 +78,7 @@ def resolve_settings(
             hint="give uri= (or EVSTREAM_URI) instead",
         )
     resolved = resolve_uri(uri, env)
-    return Settings(uri=resolved, db=resolve_db(db or env.get("EVSTREAM_DB") or None, resolved))
+    return Settings(uri=resolved, db=resolve_db(db or environ.get("EVSTREAM_DB") or None, resolved))
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:

@@ -101,6 +101,27 @@ def test_connect_errors_are_evstreams_own_with_exit_codes(
     assert caught.value.exit_code == code
 
 
+@pytest.mark.parametrize(
+    ("uri", "db", "env", "expected"),
+    [
+        (None, None, {}, (None, "evstream")),
+        (None, None, {"MONGODB_URI": "mongodb://m/shop"}, ("mongodb://m/shop", "shop")),
+        (None, None, {"EVSTREAM_URI": "mongodb://e/", "MONGODB_URI": "mongodb://m/"},
+         ("mongodb://e/", "evstream")),  # fmt: skip
+        (None, None, {"EVSTREAM_URI": "mongodb://e/a", "EVSTREAM_DB": "b"}, ("mongodb://e/a", "b")),
+        ("mongodb://given/x", "y", {"EVSTREAM_URI": "mongodb://e/", "EVSTREAM_DB": "b"},
+         ("mongodb://given/x", "y")),  # fmt: skip
+    ],
+)
+def test_settings_resolve_as_the_clis(
+    uri: str | None, db: str | None, env: dict[str, str], expected: tuple[str | None, str]
+) -> None:
+    from evstream.settings import resolve_settings
+
+    settings = resolve_settings(uri, db, env=env)
+    assert (settings.uri, settings.db) == expected
+
+
 def test_a_context_is_resolved_in_one_place(server_uri: str) -> None:
     # The config file (contexts) lands with its own branch; until then a context is refused
     # clearly, by evstream.settings.resolve_settings, the one place that will resolve it.
