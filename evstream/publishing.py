@@ -329,6 +329,77 @@ def publish_stream(
     )
 
 
+def publish_objects(
+    store: Store,
+    objects: Iterable[Any],
+    *,
+    keep_secrets: bool = False,
+    skip_invalid: bool = False,
+    batch_size: int = BATCH_SIZE,
+    hooks: Hooks | None = None,
+) -> PublishReport:
+    """Append events given as objects with the fields of an NDJSON line, as `publish --file`
+    appends a file's: the same checks, batches and account.
+
+    A sequence (a list) is checked whole first, as a file is: nothing is written when an item
+    is bad, unless `skip_invalid`. Any other iterable is read as it comes, as standard input
+    is, so memory stays flat: what came before a bad item is stored, and the error says so.
+    """
+    hooks = hooks or Hooks()
+    report = PublishReport()
+    checked = _checked_objects(objects, store.unstorable, keep_secrets)
+    events: Iterable[EventInput]
+    if isinstance(objects, Sequence) and not skip_invalid:
+        items = list(checked)
+        bad = [item for item in items if isinstance(item, InvalidEvent)]
+        if bad:
+            more = f" (and {len(bad) - 1} more invalid item(s))" if len(bad) > 1 else ""
+            raise InvalidInput(f"{bad[0]}{more}; nothing was written")
+        events = items  # type: ignore[assignment]  # no InvalidEvent among them
+    else:
+        events = _valid_objects(checked, report, skip_invalid, hooks)
+    return publish_events(
+        store,
+        events,
+        keep_secrets=keep_secrets,
+        batch_size=batch_size,
+        hooks=hooks,
+        report=report,
+    )
+
+
+def _checked_objects(
+    objects: Iterable[Any], refuse: Refusal, keep_secrets: bool
+) -> Iterator[EventInput | InvalidEvent]:
+    """Each object as a checked event, or the error that says what is wrong with it."""
+    order = VersionOrder()
+    for number, obj in enumerate(objects, 1):
+        try:
+            event = parse_object(obj, number, refuse, keep_secrets=keep_secrets)
+            order.see(event)
+        except InvalidEvent as exc:
+            yield exc
+            continue
+        yield event
+
+
+def _valid_objects(
+    checked: Iterable[EventInput | InvalidEvent],
+    report: PublishReport,
+    skip_invalid: bool,
+    hooks: Hooks,
+) -> Iterator[EventInput]:
+    """The valid events in order; a bad one raises unless skipped."""
+    for item in checked:
+        if isinstance(item, InvalidEvent):
+            if not skip_invalid:
+                raise item
+            report.skipped += 1
+            hooks.warning(f"skipped {item}")
+            continue
+        yield item
+
+
 @fewer_collections()
 def publish_events(
     store: Store,
@@ -457,83 +528,30 @@ def publish_one(
 ) -> AppendResult:
     """Append one event given by its fields (type, stream, data, meta, id, expected_version;
     None for one not given), checked, its secrets redacted unless `keep_secrets`."""
-    given = {k: v for k, v in fields.items() if v is not None}
-    event = parse_object(given, None, store.unstorable, keep_secrets=keep_secrets)
+    return append_checked(store, checked_event(fields, keep_secrets=keep_secrets, warning=warning))
+
+
+def checked_event(
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> EventInput:
+    """One event from its fields, checked (before any server is asked), its secrets redacted
+    unless `keep_secrets`."""
+    event = event_from_object({k: v for k, v in fields.items() if v is not None})
     redacted = [] if keep_secrets else redact_event(event)
     if redacted:
         warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
+    return event
+
+
+def append_checked(store: Store, event: EventInput) -> AppendResult:
+    """Append a checked event, unless this server cannot store one of its values."""
+    reason = store.unstorable(event)
+    if reason:
+        raise InvalidInput(f"{reason}; nothing was written")
     return append_one(store, event)
-
-
-def publish_objects(
-    store: Store,
-    objects: Iterable[Any],
-    *,
-    keep_secrets: bool = False,
-    skip_invalid: bool = False,
-    batch_size: int = BATCH_SIZE,
-    hooks: Hooks | None = None,
-) -> PublishReport:
-    """Append events given as objects with the fields of an NDJSON line, as `publish --file`
-    appends a file's: the same checks, batches and account.
-
-    A sequence (a list) is checked whole first, as a file is: nothing is written when an item
-    is bad, unless `skip_invalid`. Any other iterable is read as it comes, as standard input
-    is, so memory stays flat: what came before a bad item is stored, and the error says so.
-    """
-    hooks = hooks or Hooks()
-    report = PublishReport()
-    checked = _checked_objects(objects, store.unstorable, keep_secrets)
-    events: Iterable[EventInput]
-    if isinstance(objects, Sequence) and not skip_invalid:
-        items = list(checked)
-        bad = [item for item in items if isinstance(item, InvalidEvent)]
-        if bad:
-            more = f" (and {len(bad) - 1} more invalid item(s))" if len(bad) > 1 else ""
-            raise InvalidInput(f"{bad[0]}{more}; nothing was written")
-        events = items  # type: ignore[assignment]  # no InvalidEvent among them
-    else:
-        events = _valid_objects(checked, report, skip_invalid, hooks)
-    return publish_events(
-        store,
-        events,
-        keep_secrets=keep_secrets,
-        batch_size=batch_size,
-        hooks=hooks,
-        report=report,
-    )
-
-
-def _checked_objects(
-    objects: Iterable[Any], refuse: Refusal, keep_secrets: bool
-) -> Iterator[EventInput | InvalidEvent]:
-    """Each object as a checked event, or the error that says what is wrong with it."""
-    order = VersionOrder()
-    for number, obj in enumerate(objects, 1):
-        try:
-            event = parse_object(obj, number, refuse, keep_secrets=keep_secrets)
-            order.see(event)
-        except InvalidEvent as exc:
-            yield exc
-            continue
-        yield event
-
-
-def _valid_objects(
-    checked: Iterable[EventInput | InvalidEvent],
-    report: PublishReport,
-    skip_invalid: bool,
-    hooks: Hooks,
-) -> Iterator[EventInput]:
-    """The valid events in order; a bad one raises unless skipped."""
-    for item in checked:
-        if isinstance(item, InvalidEvent):
-            if not skip_invalid:
-                raise item
-            report.skipped += 1
-            hooks.warning(f"skipped {item}")
-            continue
-        yield item
 
 
 def _events(
