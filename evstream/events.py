@@ -836,10 +836,17 @@ def part_of_change(
     before: Mapping[str, Any] | None = None,
     *,
     seen: Any = None,
+    log: bool = True,
 ) -> int:
-    """The part that owns a change: its stream's (`stream_of_change`, else `seen`: the stream
-    that the caller saw the same document in before, as a watch remembers for a delete), by
-    `part_of_stream`; without one, NO_STREAM_PART."""
+    """The part that owns a change, by its stream's part (`part_of_stream`).
+
+    In the log, the stream is `stream_of_change`'s, else `seen` (the stream the caller saw the
+    same event in before, as a watch remembers it for a delete), else none (NO_STREAM_PART).
+    In another collection (`log` False: a projection's, whose documents are keyed by their
+    stream, as `rebuild --partition` places them), the document key's `_id` is the stream.
+    """
+    if not log:
+        return part_of_stream(key.get("_id"), parts)
     stream = stream_of_change(key, doc, before)
     return part_of_stream(seen if stream is None else stream, parts)
 

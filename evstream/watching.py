@@ -1240,7 +1240,8 @@ class PartOwner:
     document: on a log sharded on `stream` its document key names the stream; otherwise the
     stream is the one this watch saw that event in (every part is handed every change, and
     remembers the streams of the last REMEMBERED_STREAMS), and the delete of an event it never
-    saw goes to NO_STREAM_PART, as a document without a stream does.
+    saw goes to NO_STREAM_PART, as a document without a stream does. In another collection (a
+    projection's), a document's `_id` is its stream.
     """
 
     def __init__(self, part: tuple[int, int], remember: int = REMEMBERED_STREAMS) -> None:
@@ -1250,6 +1251,8 @@ class PartOwner:
 
     def owns(self, change: Change) -> bool:
         """Whether `change` is this part's; remembers the stream of a change with a document."""
+        if change.collection != EVENTS:  # a projection's documents: keyed by their stream
+            return part_of_change(self.part[1], change.key, change.doc, log=False) == self.part[0]
         ident = change.key.get("_id")
         mark = ident if type(ident) is str else "\0" + canonical_text(ident)
         seen = None
