@@ -208,27 +208,22 @@ class Client:
         """Rebuild a projection (a `Projection`, or the name of a built-in one or of one in
         EVSTREAM_PROJECTIONS' modules) as `evstream rebuild` does; returns its `-o json`
         summary."""
-        from evstream.projection import DEFAULT_MARGIN, plan_rebuild, rebuild
+        from evstream.projection import DEFAULT_MARGIN, run_rebuild
         from evstream.projections import load_projection
 
         part = _part(partition)
         with self._errors():
             proj = load_projection(projection) if isinstance(projection, str) else projection
-            store = self._open() if dry_run else self._ready()
-            plan = plan_rebuild(
-                store,
+            report = run_rebuild(
+                self._open(),
                 proj,
                 incremental=incremental,
+                dry_run=dry_run,
                 margin=DEFAULT_MARGIN if margin is None else margin,
                 part=part,
-                with_total=False,
+                notice=logger.info,
+                warning=logger.warning,
             )
-            if plan.reason:
-                logger.info("rebuilding in full: %s", plan.reason)
-            report = rebuild(store, plan, dry_run=dry_run)
-        skipped = report.skipped.line("documents")
-        if skipped:
-            logger.warning("%s", skipped)
         return report.as_dict()
 
     def state(self, projection: Projection | str, key: str) -> dict[str, Any] | None:
@@ -322,7 +317,9 @@ class _Channel:
     """
 
     def __init__(self, part: Part | None) -> None:
-        self.part = part
+        from evstream.watching import PartOwner
+
+        self.owner = None if part is None else PartOwner(part)
         self.changes: queue.SimpleQueue[Any] = queue.SimpleQueue()  # a Change, an error or _END
         self.replies: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: handled; False: not
         self.stop = threading.Event()
@@ -334,7 +331,7 @@ class _Channel:
         if self.stop.is_set():
             self.unhandled = True
             return False
-        if self.part is not None and not _owned(change, self.part):
+        if self.owner is not None and not self.owner.owns(change):
             return True  # another part's: nothing to do
         self.changes.put(change)
         if self.replies.get():
@@ -347,13 +344,6 @@ class _Channel:
         an exception)."""
         self.stop.set()  # first: after the reply the watch must find it set
         self.replies.put(handled)
-
-
-def _owned(change: Change, part: Part) -> bool:
-    """Whether this part owns the change: by its event's stream (docs/delivery.md)."""
-    from evstream.projection import in_part
-
-    return in_part((change.doc or {}).get("stream"), part)
 
 
 def _watch(channel: _Channel, store: Store, options: WatchOptions) -> None:
