@@ -141,7 +141,13 @@ def test_ctrl_c_while_handling_or_waiting(server_uri: str, db_name: str, db: Any
     try:
         seen = lines_until(second, "handled e4")
         assert seen[0] == "handling e2", seen  # the change held at Ctrl-C comes again, first
-        second.send_signal(signal.SIGINT)  # now waiting for changes
+        # e4 is saved once the consumer asks for the next change: then it waits for one.
+        wait_for(
+            lambda: db.evstream_checkpoint_window.find_one({"c": "mailer", "id": "e4"}),
+            30,
+            "e4 saved as handled",
+        )
+        second.send_signal(signal.SIGINT)
         second.communicate(timeout=15)
     finally:
         if second.poll() is None:
