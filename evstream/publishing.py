@@ -222,6 +222,8 @@ def validate_all(
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
+            if raw is None:
+                break  # nothing will be written: no need to find where a line too long ends
             continue
         if checked.offset is None:
             if read + size > keep_bytes:
