@@ -201,9 +201,7 @@ def check_version(kind: str, value: Any, limit: int = MAX_EXPECTED_VERSION) -> i
         if isinstance(value, float) and value.is_integer() and value >= 0:
             value = int(value)
         else:
-            raise InvalidEvent(
-                f"{kind} must be a whole number 0 or more, not {_type_name(value)}"
-            )
+            raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
     if value < 0:
         raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
     if value > limit:
@@ -546,9 +544,7 @@ def _read(stream: Any, size: int, line: int) -> bytes:
     try:
         return stream.readline(size)  # type: ignore[no-any-return]
     except OSError as exc:
-        raise InvalidInput(
-            f"cannot read the input at line {line}: {exc.strerror or exc}"
-        ) from None
+        raise InvalidInput(f"cannot read the input at line {line}: {exc.strerror or exc}") from None
 
 
 # --- secrets ---------------------------------------------------------------------------------
