@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from evstream.errors import InvalidInput
@@ -26,6 +26,10 @@ INPUT_FIELDS = frozenset(
     {"type", "stream", "data", "meta", "id", "_id", "expected_version", "version", "ts"}
 )
 CHANGE_FIELDS = frozenset({"op", "collection", "key", "doc"})
+# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
+# batches, publishers' clocks): the watch handover's margin (docs/handover.md), and the skew
+# `check` lets pass before it reports "ts backwards".
+TS_DISORDER = timedelta(seconds=2)
 
 
 class InvalidEvent(InvalidInput):
@@ -503,6 +507,14 @@ def decode_line(raw: bytes | None, line: int) -> str | None:
     return text or None
 
 
+class Idle(bytes):
+    """What a paced reader's `readline` answers when no whole line came in time."""
+
+
+# Not a line: `iter_lines` passes it on (without counting a line), and a caller that does not
+# look for it sees a blank line, which it skips.
+IDLE = Idle()
+
 # A line over LINE_LIMIT is read to its end to go on past it (`--skip-invalid`), but only this
 # much further: input with no line end in sight (/dev/zero) stops there.
 DRAIN_LIMIT = 4 * LINE_LIMIT
@@ -521,21 +533,28 @@ def iter_lines(
     number = first - 1
     while True:
         raw = _read(stream, limit + 1, number + 1)
+        if raw is IDLE:
+            yield number, raw
+            continue
         if not raw:
             return
         number += 1
         if len(raw) > limit and not raw.endswith(b"\n"):
             yield number, None
             drained = 0
-            while raw and not raw.endswith(b"\n"):
+            while True:
+                raw = _read(stream, 1024 * 1024, number)
+                if raw is IDLE:
+                    continue
+                if not raw or raw.endswith(b"\n"):
+                    break
+                drained += len(raw)
                 if drained > DRAIN_LIMIT:
                     raise InvalidEvent(
                         f"line has no end within {(limit + drained) // (1024 * 1024)} MB; "
                         "stopped reading there",
                         line=number,
                     )
-                raw = _read(stream, 1024 * 1024, number)
-                drained += len(raw)
             continue
         yield number, raw
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.events import TS_DISORDER
 from evstream.interrupts import CTRL_C
 from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
@@ -58,9 +59,8 @@ from evstream.storage.mongo import WATCH_AWAIT_MS as AWAIT_MS
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")
-# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
-# batches, publishers' clocks). The ledger keeps exact ids for twice this below the newest `ts`.
-MARGIN = timedelta(seconds=2)
+# The ledger keeps exact ids for twice this below the newest `ts`.
+MARGIN = TS_DISORDER
 # When the server answers at once with nothing (nx-27017 does), wait before asking again:
 # a tenth of the quiet time so far, between these bounds. An event after a quiet spell is
 # printed at most ~10% of that spell (and at most PACE_MAX) later; an idle watcher asks ~10/s.

@@ -469,6 +469,11 @@ class Appender:
                 event.stored = build_document(event, head + 1, ts)
             doc = event.stored
             doc["version"] = head + 1
+            if event.ts is None:
+                # The time of this write, taken after the heads it builds on (and again on a
+                # retry): a stream's versions and its ts then go up together, even with two
+                # publishers on one stream (docs/publishing.md, "Batches").
+                doc["ts"] = ts
             self.heads[event.stream] = head + 1
             docs.append(doc)
         return docs, None
