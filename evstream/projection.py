@@ -20,6 +20,7 @@ from typing import Any
 
 from evstream.errors import EvstreamError
 from evstream.events import Skipped, event_problem, partition_of
+from evstream.interrupts import CTRL_C
 from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
 from evstream.storage import projections as db
@@ -321,12 +322,24 @@ def rebuild(
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
-    if plan.mode == "full":
-        _full(store, plan, writer, report, progress)
-    else:
-        report.last_event_ts = plan.last_event_ts
-        _incremental(store, plan, writer, report, progress)
-    writer.finish()
+    try:
+        if plan.mode == "full":
+            _full(store, plan, writer, report, progress)
+        else:
+            report.last_event_ts = plan.last_event_ts
+            _incremental(store, plan, writer, report, progress)
+        writer.finish()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
+        done = (
+            "nothing was written (a dry run)"
+            if dry_run
+            else f"{report.written:,} document(s) written; no checkpoint saved, so the next "
+            "run (full or --incremental) finishes the job"
+        )
+        raise CTRL_C.stopped(
+            f"rebuilding {proj.name} ({plan.mode}): {report.applied:,} "
+            f"event{'s' * (report.applied != 1)} applied, {done}"
+        ) from None
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
         db.save_checkpoint(store, _checkpoint(plan, report))
@@ -702,6 +715,17 @@ class FollowReport:
         return doc
 
 
+def follow_stopped_line(name: str, report: FollowReport) -> str:
+    """What a `--follow` run stopped by Ctrl-C or SIGTERM did, in one line."""
+    live = report.live
+    return (
+        f"following {name}: caught up ({report.catch_up.mode}, {report.catch_up.applied:,} "
+        f"event{'s' * (report.catch_up.applied != 1)} applied), then {live.applied:,} live "
+        f"event{'s' * (live.applied != 1)} applied ({live.written:,} document(s) written); "
+        "checkpoint saved"
+    )
+
+
 class Follower:
     """`rebuild NAME --follow`: catch up (an incremental run), then apply events as they arrive.
 
@@ -775,10 +799,17 @@ class Follower:
             idle_timeout=idle_timeout,
         )
         hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
-        Watcher(self.store, options, hooks).run()
+        stopped = False
+        try:
+            Watcher(self.store, options, hooks).run()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: save the checkpoint, then say so
+            stopped = True
         if self.live.events:
             self.catch_up()  # the checkpoint, for status and the next --incremental
-        return FollowReport(first, self.live, self.checkpoints)
+        report = FollowReport(first, self.live, self.checkpoints)
+        if stopped:
+            raise CTRL_C.stopped(follow_stopped_line(self.projection.name, report))
+        return report
 
     def _deliver(self, change: Any) -> None:
         """One change of the log: apply it if it is an event of this projection and part."""

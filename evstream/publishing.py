@@ -17,7 +17,6 @@ from evstream.errors import (
     ConcurrencyConflict,
     ConnectionLost,
     EventRefused,
-    Interrupted,
     InvalidInput,
     ServerUnreachable,
 )
@@ -33,6 +32,7 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
+from evstream.interrupts import CTRL_C
 from evstream.runtime import fewer_collections
 from evstream.storage import Appender, Store, build_document, check_size, now_utc
 from evstream.storage.codec import loads, loads_plain
@@ -44,6 +44,14 @@ BATCH_WAIT = 0.1
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
 SIZE_CHECK_FROM = 4 * 1024 * 1024
 
+
+# Said once per run: ids are what make publishing the same input twice safe.
+NO_ID_WARNING = (
+    "line {line} has no id (nor may others): an event without one gets a new id each time it "
+    "is published, so if this run is stopped (Ctrl-C, SIGTERM, a crash) and the input "
+    "published again, the events stored before the stop are stored twice; give each line an "
+    '"id" to make a re-run safe'
+)
 
 # What `_events` yields while a paced input waits: a moment to send a batch that is due.
 IDLE_ITEM: tuple[int, EventInput | None] = (0, None)
@@ -148,6 +156,7 @@ class PublishReport:
     read: int = 0
     seconds: float = 0.0
     redacted: int = 0
+    unnamed: bool = False  # an event without an id was read (and the warning given)
 
     @property
     def rate(self) -> float:
@@ -430,6 +439,9 @@ def publish_events(
                 if event is None:
                     continue
                 report.read += 1
+                if event.id is None and not report.unnamed:
+                    report.unnamed = True
+                    hooks.warning(NO_ID_WARNING.format(line=event.line or report.read))
                 if not keep_secrets and redact_event(event):
                     report.redacted += 1
                 if not batch:
@@ -452,9 +464,9 @@ def publish_events(
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
         raise type(exc)(f"{exc.message}; {report.written_so_far()}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
         writer.abandon()
-        raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
+        raise CTRL_C.stopped(report.stored_so_far()) from None
     except ConnectionLost as exc:
         raise ServerUnreachable(
             f"lost the connection to the server ({exc.message}): {report.stored_so_far()}",
