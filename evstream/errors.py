@@ -76,6 +76,14 @@ class Terminated(Interrupted):
     exit_code = ExitCode.TERMINATED
 
 
+class StorageFull(EvstreamError):
+    """The server is out of disk space (MongoDB's OutOfDiskSpace, SQLite's "database or disk is
+    full" on the dev store): exit 3, as for a server that cannot be reached. Nothing is wrong
+    with the input; the same command succeeds once space is freed (docs/storage.md, "Errors")."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
 class ConnectionLost(ServerUnreachable):
     """The connection to the server was lost and did not come back in time: exit 3."""
 

@@ -19,6 +19,7 @@ from evstream.errors import (
     EventRefused,
     InvalidInput,
     ServerUnreachable,
+    StorageFull,
 )
 from evstream.events import (
     IDLE,
@@ -464,6 +465,12 @@ def publish_events(
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
         raise type(exc)(f"{exc.message}; {report.written_so_far()}") from None
+    except StorageFull as exc:
+        raise StorageFull(
+            f"{exc.message}; {report.written_so_far()}",
+            hint="free disk space on the server, then run it again: events with ids are "
+            "stored once",
+        ) from None
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
         writer.abandon()
         raise CTRL_C.stopped(report.stored_so_far()) from None
