@@ -40,7 +40,7 @@ from evstream.storage.codec import loads, loads_plain
 
 BATCH_SIZE = 1000
 # The longest an event read from a pipe waits for its batch to fill before it is stored
-# (`publish --batch-wait`; docs/publishing.md, "Batches").
+# (`publish --batch-wait`; docs/publish.md, "Batches").
 BATCH_WAIT = 0.1
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
 SIZE_CHECK_FROM = 4 * 1024 * 1024

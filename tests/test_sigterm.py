@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -129,3 +130,25 @@ def test_a_stopped_rebuild_says_what_it_applied_and_that_the_next_run_finishes(
         "checkpoint saved, so the next run (full or --incremental) finishes the job"
     )
     assert db.evstream_projections.find_one({"_id": "sessions"}) is None
+
+
+def test_a_terminated_watch_exits_143_with_its_checkpoint_saved(cli: Any, db: Any) -> None:
+    for i in range(3):
+        assert cli("publish", "t", "--stream", "s", "--id", f"e{i}").exit_code == 0
+    proc = cli.popen("watch", "--from", "start", "--checkpoint", "term", "-o", "json")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(lines) == 3, 30, "the three events shown")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        reader.join(10)
+        err = proc.stderr.read()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            f.close()
+    assert code == 143, err
+    assert "Traceback" not in err and len(lines) == 3
+    again = cli("watch", "--checkpoint", "term", "--no-follow", "-o", "json")
+    assert again.exit_code == 0 and again.stdout == "", again.stdout  # nothing shown twice

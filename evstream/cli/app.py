@@ -166,7 +166,7 @@ class EvstreamGroup(HelpGroup):
             sys.stderr.write("\n")
             sys.exit(ExitCode.INTERRUPTED)
         except KeyboardInterrupt:
-            sys.exit(ExitCode.INTERRUPTED)
+            sys.exit(CTRL_C.exit_code)
         except typer.TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `evstream`: the help, as is
                 sys.stderr.write(exc.format_message() + "\n")

@@ -71,6 +71,16 @@ def publish(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
     ] = 1000,
+    batch_wait: Annotated[
+        float,
+        typer.Option(
+            "--batch-wait",
+            min=0,
+            max=3600,
+            metavar="SECONDS",
+            help="With --file from a pipe: store an event within this long, full batch or not.",
+        ),
+    ] = 0.1,
 ) -> None:
     """Append events to the log: one from options, or many from an NDJSON file or stdin.
 
@@ -103,6 +113,7 @@ def publish(
                 skip_invalid=skip_invalid,
                 keep_secrets=keep_secrets,
                 batch_size=batch_size,
+                batch_wait=batch_wait,
             )
             return
         if skip_invalid:
@@ -166,7 +177,12 @@ def _option_text(value: str, option: str) -> str:
     if value == "-":
         if sys.stdin.isatty():
             raise InvalidInput(f"{option} - reads stdin, which is a terminal; pipe the JSON in")
-        return sys.stdin.read()
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"{option} -: stdin is not UTF-8 text (byte {exc.start + 1})"
+            ) from None
     if not value.startswith("@"):
         return value
     path = Path(value[1:]).expanduser()
@@ -233,7 +249,13 @@ def plural_text(n: int, noun: str) -> str:
 
 
 def _publish_file(
-    env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
+    env: Env,
+    path: str,
+    *,
+    skip_invalid: bool,
+    keep_secrets: bool,
+    batch_size: int,
+    batch_wait: float,
 ) -> None:
     from evstream.output import summary_text
     from evstream.publishing import Hooks, publish_checked, publish_stream, validate_all
@@ -283,6 +305,7 @@ def _publish_file(
                     keep_secrets=keep_secrets,
                     skip_invalid=skip_invalid,
                     batch_size=batch_size,
+                    batch_wait=batch_wait,
                     hooks=hooks,
                 )
     if report.read == 0 and report.skipped == 0:

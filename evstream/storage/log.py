@@ -485,7 +485,7 @@ class Appender:
             if event.ts is None:
                 # The time of this write, taken after the heads it builds on (and again on a
                 # retry): a stream's versions and its ts then go up together, even with two
-                # publishers on one stream (docs/publishing.md, "Batches").
+                # publishers on one stream (docs/publish.md, "Batches").
                 doc["ts"] = ts
             self.heads[event.stream] = head + 1
             docs.append(doc)
