@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from evstream.errors import EvstreamError
-from evstream.events import Skipped, event_problem, partition_of
+from evstream.events import TS_DISORDER, Skipped, event_problem, partition_of
 from evstream.interrupts import CTRL_C
 from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
 from evstream.storage import projections as db
+from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
 
 __all__ = [
@@ -764,6 +765,7 @@ class Follower:
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
         self.saved_at = clock()
         self.checkpoints = 0
+        self.started = now_utc() - TS_DISORDER  # set again by `run`
 
     def catch_up(self) -> RebuildReport:
         """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
@@ -798,7 +800,14 @@ class Follower:
             start_given=True,
             idle_timeout=idle_timeout,
         )
-        hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
+        hooks = Hooks(
+            deliver=self._deliver,
+            notice=self.notice,
+            warning=self.warning,
+            late="it is applied now (once: an event applied before changes nothing)",
+        )
+        # Documents that are not events from before this start were the catch-up's to report.
+        self.started = now_utc() - TS_DISORDER
         stopped = False
         try:
             Watcher(self.store, options, hooks).run()
@@ -819,6 +828,9 @@ class Follower:
         self.live.events += 1
         problem = event_problem(event)
         if problem is not None:
+            ts = event.get("ts")
+            if isinstance(ts, datetime) and aware(ts) < self.started:
+                return  # read again by the handover from before this start: not new
             self.live.skipped.add(event, problem)
             line = self.live.skipped.line("documents")
             if self.live.skipped.total == 1 and line:

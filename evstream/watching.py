@@ -288,6 +288,8 @@ class Hooks:
     # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
     # line at once, and a change is saved only once written.
     written: Callable[[], None] = lambda: None
+    # What happens to an event that lands late, for the warning that says so.
+    late: str = "it is shown, and may have been shown before"
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -1111,13 +1113,15 @@ class Watcher:
             self._deliver(Change("insert", EVENTS, key, doc, when), entry)
 
     def _warn_late(self, doc: Mapping[str, Any]) -> None:
-        if self.warned_late:
+        if self.warned_late or type(doc.get("ts")) is not datetime:
+            # A document without a date ts is not an event (shown as one, or skipped): it has
+            # no place in time order to be late from.
             return
         self.warned_late = True
         self.hooks.warning(
             f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
             "older than events already shown (imported, or a publisher's clock is off); "
-            "it is shown, and may have been shown before"
+            f"{self.hooks.late}"
         )
 
     # --- showing and saving ---
