@@ -205,7 +205,8 @@ class LogScan:
                 Finding(
                     "not an event",
                     f"{skipped.total:,} document{'s' * (skipped.total != 1)} with {kind}: not "
-                    "events, so rebuilds, status and watch's pretty view skip them",
+                    "events, so rebuilds and status skip them, and watch shows them as "
+                    "[not an event: …]",
                     skipped.total,
                     f"see them in mongosh: db.events.find({KIND_FILTERS[kind]}), or the first "
                     f"ones: db.events.find({{_id: {{$in: [{ids}]}}}}); give them the missing "

@@ -792,7 +792,7 @@ class Follower:
         first = self.catch_up()
         self.notice(
             f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
-            "events applied); applying new events as they arrive"
+            f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
         )
         options = WatchOptions(
             types=list(self.projection.types or []),
