@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from evstream.errors import EvstreamError
-from evstream.events import TS_DISORDER, Skipped, event_problem, partition_of
+from evstream.events import TS_DISORDER, UNSORTED, Skipped, event_problem, partition_of
 from evstream.interrupts import CTRL_C
 from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
@@ -300,8 +300,13 @@ def rebuild(
     dry_run: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    count_not_events: bool = True,
 ) -> RebuildReport:
     """Carry out a plan; then, unless it is a dry run, save the checkpoint.
+
+    An incremental run counts the log's documents that are not events with one more query
+    (a full run counts them as it reads), unless `count_not_events` is False (a follower's
+    periodic checkpoint, which reports none).
 
     The report's seconds count from the start of planning. A handler that raises stops the run
     (`HandlerFailed`) before anything of its stream is written, and no checkpoint is saved.
@@ -328,7 +333,7 @@ def rebuild(
             _full(store, plan, writer, report, progress)
         else:
             report.last_event_ts = plan.last_event_ts
-            _incremental(store, plan, writer, report, progress)
+            _incremental(store, plan, writer, report, progress, count_not_events)
         writer.finish()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
         done = (
@@ -508,6 +513,7 @@ def _incremental(
     writer: Writer,
     report: RebuildReport,
     progress: Callable[[int], None],
+    count_not_events: bool = True,
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
@@ -519,6 +525,13 @@ def _incremental(
             _apply_chunk(store, plan, chunk, writer, report, progress)
             chunk = []
     _apply_chunk(store, plan, chunk, writer, report, progress)
+    # The window holds only documents with a ts from `since` on: those that are not events
+    # are counted over the whole log instead, as a full run counts them (one rule).
+    report.skipped = Skipped()
+    if not count_not_events:
+        return
+    for doc in db.read_not_events(store, plan.projection.types):
+        report.skipped.add(doc, event_problem(doc) or UNSORTED)
 
 
 def _apply_chunk(
@@ -767,8 +780,10 @@ class Follower:
         self.checkpoints = 0
         self.started = now_utc() - TS_DISORDER  # set again by `run`
 
-    def catch_up(self) -> RebuildReport:
-        """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
+    def catch_up(self, *, first: bool = False) -> RebuildReport:
+        """An incremental run (a full one when it must be, saying why); saves the checkpoint.
+        Only the `first` counts the log's documents that are not events (a query over the
+        whole log): the later ones save the checkpoint while events arrive."""
         plan = plan_rebuild(
             self.store,
             self.projection,
@@ -779,7 +794,7 @@ class Follower:
         )
         if plan.reason:
             self.notice(f"rebuilding in full: {plan.reason}")
-        report = rebuild(self.store, plan)
+        report = rebuild(self.store, plan, count_not_events=first)
         self.since = plan.next_since
         self.saved_at = self.clock()
         self.checkpoints += 1
@@ -789,7 +804,7 @@ class Follower:
         """Catch up, then follow until --idle-timeout or Ctrl-C."""
         from evstream.watching import Hooks, Watcher, WatchOptions
 
-        first = self.catch_up()
+        first = self.catch_up(first=True)
         self.notice(
             f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
             f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
