@@ -178,18 +178,10 @@ class MongoStore(OverviewQueries):
         """Documents matching `query` that may not be events: a superset of those
         `event_problem` names (its caller checks each), in (stream, version) order. The server
         picks them out; the match cannot use an index, so it scans the log server-side."""
-        not_events: Doc = {
-            "$or": [
-                {"stream": {"$not": {"$type": "string"}}},
-                {"stream": ""},
-                {"version": {"$not": {"$type": ["int", "long"]}}},
-                {"version": {"$lt": 1}},
-                {"type": {"$not": {"$type": "string"}}},
-                {"ts": {"$not": {"$type": "date"}}},
-            ]
-        }
+        from evstream.storage.overview import NOT_EVENT
+
         return (
-            self.events.find({**query, **not_events}, fields)
+            self.events.find({**query, **NOT_EVENT}, fields)
             .sort([("stream", 1), ("version", 1)])
             .batch_size(1000)
         )
