@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from evstream.errors import EvstreamError, ServerUnreachable
+from evstream.errors import EvstreamError, ServerUnreachable, StorageFull
 
 RECORD_FILE = "server.json"
 ADDRESS_FILE = "address.json"
@@ -240,16 +241,61 @@ def wait_until_answering(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EvstreamError(
-                f"the embedded dev store exited at start (code {proc.returncode}): "
-                f"{last_log_line(log_file)}",
-                hint=f"see {log_file}",
-            )
+            raise start_failure(proc.returncode, log_file, Path(record.data_dir))
         if answers(record, 0.2) and (not record.port or port_answers(record.port, 0.2)):
             return
         time.sleep(0.05)
     proc.kill()
     raise ServerUnreachable(f"the embedded dev store did not answer within {timeout:.0f} s")
+
+
+# A Python exception's own line in a traceback ("sqlite3.OperationalError: disk I/O error"):
+# the cause, where the last line of the log is only a frame of the traceback.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b[^:\n]*: \S.*$")
+LOW_SPACE = 1024 * 1024  # bytes free below which a store that fails to start is called full
+
+
+def start_failure(code: int | None, log_file: Path, data_dir: Path) -> EvstreamError:
+    """Why the dev store exited at start, in one line: the exception it logged (the last
+    one), and when the disk of its data is full, that (docs/dev-store.md, "When it fails")."""
+    cause = last_exception_line(log_file) or last_log_line(log_file)
+    free = free_bytes(data_dir)
+    if free is not None and free < LOW_SPACE:
+        return StorageFull(
+            f"the embedded dev store cannot start: the disk holding {data_dir} is full "
+            f"({free // 1024:,} KiB free; the store said: {cause[:120]})",
+            hint="free disk space there, or set EVSTREAM_HOME to a directory on another disk",
+        )
+    return EvstreamError(
+        f"the embedded dev store exited at start (code {code}): {cause}",
+        hint=f"see {log_file}",
+    )
+
+
+def last_exception_line(log_file: Path, tail: int = 64 * 1024) -> str | None:
+    """The last exception line ("sqlite3.OperationalError: disk I/O error") near the end of a
+    log, or None."""
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(max(0, log_file.stat().st_size - tail))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = [ln.strip() for ln in text.splitlines() if _EXCEPTION_LINE.match(ln)]
+    return found[-1][:300] if found else None
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free for an unprivileged writer on the file system holding `path` (or its nearest
+    existing parent), or None when it cannot be told."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                stats = os.statvfs(candidate)
+            except OSError:
+                return None
+            return stats.f_bavail * stats.f_frsize
+    return None
 
 
 def last_log_line(log_file: Path) -> str:

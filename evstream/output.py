@@ -496,7 +496,7 @@ def follow_summary_text(summary: Mapping[str, Any]) -> Text:
     live = summary["live"]
     fields: dict[str, Any] = {
         f"caught up ({summary['caught_up']['mode']})": summary["caught_up"]["applied"],
-        "live events": live["events"],
+        ("live event", "live events"): live["events"],
         "applied": live["applied"],
         f"{summary.get('collection', 'documents')} written": live["written"],
     }

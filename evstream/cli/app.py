@@ -166,12 +166,15 @@ class EvstreamGroup(HelpGroup):
             sys.stderr.write("\n")
             sys.exit(ExitCode.INTERRUPTED)
         except KeyboardInterrupt:
-            sys.exit(ExitCode.INTERRUPTED)
+            sys.exit(CTRL_C.exit_code)
         except typer.TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `evstream`: the help, as is
                 sys.stderr.write(exc.format_message() + "\n")
                 sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
+            named = usage_command(self, argv)  # the ctx may be a group's, not its command's
+            if named and len(named) > len(command):
+                command = named
             # Typer's wording adds "Value error, " and names the env var even for a value given
             # on the command line.
             message = exc.format_message().replace("Value error, ", "")
@@ -179,6 +182,22 @@ class EvstreamGroup(HelpGroup):
             sys.stderr.write(f"error: {message} (see '{command} --help')\n")
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_command(group: Any, argv: list[str]) -> str | None:
+    """'evstream NAME [SUBNAME]' for the (sub)command named in `argv`: its help is the one a
+    usage error should point to. None when no command is named."""
+    path: list[str] = []
+    for token in argv:
+        if token == "--":
+            break
+        commands = getattr(group, "commands", None)
+        if commands is None:
+            break
+        if not token.startswith("-") and token in commands:
+            path.append(token)
+            group = commands[token]
+    return " ".join(["evstream", *path]) if path else None
 
 
 app = typer.Typer(
