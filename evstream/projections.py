@@ -166,10 +166,21 @@ def _clone(value: Any) -> Any:
 # --- finding projections -------------------------------------------------------------------------
 
 
-def modules_to_load(module: str | None, env: Mapping[str, str] | None = None) -> list[str]:
-    """The built-in modules, then those in EVSTREAM_PROJECTIONS, then `--module`."""
-    listed = (env if env is not None else os.environ).get(ENV_VAR, "")
-    names = [*BUILTIN_MODULES, *(m.strip() for m in listed.split(",") if m.strip())]
+def modules_to_load(
+    module: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    configured: Iterable[str] | None = None,
+) -> list[str]:
+    """The built-in modules, then the configured ones, then `--module`.
+
+    `configured` is the resolved `projections` setting (EVSTREAM_PROJECTIONS, else the project
+    file's or the context's list: docs/configuration.md); without it, EVSTREAM_PROJECTIONS.
+    """
+    if configured is None:
+        listed = (env if env is not None else os.environ).get(ENV_VAR, "")
+        configured = (m.strip() for m in listed.split(",") if m.strip())
+    names = [*BUILTIN_MODULES, *configured]
     if module:
         names.append(module)
     return list(dict.fromkeys(names))
