@@ -482,7 +482,9 @@ def serve(argv: list[str]) -> int:
     logging.getLogger("neosqlite").setLevel(logging.ERROR)
     from nx_27017.handler import NeoSQLiteHandler
 
-    handler = NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    handler = CursorIdsAsInt64(
+        NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    )
     pid_file = Path(args.pid_file)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
@@ -493,6 +495,42 @@ def serve(argv: list[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
     return 0
+
+
+def cursor_ids_as_int64(reply: Any) -> Any:
+    """A command's reply with its cursor id as a BSON int64, as MongoDB sends every cursor id.
+
+    nx-27017 quirk: a change stream's cursor id (numbered from 1000) and every exhausted cursor's
+    id 0 are Python ints that fit 32 bits, so they go out as int32. pymongo copes; mongosh 2.x
+    and the Node driver 6+ do not (`BSON element "id" is missing`) and cannot watch at all.
+    """
+    cursor = reply.get("cursor") if isinstance(reply, dict) else None
+    if isinstance(cursor, dict) and type(cursor.get("id")) is int:
+        from bson.int64 import Int64  # noqa: TID251 - the dev server process encodes its replies
+
+        cursor["id"] = Int64(cursor["id"])
+    return reply
+
+
+class CursorIdsAsInt64:
+    """nx-27017's command handler with every reply's cursor id sent as int64
+    (`cursor_ids_as_int64`); everything else is the handler's own."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+    def handle_command(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run a command; its cursor id as int64."""
+        request_id, reply = self._handler.handle_command(msg)
+        return request_id, cursor_ids_as_int64(reply)
+
+    def handle_insert(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run an insert (or a command with document sequences); its cursor id as int64."""
+        request_id, reply = self._handler.handle_insert(msg)
+        return request_id, cursor_ids_as_int64(reply)
 
 
 async def _serve(handler: Any, port: int | None, unix_socket: str | None) -> None:
