@@ -482,3 +482,36 @@ def _output_mode(value: Any, where: str) -> str:
             f"{where}: {value!r} is not an output mode (one of {', '.join(OUTPUT_MODES)})"
         )
     return mode
+
+
+# --- `evstream config` ---------------------------------------------------------------------------
+
+SHOWN = ("context", "uri", "db", "output", "projections", "log", "home")
+
+
+def config_report(settings: Settings) -> dict[str, Any]:
+    """What `evstream config` shows: each resolved setting, passwords masked, and where it came
+    from; then the files that were looked for and the contexts there are."""
+    from evstream.settings import mask_uri
+
+    values: dict[str, Any] = {
+        "context": settings.context,
+        "uri": mask_uri(settings.uri) if settings.uri else None,
+        "db": settings.db,
+        "output": settings.output,
+        "projections": list(settings.projections),
+        "log": settings.log,
+        "home": str(settings.data_home),
+    }
+    rows: dict[str, Any] = {}
+    for key in SHOWN:
+        origin = settings.origins.get(key, Origin("default"))
+        rows[key] = {"value": values[key], "source": origin.describe(), **origin.as_dict()}
+    user = Path(settings.user_file) if settings.user_file else None
+    return {
+        "settings": rows,
+        "project_file": settings.project_file,
+        "user_file": settings.user_file,
+        "user_file_exists": bool(user and user.is_file()),
+        "contexts": list(settings.contexts),
+    }

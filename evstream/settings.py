@@ -39,7 +39,7 @@ class Origin:
         if self.kind == "env":
             return f"env {self.name}"
         if self.kind == "file":
-            return place
+            return f"file {place}"
         if self.kind == "context":
             return f"context {self.name} ({place})"
         return f"default ({self.note})" if self.note else "default"

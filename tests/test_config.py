@@ -3,14 +3,23 @@ found the way ruff finds its own, and a bad file as one line naming the file, li
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evstream.config import ConfigError, find_project_file, key_line, resolve_settings
+from evstream.config import (
+    ConfigError,
+    config_report,
+    find_project_file,
+    key_line,
+    resolve_settings,
+)
 from evstream.errors import ExitCode
+from evstream.output import config_view
 from evstream.projections import BUILTIN_MODULES, modules_to_load
 
 
@@ -145,7 +154,7 @@ def test_each_layer_beats_the_ones_below(
     elif top == "env":
         assert origin.describe() == f"env {env[0]}"
     elif top == "project":
-        assert origin.describe() == f"{world.project / 'evstream.toml'}:2"
+        assert origin.describe() == f"file {world.project / 'evstream.toml'}:2"
     else:
         assert origin.describe() == f"context dev ({world.user_file}:2)"
 
@@ -158,7 +167,7 @@ def test_log_table_from_project_file_names_its_source(world: World) -> None:
     settings = world.resolve()
     assert settings.log == {"collection": "domain_events", "stream": "aggregateId"}
     assert settings.log_source == str(path)
-    assert settings.origins["log"].describe() == f"{path}:3"
+    assert settings.origins["log"].describe() == f"file {path}:3"
     assert settings.context == "dev"
 
 
@@ -243,7 +252,7 @@ def test_pyproject_tool_table_is_used_when_there_is_no_evstream_toml(world: Worl
     )
     settings = world.resolve()
     assert settings.db == "py"
-    assert settings.origins["db"].describe() == f"{path}:5"
+    assert settings.origins["db"].describe() == f"file {path}:5"
     assert settings.log == {"stream": "userId"}
     assert settings.log_source == str(path)
 
@@ -403,3 +412,53 @@ def test_key_line(keys: tuple[str, ...], line: int | None) -> None:
         'db = "y"\n'
     )
     assert key_line(text, keys) == line
+
+
+# --- evstream config -----------------------------------------------------------------------------
+
+
+def test_config_report_shows_each_value_and_its_source_with_passwords_masked(world: World) -> None:
+    world.write_user('[contexts.prod]\nuri_env = "PROD"\ndb = "shop"\n')
+    world.write_project('context = "prod"\noutput = "json"\n[log]\nstream = "userId"\n')
+    world.env.update(PROD="mongodb://app:s3cret@db1/x", EVSTREAM_HOME="/tmp/h")
+    report = config_report(world.resolve())
+    rows = report["settings"]
+    assert list(rows) == ["context", "uri", "db", "output", "projections", "log", "home"]
+    project, user = world.project / "evstream.toml", world.user_file
+    assert {key: (row["value"], row["source"]) for key, row in rows.items()} == {
+        "context": ("prod", f"file {project}:1"),
+        "uri": ("mongodb://app:****@db1/x", f"context prod ({user}:2, through $PROD)"),
+        "db": ("shop", f"context prod ({user}:3)"),
+        "output": ("json", f"file {project}:2"),
+        "projections": ([], "default"),
+        "log": ({"stream": "userId"}, f"file {project}:3"),
+        "home": ("/tmp/h", "env EVSTREAM_HOME"),
+    }
+    assert rows["uri"]["kind"] == "context" and rows["uri"]["via"] == "PROD"
+    assert (report["project_file"], report["user_file"]) == (str(project), str(user))
+    assert report["contexts"] == ["prod"] and report["user_file_exists"] is True
+    assert "s3cret" not in json.dumps(report)
+    shown = render(config_view(report))
+    assert "s3cret" not in shown
+    assert (
+        f"uri          mongodb://app:****@db1/x  ← context prod ({user}:2, through $PROD)" in shown
+    )
+    assert "projections  (none)  ← default" in shown
+    assert f"user file     {user} · contexts: prod" in shown
+
+
+def test_config_report_with_nothing_configured(world: World) -> None:
+    report = config_report(world.resolve())
+    sources = {key: row["source"] for key, row in report["settings"].items()}
+    assert sources["uri"] == "default (the embedded dev store)"
+    assert sources["context"] == "default (none)"
+    assert report["project_file"] is None and report["user_file_exists"] is False
+    assert "(none found)" in render(config_view(report))
+
+
+def render(renderable: object) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
