@@ -256,9 +256,12 @@ def builtin_projection(name: str) -> Projection:
     return known[name][0]
 
 
-def load_projection(name: str, module: str | None = None) -> Projection:
-    """The projection called `name`, from the built-ins, EVSTREAM_PROJECTIONS and `module`."""
-    refs = modules_to_load(module)
+def load_projection(
+    name: str, module: str | None = None, configured: Iterable[str] | None = None
+) -> Projection:
+    """The projection called `name`, from the built-ins, the configured modules (the
+    `projections` setting; without it, EVSTREAM_PROJECTIONS) and `module`."""
+    refs = modules_to_load(module, configured=configured)
     known = known_projections(refs)
     if name in known:
         return known[name][0]
@@ -269,5 +272,6 @@ def load_projection(name: str, module: str | None = None) -> Projection:
     raise InvalidInput(
         f"no projection named {name!r} in {where} (it defines: "
         f"{', '.join(defined) if defined else 'none'})",
-        hint="give its module with --module PATH or in EVSTREAM_PROJECTIONS",
+        hint="give its module with --module PATH, in EVSTREAM_PROJECTIONS or in the "
+        "projections of evstream.toml",
     )

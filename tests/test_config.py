@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from evstream.config import (
     key_line,
     resolve_settings,
 )
-from evstream.errors import ExitCode
+from evstream.errors import ExitCode, InvalidInput
 from evstream.output import config_view
-from evstream.projections import BUILTIN_MODULES, modules_to_load
+from evstream.projections import BUILTIN_MODULES, load_projection, modules_to_load
 
 
 class World:
@@ -281,6 +282,18 @@ def test_relative_projection_paths_are_relative_to_the_file(world: World) -> Non
         "shop.projections",
         "extra.py",
     ]
+
+
+def test_rebuild_loads_a_projection_named_in_the_project_file(world: World) -> None:
+    models = world.project / "models"
+    models.mkdir()
+    shutil.copy(Path(__file__).parent / "projections" / "carts.py", models / "carts.py")
+    world.write_project('projections = ["models/carts.py"]\n')
+    settings = world.resolve()  # from a subdirectory: the path is the file's, not the cwd's
+    assert load_projection("carts", configured=settings.projections).collection == "carts"
+    with pytest.raises(InvalidInput) as caught:
+        load_projection("carts", configured=())
+    assert "in the projections of evstream.toml" in caught.value.line()
 
 
 def test_modules_to_load_without_configuration_reads_the_variable() -> None:
