@@ -152,6 +152,14 @@ class Output:
         """Whether stdout is a terminal (a person reads each line as it comes)."""
         return _isatty(self.stdout)
 
+    def result(self, data: Mapping[str, Any], view: Callable[[Mapping[str, Any]], Any]) -> None:
+        """A command's result in the format asked for: `data` as a JSON line, or `view(data)`
+        for a person; commands never choose it themselves."""
+        if self.json:
+            self.emit(data)
+        else:
+            self.show(view(data))
+
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""
         self.out.print(renderable)

@@ -90,12 +90,15 @@ BatchSizeOption = Annotated[
 
 
 def complete_projections(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Projection names for shell completion: the built-ins, EVSTREAM_PROJECTIONS' and
+    """Projection names for shell completion: the built-ins, the configured modules' and
     --module's (their modules are imported; a module that fails to import offers nothing)."""
     try:
+        from evstream.config import resolve_settings
         from evstream.projections import known_projections, modules_to_load
 
-        names = known_projections(modules_to_load(ctx.params.get("module")))
+        context = ctx.find_root().params.get("context")
+        configured = resolve_settings({"context": context}, warn=lambda _: None).projections
+        names = known_projections(modules_to_load(ctx.params.get("module"), configured=configured))
     except Exception:  # noqa: BLE001 - completion never fails loudly
         return []
     return sorted(name for name in names if name.startswith(incomplete))
