@@ -444,7 +444,8 @@ def _resolve_one(
     key: str, options: Mapping[str, Any], env: Mapping[str, str], layers: list[_Layer]
 ) -> tuple[Any, Origin] | None:
     """One setting's value and origin from its first layer that has it; None: the default."""
-    if key in OPTIONS and options.get(key) not in (None, ""):
+    value: Any
+    if key in OPTIONS and options.get(key) is not None:  # `--db ''` is given, and refused later
         value = options[key]
         if key == "output":
             value = _output_mode(value, OPTIONS[key])
@@ -452,7 +453,7 @@ def _resolve_one(
     from_env = env_value(env, key)
     if from_env is not None:
         name, raw = from_env
-        value: Any = raw
+        value = raw
         if key == "output":
             value = _output_mode(raw, name)
         elif key == "projections":
