@@ -20,6 +20,6 @@ def config_command(ctx: typer.Context) -> None:
     """
     with running(ctx) as env:
         from evstream.config import config_report
-        from evstream.output import config_view
+        from evstream.writer import renderer
 
-        env.output.result(config_report(env.settings), config_view)
+        env.output.result(config_report(env.settings), renderer("config_view"))
