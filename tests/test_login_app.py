@@ -101,6 +101,16 @@ def started(server_uri: str, db_name: str, db: Any) -> Iterator[dict[str, Any]]:
         running.append(listener)
         watcher = Process([sys.executable, "-m", "evstream", "watch", "-o", "json"], evstream_env)
         running.append(watcher)
+        # It watches from now: live once it says so, and it sees every login from then on.
+        wait_for(
+            lambda: (
+                any("Ctrl-C to stop" in line for line in watcher.err)
+                or watcher.proc.poll() is not None
+            ),
+            60,
+            "the watch to go live",
+        )
+        assert watcher.proc.poll() is None, "\n".join(watcher.err)
         yield {
             "url": f"http://127.0.0.1:{port}",
             "app": app,
@@ -171,10 +181,11 @@ def test_the_listener_keeps_sessions_up_to_date_and_watch_shows_the_logins(
     )
     watcher = started["watcher"]
 
-    # watch -o json prints the documents as stored: the app's own field names.
+    # watch -o json prints each change with the document as stored: the app's own names.
     def logins_shown() -> list[dict[str, Any]]:
         shown = [json.loads(line) for line in list(watcher.out) if line.startswith("{")]
-        return [doc for doc in shown if doc.get("eventType") == "login"]
+        docs = [change.get("doc") or {} for change in shown]
+        return [doc for doc in docs if doc.get("eventType") == "login"]
 
     wait_for(lambda: len(logins_shown()) >= 2, 60, "watch showing both logins")
     assert {doc["userId"] for doc in logins_shown()} == {"alice", "bob"}
