@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,21 @@ def resolve_uri(option: str | None, env: dict[str, str] | None = None) -> str | 
         if value:
             return value
     return None
+
+
+def resolve_settings(
+    uri: str | None = None,
+    db: str | None = None,
+    *,
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings for `evstream.connect(uri, db, context=)`: these as the options, then the
+    environment, the project file, the context and the defaults, exactly as the CLI resolves
+    them (`evstream.config.resolve_settings`, docs/configuration.md)."""
+    from evstream.config import resolve_settings as resolve
+
+    return resolve({"uri": uri, "db": db, "context": context}, env)
 
 
 def uri_database(uri: str | None) -> str | None:

@@ -475,3 +475,19 @@ def render(renderable: object) -> str:
     console = Console(file=io.StringIO(), width=200, color_system=None)
     console.print(renderable)
     return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_python_api_resolves_as_the_cli_does(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evstream.connect(uri, db, context=)` calls settings.resolve_settings: the same layers."""
+    from evstream.settings import resolve_settings as for_connect
+
+    world.write_user('[contexts.prod]\nuri = "mongodb://prod/shop"\n')
+    world.write_project('output = "json"\n')
+    monkeypatch.chdir(world.cwd)
+    settings = for_connect(context="prod", env=world.env)
+    assert (settings.uri, settings.db, settings.output) == ("mongodb://prod/shop", "shop", "json")
+    assert for_connect("mongodb://other/", "x", context="prod", env=world.env).db == "x"
+    with pytest.raises(ConfigError, match="no context named 'qa'"):
+        for_connect(context="qa", env=world.env)
