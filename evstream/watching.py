@@ -1276,14 +1276,15 @@ def exec_handler(
     notice: Callable[[str], None] = lambda message: None,
     stderr: IO[str] | None = None,
 ) -> Executor:
-    """The `watch --exec` executor, its dead letters kept in the store."""
+    """The `watch --exec` executor, its dead letters kept in the store under the checkpoint's
+    name (`ExecOptions.check` makes sure there is one)."""
     from evstream.delivery import Executor
     from evstream.storage.delivery import dead_letter
 
+    checkpoint = options.checkpoint or ""
+
     def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
-        dead_letter(
-            store, options.checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr
-        )
+        dead_letter(store, checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr)
 
     return Executor(options, stderr=stderr or sys.stderr, notice=notice, dead_letter=set_aside)
 

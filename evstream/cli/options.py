@@ -19,7 +19,7 @@ class Op(str, enum.Enum):
 
     insert = "insert"
     update = "update"
-    replace = "replace"
+    replace = "replace"  # type: ignore[assignment]  # the member, not str.replace
     delete = "delete"
 
 
