@@ -68,6 +68,17 @@ class ServerRecord:
         """The loopback TCP connection string, for clients that need a port; None without TCP."""
         return uri_for(self.port) if self.port else None
 
+    def client_uri(self, db: str | None = None) -> str:
+        """`uri` naming a database, for clients that default to `test` (mongosh, mongoose)."""
+        if self.socket:
+            return socket_uri(self.socket, db)
+        assert self.port is not None
+        return uri_for(self.port, db=db)
+
+    def tcp_client_uri(self, db: str | None = None) -> str | None:
+        """`tcp_uri` naming a database: what `server start --tcp` prints for Node clients."""
+        return uri_for(self.port, db=db) if self.port else None
+
     @property
     def where(self) -> str:
         """The address for a person: the socket's path, or 127.0.0.1:PORT."""
@@ -87,19 +98,30 @@ class Address:
 
 @dataclass
 class StartNotes:
-    """What a start has to say once (a taken port, a socket path too long)."""
+    """What a start has to say once: notices (a taken port, a socket path too long) and
+    warnings (TCP opened: any local user can reach the store)."""
 
     lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def uri_for(port: int, host: str = "127.0.0.1") -> str:
-    """A pymongo URI for an nx-27017 server on this machine."""
-    return f"mongodb://{host}:{port}/?directConnection=true"
+def uri_for(port: int, host: str = "127.0.0.1", db: str | None = None) -> str:
+    """A pymongo URI for an nx-27017 server on this machine, naming `db` if given."""
+    return f"mongodb://{host}:{port}/{quote(db or '', safe='')}?directConnection=true"
 
 
-def socket_uri(path: str) -> str:
+def socket_uri(path: str, db: str | None = None) -> str:
     """A pymongo URI for a server on a Unix domain socket (the path percent-encoded)."""
-    return f"mongodb://{quote(path, safe='')}/?directConnection=true"
+    return f"mongodb://{quote(path, safe='')}/{quote(db or '', safe='')}?directConnection=true"
+
+
+def tcp_warning(port: int, why: str) -> str:
+    """The warning said whenever the store opens TCP: the dev store has no authentication."""
+    return (
+        f"the embedded dev store listens on 127.0.0.1:{port} ({why}): any local user can "
+        "connect and read or change its data, as it has no authentication; "
+        "`evstream server restart --no-tcp` closes it"
+    )
 
 
 def free_port() -> int:
@@ -397,6 +419,7 @@ class DevStore:
         make_private(self.home)
         kept = self.address()
         want_tcp = kept.tcp if tcp is None else tcp
+        why = "as asked with --tcp" if tcp else "kept from when you last started it with --tcp"
         sock: Path | None = self.socket_path
         if not sockets_supported(self.socket_path):
             self.notes.lines.append(
@@ -404,6 +427,7 @@ class DevStore:
                 "store listens on loopback TCP instead"
             )
             sock, want_tcp = None, True
+            why = "its socket path is too long"
         last_error: EvstreamError | None = None
         port = kept.port
         for attempt in range(3):  # a port can be taken between probing and binding
@@ -430,7 +454,11 @@ class DevStore:
                 continue
             record = ServerRecord(**{**asdict(record), "pid": proc.pid})
             write_private(self.record_path, json.dumps(asdict(record)))
-            write_private(self.address_path, json.dumps({"port": port, "tcp": want_tcp}))
+            # The owner's choice, kept for the next start (a forced fallback is not a choice).
+            chosen = want_tcp if sock is not None else bool(tcp if tcp is not None else kept.tcp)
+            write_private(self.address_path, json.dumps({"port": port, "tcp": chosen}))
+            if want_tcp:
+                self.notes.warnings.append(tcp_warning(port, why))
             return record
         assert last_error is not None
         raise last_error
@@ -448,8 +476,29 @@ class DevStore:
                 self.socket_path.unlink()
 
     def start(self, *, tcp: bool | None = None) -> tuple[ServerRecord, bool]:
-        """Start the server unless it runs; (record, started_now)."""
+        """Start the server unless it runs; (record, started_now).
+
+        `tcp` True on a server running without TCP restarts it at the same socket with TCP
+        (running watchers reconnect, as after `server restart`), and says so.
+        """
+        record = self.running()
+        if record is not None and tcp and not record.port:
+            with self._locked():
+                record = self.running()
+                if record is not None and not record.port:
+                    self._stop_record(record)
+                    started = self._start(True)
+                    self.notes.lines.append(
+                        f"the embedded dev store ran without TCP (pid {record.pid}); restarted "
+                        f"it at the same socket with TCP added (pid {started.pid}); running "
+                        "watchers reconnect by themselves"
+                    )
+                    return started, True
         return self.ensure_running(tcp=tcp)
+
+    def _stop_record(self, record: ServerRecord) -> None:
+        terminate(record.pid)
+        self._reap_stale()
 
     def stop(self) -> ServerRecord | None:
         """Stop the server; returns the record of what was stopped, None if nothing ran."""
@@ -466,7 +515,8 @@ class DevStore:
         with self._locked():
             old = self.read_record()
             alive = old is not None and pid_alive(old.pid)
-            if tcp is None and alive and old is not None:
+            # As it ran: the kept choice, unless the running server differs from it.
+            if tcp is None and alive and old is not None and bool(old.port) != self.address().tcp:
                 tcp = bool(old.port)
             return (old if alive else None), self._start(tcp)
 
@@ -528,7 +578,9 @@ def serve(argv: list[str]) -> int:
     logging.getLogger("neosqlite").setLevel(logging.ERROR)
     from nx_27017.handler import NeoSQLiteHandler
 
-    handler = NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    handler = CursorIdsAsInt64(
+        NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    )
     pid_file = Path(args.pid_file)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
@@ -539,6 +591,42 @@ def serve(argv: list[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
     return 0
+
+
+def cursor_ids_as_int64(reply: Any) -> Any:
+    """A command's reply with its cursor id as a BSON int64, as MongoDB sends every cursor id.
+
+    nx-27017 quirk: a change stream's cursor id (numbered from 1000) and every exhausted cursor's
+    id 0 are Python ints that fit 32 bits, so they go out as int32. pymongo copes; mongosh 2.x
+    and the Node driver 6+ do not (`BSON element "id" is missing`) and cannot watch at all.
+    """
+    cursor = reply.get("cursor") if isinstance(reply, dict) else None
+    if isinstance(cursor, dict) and type(cursor.get("id")) is int:
+        from bson.int64 import Int64  # noqa: TID251 - the dev server process encodes its replies
+
+        cursor["id"] = Int64(cursor["id"])
+    return reply
+
+
+class CursorIdsAsInt64:
+    """nx-27017's command handler with every reply's cursor id sent as int64
+    (`cursor_ids_as_int64`); everything else is the handler's own."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+    def handle_command(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run a command; its cursor id as int64."""
+        request_id, reply = self._handler.handle_command(msg)
+        return request_id, cursor_ids_as_int64(reply)
+
+    def handle_insert(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run an insert (or a command with document sequences); its cursor id as int64."""
+        request_id, reply = self._handler.handle_insert(msg)
+        return request_id, cursor_ids_as_int64(reply)
 
 
 async def _serve(handler: Any, port: int | None, unix_socket: str | None) -> None:

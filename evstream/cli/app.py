@@ -15,9 +15,8 @@ from evstream.cli.options import OutputMode
 from evstream.cli.values import plain_values
 from evstream.errors import ExitCode
 from evstream.interrupts import CTRL_C
-from evstream.settings import Settings, resolve_db
 
-GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
+GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o", "--context"})
 GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "--quiet", "-q"})
 
 
@@ -258,6 +257,17 @@ def main_options(
             case_sensitive=False,
         ),
     ] = OutputMode.auto,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            envvar="EVSTREAM_CONTEXT",
+            metavar="NAME",
+            help="Use this context of ~/.config/evstream/config.toml "
+            "[default: the project file's, if it names one].",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     verbose: Annotated[
         bool,
@@ -277,13 +287,31 @@ def main_options(
     """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet contradict each other")
-    ctx.obj = Env(
-        Settings(
-            uri=uri or None,
-            db=resolve_db(db, uri or None),
-            output=OutputMode(output).value,
-            debug=debug,
-            verbose=verbose,
-            quiet=quiet,
-        )
-    )
+    from evstream.config import ConfigError, resolve_settings
+
+    def given(name: str, value: Any) -> Any:
+        """A value typed on the command line; one from a variable is resolve_settings' to
+        read, so that `evstream config` can tell the two apart."""
+        source = getattr(ctx.get_parameter_source(name), "name", None)
+        return value if source == "COMMANDLINE" else None
+
+    options = {
+        "uri": given("uri", uri) or None,
+        "db": given("db", db),
+        "output": given("output", output),
+        "context": given("context", context) or None,
+        "debug": debug,
+        "verbose": verbose,
+        "quiet": quiet,
+    }
+    warnings: list[str] = []
+    try:
+        settings = resolve_settings(options, warn=warnings.append)
+    except ConfigError as exc:
+        from evstream.writer import Output
+
+        Output("auto", quiet=quiet).error(exc.line())
+        raise typer.Exit(exc.exit_code) from None
+    ctx.obj = Env(settings)
+    for warning in warnings:  # a configuration file that others may change
+        ctx.obj.output.warning(warning)

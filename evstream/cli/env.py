@@ -43,7 +43,7 @@ class Env:
         if self._store is None:
             from evstream.storage import connect
 
-            self._store = connect(self.settings, self.output.notice)
+            self._store = connect(self.settings, self.output.notice, self.output.warning)
         return self._store
 
     def close(self, *, interrupted: bool = False) -> None:
