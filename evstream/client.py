@@ -42,9 +42,9 @@ def connect(uri: str | None = None, db: str | None = None, *, context: str | Non
     store, started if need be) in database `db` (else EVSTREAM_DB, the URI's, else evstream)."""
     settings = resolve_settings(uri, db, context=context)
     from evstream.storage import connect as open_store
-    from evstream.storage import no_driver_errors
+    from evstream.storage import translate_errors
 
-    with no_driver_errors(settings.uri):
+    with translate_errors(settings.uri):
         store = open_store(settings, logger.info)
     return Client(store, settings)
 
@@ -205,15 +205,13 @@ class Client:
         *,
         margin: float | None = None,
     ) -> dict[str, Any]:
-        """Rebuild a projection (a `Projection`, or the name of a built-in one or of one in
-        EVSTREAM_PROJECTIONS' modules) as `evstream rebuild` does; returns its `-o json`
-        summary."""
+        """Rebuild a projection (a `Projection`, or the name of a built-in one or of one in the
+        configured modules) as `evstream rebuild` does; returns its `-o json` summary."""
         from evstream.projection import DEFAULT_MARGIN, run_rebuild
-        from evstream.projections import load_projection
 
         part = _part(partition)
         with self._errors():
-            proj = load_projection(projection) if isinstance(projection, str) else projection
+            proj = self._projection(projection)
             report = run_rebuild(
                 self._open(),
                 proj,
@@ -229,11 +227,10 @@ class Client:
     def state(self, projection: Projection | str, key: str) -> dict[str, Any] | None:
         """A projection's document for a stream (or, keyed, a key's value) as readers see it,
         complete (docs/projections.md); None when it has none."""
-        from evstream.projections import load_projection
         from evstream.storage.projections import find_documents
 
         with self._errors():
-            proj = load_projection(projection) if isinstance(projection, str) else projection
+            proj = self._projection(projection)
             return find_documents(self._open(), proj.collection, [key]).get(key)
 
     def check(self) -> dict[str, Any]:
@@ -288,6 +285,15 @@ class Client:
             raise InvalidInput("this evstream client is closed")
         return self._store
 
+    def _projection(self, projection: Projection | str) -> Projection:
+        """A projection, or the one of this name: built in, or in the configured modules (the
+        config file's `projections`, EVSTREAM_PROJECTIONS), as `evstream rebuild NAME` finds it."""
+        if not isinstance(projection, str):
+            return projection
+        from evstream.projections import load_projection
+
+        return load_projection(projection, configured=self.settings.projections)
+
     def _ready(self) -> Store:
         """The store, its log's indexes checked (once per client, whichever thread is first)."""
         store = self._open()
@@ -299,9 +305,9 @@ class Client:
         return store
 
     def _errors(self) -> Any:
-        from evstream.storage import no_driver_errors
+        from evstream.storage import translate_errors
 
-        return no_driver_errors(self.settings.uri)
+        return translate_errors(self.settings.uri)
 
 
 # --- follow ------------------------------------------------------------------------------------
@@ -348,7 +354,7 @@ class _Channel:
 
 def _watch(channel: _Channel, store: Store, options: WatchOptions) -> None:
     """The watch thread: run `evstream watch`'s Watcher with the channel as its consumer."""
-    from evstream.storage import no_driver_errors
+    from evstream.storage import translate_errors
     from evstream.watching import Hooks, Watcher
 
     hooks = Hooks(
@@ -363,7 +369,7 @@ def _watch(channel: _Channel, store: Store, options: WatchOptions) -> None:
         channel.stop.wait(seconds)
 
     try:
-        with no_driver_errors(store.uri):
+        with translate_errors(store.uri):
             Watcher(store, options, hooks, sleep=pause).run()
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
         channel.changes.put(exc)

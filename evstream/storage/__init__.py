@@ -12,7 +12,6 @@ from evstream.storage.errors import (
     NO_CHANGE_STREAMS_CODES,
     driver_message,
     is_retryable,
-    no_driver_errors,
     translate_errors,
 )
 from evstream.storage.log import (
@@ -63,7 +62,6 @@ __all__ = [
     "ensure_indexes",
     "events_by_id",
     "is_retryable",
-    "no_driver_errors",
     "now_utc",
     "stream_head",
     "stream_heads",
