@@ -14,6 +14,7 @@ from bson import json_util
 from rich.text import Text
 
 from evstream.events import MASK, REDACTED, has_secret, redact
+from evstream.fieldmap import Canonical
 
 # Output and JSON lines live in evstream.writer, which needs rich only once something is printed
 # through it (the JSON path of `publish` never does); they are imported from here as before.
@@ -182,8 +183,13 @@ def watch_record(
     doc: Mapping[str, Any] | None,
     *,
     show_secrets: bool = False,
+    canonical: bool = False,
 ) -> dict[str, Any]:
-    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
+    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked. A log
+    event read through a field map is printed as stored, or with `canonical` as the canonical
+    event (docs/adopting.md)."""
+    if type(doc) is Canonical:
+        doc = dict(doc) if canonical else doc.stored
     if doc is not None and not show_secrets and has_secret(doc):
         doc = redact(doc, mask=MASK)[0]  # else the document itself, as stored
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
@@ -237,8 +243,9 @@ class WatchView:
         from evstream.events import event_problem
 
         body: Any = None
-        if collection == "events" and doc is not None:
-            problem = event_problem(doc)
+        mapped = type(doc) is Canonical
+        if doc is not None and (mapped or collection == "events"):
+            problem = event_problem(doc, doc.versioned if mapped else True)  # type: ignore[union-attr]
             if problem is None:
                 line = self._event_line(op, doc)
                 body = doc.get("data")
@@ -290,14 +297,17 @@ class WatchView:
         line.append_text(self._time(doc.get("ts")))
         if op != "insert":  # the log is appended to: an insert goes without saying
             line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
-        kind, where = str(doc["type"]), f"{doc['stream']}@{doc['version']}"
+        version = doc.get("version")
+        kind = str(doc["type"])
+        where = str(doc["stream"]) if version is None else f"{doc['stream']}@{version}"
         self.type_width = max(self.type_width, min(len(kind), TYPE_COLUMN_MAX))
         self.stream_width = max(self.stream_width, min(len(where), STREAM_COLUMN_MAX))
         line.append(" ")
         line.append(kind.ljust(self.type_width), style="bold")
         line.append(" ")
         line.append(str(doc["stream"]), style="bold blue")
-        line.append(f"@{doc['version']}", style="blue")
+        if version is not None:
+            line.append(f"@{version}", style="blue")
         line.append(" " * (self.stream_width - len(where)))
         data = doc.get("data")
         if data and not self.full:

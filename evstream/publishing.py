@@ -28,10 +28,13 @@ from evstream.events import (
     event_from_plain,
     iter_lines,
     redact_event,
+    unwrap_change,
 )
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.runtime import fewer_collections
 from evstream.storage import Appender, Store, build_document, check_size, now_utc
 from evstream.storage.codec import loads, loads_plain
+from evstream.storage.log import no_versions
 
 BATCH_SIZE = 1000
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
@@ -43,13 +46,21 @@ Refusal = Callable[[EventInput, str], str | None]
 
 
 def parse_line(
-    raw: bytes | None, line: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+    raw: bytes | None,
+    line: int,
+    refuse: Refusal | None = None,
+    *,
+    keep_secrets: bool = False,
+    fieldmap: FieldMap | None = None,
 ) -> EventInput | None:
     """One NDJSON line to a validated event (None for a blank line).
 
     `refuse` names values the server cannot store, so they count as bad lines before anything
     is written. A copy of a stored event whose secrets `watch` masked is a bad line unless
-    `keep_secrets` (evstream.events.check_copy)."""
+    `keep_secrets` (evstream.events.check_copy). On a mapped log (`fieldmap`, else the map of
+    the store `refuse` belongs to) a line may be a stored document of the map's shape (a copy,
+    `watch -o json`): it is read through the map, and kept whole (docs/adopting.md)."""
+    fm = fieldmap or map_of(refuse)
     text = decode_line(raw, line)
     if text is None:
         return None
@@ -60,9 +71,17 @@ def parse_line(
             obj = loads(text)
         except ValueError as exc:
             raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
-        event = event_from_object(obj, line=line)
+        if fm.shaped and isinstance(obj, dict):
+            inner = unwrap_change(obj) if "op" in obj else obj
+            if isinstance(inner, dict) and fm.looks_stored(inner):
+                fields, rest = fm.split_stored(inner)
+                event = event_from_object(fields, line=line, copy_extra=rest)
+        if event is None:
+            event = event_from_object(obj, line=line)
+    if not fm.versioned and event.expected_version is not None:
+        raise no_versions(event, fm)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
-        check_size(build_document(event, 1, now_utc()), line)
+        check_size(build_document(event, 1, now_utc(), fm), line)
     if refuse is not None:
         reason = refuse(event, text)
         if reason:
@@ -70,6 +89,12 @@ def parse_line(
     if not keep_secrets:
         check_copy(event)
     return event
+
+
+def map_of(refuse: Refusal | None) -> FieldMap:
+    """The field map of the store whose `unstorable` is `refuse` (the default map without)."""
+    fm = getattr(getattr(refuse, "__self__", None), "fieldmap", None)
+    return fm if isinstance(fm, FieldMap) else DEFAULT
 
 
 SORT_ADVICE = (
@@ -314,6 +339,7 @@ def publish_events(
     hooks = hooks or Hooks()
     report = report or PublishReport()
     writer = _BatchWriter(Appender(store), report)
+    fm = store.fieldmap
     started = time.perf_counter()
     batch: list[EventInput] = []
     try:
@@ -333,7 +359,7 @@ def publish_events(
                 if not batch:
                     ts = now_utc()
                 # Built here, beside the parsing, so the writer thread only assigns versions.
-                event.stored = build_document(event, 0, ts)
+                event.stored = build_document(event, 0, ts, fm)
                 batch.append(event)
                 if len(batch) >= batch_size:
                     writer.submit(batch)

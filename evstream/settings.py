@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 DEFAULT_DB = "evstream"
@@ -23,6 +24,9 @@ class Settings:
     home: Path | None = None
     verbose: bool = False  # say which store is used on every command, not only when started
     quiet: bool = False  # no notices on stderr (warnings and errors still)
+    # The log's `[log]` table as written (the field map), and the file it came from.
+    log: dict[str, Any] | None = field(default=None, compare=False)
+    log_source: str | None = None
 
     @property
     def data_home(self) -> Path:

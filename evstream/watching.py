@@ -18,11 +18,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.interrupts import CTRL_C
 from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
@@ -198,11 +199,13 @@ class WatchOptions:
     idle_timeout: float | None = None
     poll: bool = False  # follow the log by polling even where change streams work
     follow: bool = True  # False (--no-follow): what matches up to now, then exit 0
+    # The event log's collection (the field map's, docs/adopting.md): the Watcher sets it.
+    log_collection: str = EVENTS
 
     @property
     def is_log(self) -> bool:
         """Whether the watched collection is the event log."""
-        return self.collection == EVENTS
+        return self.collection == self.log_collection
 
     def filters(self) -> dict[str, list[str]]:
         """The filters, as saved with a checkpoint."""
@@ -488,15 +491,16 @@ def list_checkpoints(store: Store) -> list[dict[str, Any]]:
     return _list_checkpoints(store)
 
 
-def change_match(options: WatchOptions) -> dict[str, Any]:
-    """--op, --type and --stream as a change stream's $match (empty: no filter)."""
+def change_match(options: WatchOptions, fm: FieldMap = DEFAULT) -> dict[str, Any]:
+    """--op, --type and --stream as a change stream's $match (empty: no filter), on the map's
+    paths."""
     match: dict[str, Any] = {}
     if options.ops:
         match["operationType"] = {"$in": list(options.ops)}
     if options.types:
-        match["fullDocument.type"] = {"$in": list(options.types)}
+        match[f"fullDocument.{fm.type}"] = {"$in": list(options.types)}
     if options.streams:
-        match["fullDocument.stream"] = {"$in": list(options.streams)}
+        match[f"fullDocument.{fm.stream}"] = {"$in": list(options.streams)}
     return match
 
 
@@ -521,6 +525,11 @@ class Watcher:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
+        log = store.log_name
+        if options.log_collection != log:
+            # `watch` with no collection named follows the log, wherever the map keeps it.
+            collection = log if options.collection == EVENTS else options.collection
+            options = replace(options, collection=collection, log_collection=log)
         self.options = options
         self.hooks = hooks
         self.clock = clock
@@ -786,7 +795,7 @@ class Watcher:
     # --- change streams ---
 
     def _open(self) -> ChangeFeed:
-        match = change_match(self.options)
+        match = change_match(self.options, self.store.fieldmap)
         pipeline = self.store.watch_pipeline(match, INVALIDATING_OPS)
         resume = self.token if not self.options.is_log else None
         rereads = self.ledger is not None  # the log is read again after an interruption
@@ -1010,7 +1019,7 @@ class Watcher:
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
                 key = {name: doc.get(name) for name in self.fields}
-                change = Change("insert", EVENTS, key, doc, when)
+                change = Change("insert", self.options.collection, key, doc, when)
                 entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
                 if self.polling:
                     self.shown_lately.add(self.ledger.position(doc)[1])
@@ -1108,7 +1117,7 @@ class Watcher:
             key = {name: doc.get(name) for name in self.fields}
             entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
             self.shown_lately.add(pos[1])
-            self._deliver(Change("insert", EVENTS, key, doc, when), entry)
+            self._deliver(Change("insert", self.options.collection, key, doc, when), entry)
 
     def _warn_late(self, doc: Mapping[str, Any]) -> None:
         if self.warned_late:

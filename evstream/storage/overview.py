@@ -70,8 +70,20 @@ class OverviewQueries:
     events: Any
 
     def log_figures(self, plan: Planner) -> LogFigures:
-        """Everything status shows of the log, from queries the indexes serve."""
+        """Everything status shows of the log, from queries the indexes serve (on a log that
+        another application shaped, from one pass over its documents: docs/adopting.md)."""
         events = self.events
+        fm = self.fieldmap  # type: ignore[attr-defined]
+        if fm.shaped:
+            fields = {
+                fm.paths()[name]: 1
+                for name in ("stream", "version", "type", "ts")
+                if name in fm.paths()
+            }
+            docs = self.canonical_all(  # type: ignore[attr-defined]
+                events.find({}, fields).batch_size(10_000)
+            )
+            return scan_figures(docs, plan, versioned=fm.versioned)
         figures = LogFigures()
         rows = events.aggregate(
             [{"$match": IS_EVENT}, {"$group": {"_id": "$type", "n": {"$sum": 1}}}]
@@ -112,9 +124,12 @@ class OverviewQueries:
         return self.events.find_one(query, projection=EDGE_PROJECTION, sort=[("ts", direction)])
 
 
-def scan_figures(docs: Iterable[Mapping[str, Any]], plan: Planner) -> LogFigures:
-    """The figures from one pass over (stream, version, type, ts) of every document: for
-    servers whose queries cannot tell events from other documents."""
+def scan_figures(
+    docs: Iterable[Mapping[str, Any]], plan: Planner, *, versioned: bool = True
+) -> LogFigures:
+    """The figures from one pass over (stream, version, type, ts) of every document (as
+    canonical events): for servers whose queries cannot tell events from other documents, and
+    for logs that another application shaped."""
     figures = LogFigures()
     types: dict[Any, int] = {}
     streams: set[str] = set()
@@ -122,7 +137,7 @@ def scan_figures(docs: Iterable[Mapping[str, Any]], plan: Planner) -> LogFigures
     oldest: Mapping[str, Any] | None = None
     newest: Mapping[str, Any] | None = None
     for doc in docs:
-        problem = event_problem(doc)
+        problem = event_problem(doc, versioned)
         if problem is not None:
             figures.skipped.add(doc, problem)
             continue
