@@ -84,7 +84,16 @@ class FieldMap:
     _canonical: Callable[[Mapping[str, Any]], dict[str, Any]] = field(
         init=False, compare=False, repr=False
     )
+    # The compiled translations themselves, for loops over many documents: `convert` is
+    # `canonical`, `watched` gives a `Canonical` that keeps the stored document.
+    convert: Callable[[Mapping[str, Any]], dict[str, Any]] = field(
+        init=False, compare=False, repr=False
+    )
+    watched: Callable[[Mapping[str, Any]], Canonical] = field(init=False, compare=False, repr=False)
     _paths: dict[str, str] = field(init=False, compare=False, repr=False)
+    _flat: bool = field(init=False, compare=False, repr=False)
+    _versioned: bool = field(init=False, compare=False, repr=False)
+    _last_ts: list[Any] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         found = {
@@ -98,9 +107,15 @@ class FieldMap:
         }
         paths = {k: v for k, v in found.items() if v is not None}
         object.__setattr__(self, "_paths", paths)
+        object.__setattr__(self, "_flat", not any("." in p for p in paths.values()))
+        object.__setattr__(self, "_versioned", self.version is not None)
+        object.__setattr__(self, "_last_ts", [None, None])
         shaped = paths != {n: n for n in CANONICAL} or self.ts_unit != "date"
         object.__setattr__(self, "shaped", shaped)
-        object.__setattr__(self, "_canonical", _compile(self))
+        convert, watched = _compile(self)
+        object.__setattr__(self, "_canonical", convert)
+        object.__setattr__(self, "convert", convert)
+        object.__setattr__(self, "watched", watched)
 
     # --- what the map says ---
 
@@ -147,24 +162,9 @@ class FieldMap:
 
     def ts_of(self, value: Any) -> Any:
         """A stored ts as a datetime (numbers of ms or s); anything else as it is."""
-        # bson decodes 64-bit numbers as Int64, a subclass of int.
-        if self.ts_unit == "date" or not isinstance(value, (int, float)) or value is True:
+        if self.ts_unit == "date":
             return value
-        if value is False:
-            return value
-        try:
-            if self.ts_unit == "ms":
-                return EPOCH + timedelta(milliseconds=value)
-            return EPOCH + timedelta(seconds=value)
-        except (OverflowError, ValueError):
-            return value
-
-    def watched(self, doc: dict[str, Any]) -> Canonical:
-        """The canonical event of a stored document, keeping the document (`Canonical`)."""
-        event = Canonical(self._canonical(doc))
-        event.stored = doc
-        event.versioned = self.versioned
-        return event
+        return (_ts_ms if self.ts_unit == "ms" else _ts_s)(value)
 
     @property
     def translates(self) -> bool:
@@ -178,12 +178,54 @@ class FieldMap:
         """A time as this log stores ts: the date itself, or whole ms or s since the epoch."""
         if self.ts_unit == "date":
             return moment
+        if moment is self._last_ts[0]:  # a batch of events published together shares its ts
+            return self._last_ts[1]
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         delta = moment - EPOCH
-        if self.ts_unit == "ms":
-            return delta // timedelta(milliseconds=1)
-        return delta // timedelta(seconds=1)
+        value = delta // (
+            timedelta(milliseconds=1) if self.ts_unit == "ms" else timedelta(seconds=1)
+        )
+        self._last_ts[:] = [moment, value]
+        return value
+
+    def build(
+        self,
+        ident: Any,
+        stream: str,
+        version: int | None,
+        kind: str,
+        data: Any,
+        meta: Any,
+        ts: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The stored document of one event (`meta` None: none), as `stored` builds it; a plain
+        dict built in one step where every path is a top-level field and there is no `extra`."""
+        if self._flat and not extra:
+            doc = {self.id: ident, self.stream: stream}
+            if version is not None and self.version is not None:
+                doc[self.version] = version
+            doc[self.type] = kind
+            doc[self.data] = data
+            if meta is not None:
+                doc[self.meta] = meta
+            doc[self.ts] = self.ts_value(ts) if self.ts_unit != "date" else ts
+            return doc
+        fields = {"_id": ident, "stream": stream, "type": kind, "data": data, "ts": ts}
+        if version is not None:
+            fields["version"] = version
+        if meta is not None:
+            fields["meta"] = meta
+        return self.stored(fields, extra)
+
+    def set_version(self, doc: dict[str, Any], version: int) -> None:
+        """Give a built document its version where the map keeps it."""
+        if self._flat:
+            doc[self.version] = version  # type: ignore[index]
+        else:
+            assert self.version is not None
+            _set(doc, self.version, version)
 
     def stored(self, event: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict:
         """The stored document of canonical fields (those present; ts a datetime), on top of a
@@ -330,26 +372,114 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _compile(fm: FieldMap) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    """The stored → canonical translation as one generated function: a dict built by direct
-    lookups, since it runs once per document read (docs/adopting.md, "What the map costs")."""
-    lines = ["def canonical(doc):", "    ev = {}"]
+# The number types a stored ts may have (bson's Int64 joins when first seen).
+_NUMBERS: set[type] = {int, float}
+
+
+def _ts_ms(value: Any) -> Any:
+    """Epoch milliseconds as a UTC datetime (bson's Int64 is an int too); anything else as it
+    is. fromtimestamp's float is exact to well under a microsecond for any date of this era."""
+    kind = type(value)
+    if kind in _NUMBERS or (kind is not bool and isinstance(value, (int, float))):
+        _NUMBERS.add(kind)
+        try:
+            return _fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            return value
+    return value
+
+
+def _ts_s(value: Any) -> Any:
+    """Epoch seconds as a UTC datetime; anything else as it is."""
+    kind = type(value)
+    if kind in _NUMBERS or (kind is not bool and isinstance(value, (int, float))):
+        _NUMBERS.add(kind)
+        try:
+            return _fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return value
+    return value
+
+
+_fromtimestamp = datetime.fromtimestamp
+
+
+def _compile(fm: FieldMap) -> tuple[Callable[..., dict[str, Any]], Callable[..., Canonical]]:
+    """The stored → canonical translation as generated functions (a plain dict, and a
+    `Canonical` keeping the document), since it runs once per document read (docs/adopting.md,
+    "What the map costs"): built in one step from direct lookups when the document has every
+    field, else field by field (only those it has)."""
+    paths = fm.paths()
+
+    def lookup(path: str) -> str:
+        return "doc" + "".join(f"[{part!r}]" for part in path.split("."))
+
+    meta = paths["meta"].split(".")
+    has_meta = " and ".join(
+        [
+            f"type({'doc' + ''.join(f'[{p!r}]' for p in meta[:i])}) is dict"
+            for i in range(1, len(meta))
+        ]
+        + [f"{meta[-1]!r} in {'doc' + ''.join(f'[{p!r}]' for p in meta[:-1])}"]
+    )
+    ts_lines = [f"        t = {lookup(paths['ts'])}"]
+    if fm.ts_unit != "date":
+        scale = "t / 1000" if fm.ts_unit == "ms" else "t"
+        ts_lines.append(f"        t = FT({scale}, UTC) if type(t) in NUMS else TS(t)")
+    version = lookup(paths["version"]) if fm.versioned else "None"
+    head = (
+        f"'_id': {lookup(paths['_id'])}, 'stream': {lookup(paths['stream'])}, "
+        f"'version': {version}, 'type': {lookup(paths['type'])}, "
+        f"'data': {lookup(paths['data'])}"
+    )
+    fast = [
+        "    try:",
+        *ts_lines,
+        f"        if {has_meta}:",
+        f"            ev = {{{head}, 'meta': {lookup(paths['meta'])}, 'ts': t}}",
+        "        else:",
+        f"            ev = {{{head}, 'ts': t}}",
+        "    except (KeyError, TypeError, IndexError):",
+        "        ev = slow(doc)",
+    ]
+    lines = [
+        "def canonical(doc):",
+        *fast,
+        "    return ev",
+        "",
+        "def watched(doc):",
+        *fast,
+        "    ev = C(ev)",
+        "    ev.stored = doc",
+        f"    ev.versioned = {fm.versioned!r}",
+        "    return ev",
+        "",
+        "def slow(doc):",
+        "    ev = {}",
+    ]
     for name in CANONICAL:
         if name == "version" and not fm.versioned:
             lines.append("    ev['version'] = None")
             continue
-        path = fm.paths()[name].split(".")
+        path = paths[name].split(".")
         lines.append(f"    v = doc.get({path[0]!r}, M)")
         for part in path[1:]:
             lines.append(f"    v = v.get({part!r}, M) if type(v) is dict else M")
         if name == "ts" and fm.ts_unit != "date":
-            lines.append("    if v is not M: ev['ts'] = ts_of(v)")
+            lines.append("    if v is not M: ev['ts'] = TS(v)")
         else:
             lines.append(f"    if v is not M: ev[{name!r}] = v")
     lines.append("    return ev")
-    scope: dict[str, Any] = {"M": _MISSING, "ts_of": fm.ts_of}
+    scope: dict[str, Any] = {
+        "M": _MISSING,
+        "TS": _ts_ms if fm.ts_unit == "ms" else _ts_s,
+        "FT": _fromtimestamp,
+        "UTC": UTC,
+        "NUMS": _NUMBERS,
+        "C": Canonical,
+    }
     exec("\n".join(lines), scope)  # noqa: S102 - code built from validated paths only
-    return scope["canonical"]  # type: ignore[no-any-return]
+    return scope["canonical"], scope["watched"]
 
 
 # The shape evstream writes itself: nothing is translated.

@@ -203,18 +203,16 @@ def build_document(
     """The stored form of an event (docs/data-model.md, the `events` table), in the map's
     shape (docs/adopting.md); `version` None on a log without versions."""
     if fm.shaped:
-        fields: dict[str, Any] = {
-            "_id": event.id or new_event_id(),
-            "stream": event.stream,
-            "type": event.type,
-            "data": event.data,
-            "ts": event.ts or ts,
-        }
-        if version is not None:
-            fields["version"] = version
-        if event.meta is not None:
-            fields["meta"] = event.meta
-        return fm.stored(fields, event.extra)
+        return fm.build(
+            event.id or new_event_id(),
+            event.stream,
+            version,
+            event.type,
+            event.data,
+            event.meta,
+            event.ts or ts,
+            event.extra,
+        )
     doc: dict[str, Any] = {
         "_id": event.id or new_event_id(),
         "stream": event.stream,
@@ -230,18 +228,6 @@ def build_document(
     if version is None:
         del doc["version"]
     return doc
-
-
-def set_version(doc: dict[str, Any], version: int, fm: FieldMap) -> None:
-    """Give a built document its version, where the map keeps it."""
-    if not fm.shaped:
-        doc["version"] = version
-        return
-    assert fm.version is not None
-    *parents, last = fm.version.split(".")
-    for part in parents:
-        doc = doc.setdefault(part, {})
-    doc[last] = version
 
 
 def no_versions(event: EventInput, fm: FieldMap) -> FeatureUnsupported:
@@ -599,7 +585,7 @@ class Appender:
                 event.stored = build_document(event, head + 1, ts, fm)
             doc = event.stored
             if shaped:
-                set_version(doc, head + 1, fm)
+                fm.set_version(doc, head + 1)
             else:
                 doc["version"] = head + 1
             self.heads[event.stream] = head + 1

@@ -162,8 +162,7 @@ class MongoStore(OverviewQueries):
         fm = self.fieldmap
         if not fm.shaped:
             return docs
-        convert = fm.canonical
-        return (convert(doc) for doc in docs)
+        return map(fm.convert, docs)
 
     def path(self, name: str) -> str:
         """Where the log stores a canonical field (`stream` → `aggregateId`)."""
