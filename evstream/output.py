@@ -765,6 +765,8 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     grid = Fields()
     grid.add_row("Server", _server_lines(status.get("server") or {}, now))
     grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
+    if status.get("log"):
+        grid.add_row("Log", Text(str(status["log"]), style="") + Text(" · [log] map", "dim"))
     grid.add_row("Events", _counts_line(status))
     not_events = status.get("not_events")
     if not_events:
@@ -997,6 +999,14 @@ def check_fixes(findings: list[Mapping[str, Any]]) -> Text:
     return text
 
 
+def _id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if type(value).__name__ == "ObjectId":
+        return f'ObjectId("{value}")'
+    return str(value)
+
+
 def check_view(report: Mapping[str, Any]) -> Any:
     """`evstream check` for a person: a summary line, then the findings table (if any)."""
     from rich.console import Group
@@ -1012,6 +1022,20 @@ def check_view(report: Mapping[str, Any]) -> Any:
         head.append(" events in ")
         head.append(f"{int(report.get('streams') or 0):,}", style="cyan")
         head.append(f" streams ({float(report.get('seconds') or 0):.1f} s)")
+    mapped = report.get("map")
+    if mapped:
+        # A log another application shaped: how many documents its map fits, and the first
+        # ones it does not (docs/adopting.md).
+        head.append("\nMap ", style="bold")
+        head.append(str(mapped.get("log")))
+        fits, total = int(mapped.get("fits") or 0), int(mapped.get("documents") or 0)
+        head.append(" fits ")
+        head.append(f"{fits:,}", style="cyan" if fits == total else "bold yellow")
+        head.append(f" of {total:,} documents")
+        misfits = mapped.get("misfits") or []
+        if misfits:
+            head.append("; first that do not: ")
+            head.append(", ".join(_id_text(i) for i in misfits), style="yellow")
     findings = report.get("findings") or []
     if not findings:
         head.append(" · ")
