@@ -5,6 +5,7 @@ mapped log with versions, and the property that incremental equals full on such 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -523,3 +524,132 @@ def test_canonical_and_stored_are_inverse() -> None:
 def test_the_default_map_translates_nothing() -> None:
     fm = from_table(None)
     assert not fm.shaped and fm.versioned and fm.collection == "events"
+
+
+# --- evstream init -------------------------------------------------------------------------------
+
+
+def test_init_proposes_the_apps_map(app: Any, server_uri: str, tmp_path: Any) -> None:
+    from evstream.adopting import propose_map, write_config
+
+    store = connect(Settings(uri=server_uri, db=app.db.name), lambda m: None, verify=False)
+    try:
+        proposal = propose_map(store, "domain_events")
+    finally:
+        store.close()
+    fm = proposal.fieldmap
+    assert (fm.collection, fm.stream, fm.type, fm.data, fm.meta, fm.ts) == (
+        "domain_events",
+        "aggregateId",
+        "eventType",
+        "payload",
+        "metadata",
+        "createdAt",
+    )
+    assert fm.ts_unit == "ms" and not fm.versioned
+    assert (proposal.fits, proposal.sampled) == (4, 4)
+    assert "version = false" in fm.toml() and 'ts_unit = "ms"' in fm.toml()
+    path = write_config(proposal, tmp_path)
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    assert from_table(tomllib.loads(path.read_text())["log"]) == fm
+    with pytest.raises(Exception, match="never overwrites"):
+        write_config(proposal, tmp_path)
+
+
+@pytest.mark.parametrize("collection", ["empty_one", "missing_one"])
+def test_init_refuses_an_empty_or_missing_collection(
+    cli: Any, db: Any, server_uri: str, collection: str
+) -> None:
+    from evstream.adopting import propose_map
+    from evstream.errors import InvalidInput
+
+    db.create_collection("empty_one")
+    store = connect(Settings(uri=server_uri, db=db.name), lambda m: None, verify=False)
+    try:
+        with pytest.raises(InvalidInput, match="empty" if collection == "empty_one" else "exist"):
+            propose_map(store, collection)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("docs", "want"),
+    [
+        (
+            [
+                {
+                    "_id": 1,
+                    "stream_id": "s",
+                    "event_type": "t",
+                    "body": {},
+                    "timestamp": T0,
+                    "revision": 1,
+                    "headers": {},
+                }
+            ],  # fmt: skip
+            {
+                "stream": "stream_id",
+                "type": "event_type",
+                "data": "body",
+                "ts": "timestamp",
+                "version": "revision",
+                "meta": "headers",
+                "ts_unit": "date",
+            },  # fmt: skip
+        ),
+        (
+            [{"_id": 1, "userId": "u", "name": "login", "data": {}, "created_at": 1_700_000_000}],
+            {
+                "stream": "userId",
+                "type": "name",
+                "data": "data",
+                "ts": "created_at",
+                "version": None,
+                "ts_unit": "s",
+            },  # fmt: skip
+        ),
+        (
+            [
+                {
+                    "_id": 1,
+                    "metadata": {"aggregateId": "a"},
+                    "type": "t",
+                    "payload": {},
+                    "ts": T0,
+                    "version": "not a number",
+                }
+            ],  # fmt: skip
+            {"stream": "metadata.aggregateId", "type": "type", "version": None},
+        ),
+    ],
+)
+def test_propose_recognises_the_common_names(docs: list[Any], want: dict[str, Any]) -> None:
+    from evstream.fieldmap import propose
+
+    fm = propose("log", docs).fieldmap
+    for key, value in want.items():
+        assert getattr(fm, key) == value, key
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ({"stream": "a", "type": "a"}, "stream and type are both 'a'"),
+        ({"stream": "x", "type": "x.y"}, "lies inside stream"),
+        ({"ts_unit": "h"}, "ts_unit = 'h'"),
+        ({"id": "eventId"}, "map id to"),
+        ({"stream": "$bad"}, "not a field path"),
+        ({"stream": "a..b"}, "not a field path"),
+        ({"version": True}, "version must be"),
+        ({"collection": "system.x"}, "collection"),
+        ({"wat": 1}, "unknown key 'wat'"),
+    ],
+)
+def test_from_table_refuses_bad_maps(table: dict[str, Any], says: str) -> None:
+    from evstream.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as caught:
+        from_table(table, "/p/evstream.toml")
+    assert says in str(caught.value)
+    assert str(caught.value).startswith("/p/evstream.toml: [log]")
+    assert caught.value.exit_code == 2
