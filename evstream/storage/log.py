@@ -668,7 +668,7 @@ def drop_owned(store: Store) -> list[str]:
     names = [
         name
         for name in store.db.list_collection_names()
-        if name in (EVENTS, SESSIONS, store.log_name) or name.startswith(OWN_PREFIX)
+        if name in (EVENTS, SESSIONS) or name.startswith(OWN_PREFIX)
     ]
     for name in sorted(names):
         store.db.drop_collection(name)

@@ -222,10 +222,11 @@ class MongoStore(OverviewQueries):
         `$group`/`$first`: MongoDB answers it with a DISTINCT_SCAN of the index (only the index
         order or its exact reverse qualifies), reading one entry per stream and sorting nothing.
         """
+        stream, version = self.fieldmap.stream, self.fieldmap.version
         return [
-            {"$match": {"stream": {"$in": streams}}},
-            {"$sort": {"stream": -1, "version": -1}},
-            {"$group": {"_id": "$stream", "version": {"$first": "$version"}}},
+            {"$match": {stream: {"$in": streams}}},
+            {"$sort": {stream: -1, version: -1}},
+            {"$group": {"_id": f"${stream}", "version": {"$first": f"${version}"}}},
         ]
 
     def bucket_counts(
