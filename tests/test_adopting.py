@@ -238,6 +238,9 @@ def test_publish_writes_the_apps_shape(app: Any) -> None:
     assert not {"stream", "type", "data", "ts", "version"} & set(stored)
     assert json.loads(r.stdout)["aggregateId"] == "carol"  # the stored event, as stored
     assert "events" not in app.db.list_collection_names()
+    r = app("publish", "logout", "-s", "carol", "-o", "pretty")
+    assert r.exit_code == 0, r.stderr
+    assert "logout" in r.stdout and "carol" in r.stdout and "?" not in r.stdout
 
 
 def test_publish_file_appends_without_versions(app: Any) -> None:

@@ -346,7 +346,17 @@ class AppendResult:
 
 
 def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
-    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency."""
+    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency.
+
+    On a mapped log the result's `doc` is a `Canonical` event keeping the stored document: shown
+    by its canonical fields, printed as JSON as stored (docs/adopting.md)."""
+    result = _append_one(store, event, max_attempts=max_attempts)
+    if store.fieldmap.translates:
+        result.doc = store.fieldmap.watched(result.doc)
+    return result
+
+
+def _append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
     events = store.events
     fm = store.fieldmap
     if event.id is not None:
