@@ -656,3 +656,36 @@ def test_from_table_refuses_bad_maps(table: dict[str, Any], says: str) -> None:
     assert says in str(caught.value)
     assert str(caught.value).startswith("/p/evstream.toml: [log]")
     assert caught.value.exit_code == 2
+
+
+def test_version_false_folds_a_mixed_log_by_ts_and_id(cli: Any, db: Any) -> None:
+    """evstream wrote versions, an app did not: with version = false both fold in (ts, id)."""
+    assert cli("publish", "login", "-s", "alice").exit_code == 0  # version 1, ts now
+    now = datetime.now(UTC)
+    db.events.insert_one(
+        {
+            "_id": ObjectId(),
+            "stream": "alice",
+            "type": "logout",
+            "data": {},
+            "ts": now + timedelta(seconds=5),
+        }
+    )
+    table = {"version": False}
+    r = cli("rebuild", "sessions", "-o", "json", **env(table))
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"]["total"] == 0
+    alice = sessions_of(db)["alice"]
+    assert (alice["login_count"], alice["status"], alice["events"]) == (1, "signed_out", 2)
+    r = cli("check", "-o", "json", **env(table))
+    assert json.loads(r.stdout)["map"]["fits"] == 2
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_epoch_ts_round_trips(unit: str) -> None:
+    fm = from_table({"ts": "at", "ts_unit": unit})
+    moment = datetime(2026, 5, 1, 10, 20, 30, 0 if unit == "s" else 123000, tzinfo=UTC)
+    stored = fm.build("i", "s", 1, "t", {}, None, moment)
+    assert isinstance(stored["at"], int)
+    assert fm.canonical(stored)["ts"] == moment
+    assert fm.canonical({**stored, "at": "soon"})["ts"] == "soon"  # not a number: as it is
