@@ -128,6 +128,15 @@ class FieldMap:
         """Each canonical field's stored path (without `version` on a log without versions)."""
         return dict(self._paths)
 
+    def hidden_payload(self) -> dict[str, int]:
+        """A projection leaving out data and meta (where no other field lies inside them)."""
+        inside = [p for p in self._paths.values() if "." in p]
+        return {
+            path: 0
+            for path in (self.data, self.meta)
+            if not any(other.startswith(path + ".") for other in inside)
+        }
+
     def where(self) -> str:
         """The map's origin for a message: its file, else 'the [log] table'."""
         return self.source or "the [log] table"

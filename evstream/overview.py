@@ -225,12 +225,13 @@ def gather(
         counts["sessions"] = queries.exact_count(store, SESSIONS)
     status["counts"] = counts
     if figures is None and log in names:
-        if store.fieldmap.shaped:
-            oldest = newest = edges = activity = None  # --estimate reads no documents there
+        if store.fieldmap.ts_unit != "date":
+            oldest = newest = edges = activity = None  # --estimate: its buckets are dates
         else:
             oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
             edges = plan(oldest["ts"] if oldest else None)
-            activity = store.bucket_counts(store.events, "ts", edges) if edges else None
+            ts = store.fieldmap.ts
+            activity = store.bucket_counts(store.events, ts, edges) if edges else None
     elif figures is not None:
         oldest, newest, edges, activity = (
             figures.oldest,

@@ -689,3 +689,35 @@ def test_epoch_ts_round_trips(unit: str) -> None:
     assert isinstance(stored["at"], int)
     assert fm.canonical(stored)["ts"] == moment
     assert fm.canonical({**stored, "at": "soon"})["ts"] == "soon"  # not a number: as it is
+
+
+def test_status_figures_on_the_mapped_paths_where_queries_serve_them() -> None:
+    """MongoStore's index-served status queries, on a mapped log with dates (mongomock, which
+    has no $type with a list: the map without versions)."""
+    import mongomock
+
+    from evstream.storage import Store
+
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    fm = from_table({**VERSIONED_MAP, "version": False})
+    store = Store(client, client["unit"], "mongodb://mock", False, "mongomock", fieldmap=fm)
+    store.events.insert_many(
+        [
+            {
+                "_id": f"h{i}",
+                "meta": {"entity": f"e{i % 2}"},
+                "seq": i // 2 + 1,
+                "kind": "k",
+                "body": {},
+                "at": T0 + timedelta(seconds=i),
+            }  # fmt: skip
+            for i in range(5)
+        ]
+        + [{"_id": "x", "kind": "k"}]
+    )
+    figures = store.log_figures(lambda oldest: None)
+    assert figures.types == [{"type": "k", "events": 5}]
+    assert figures.streams == 2
+    assert figures.skipped.total == 1
+    assert store.edge_event(newest=True)["ts"] == T0 + timedelta(seconds=4)
+    assert store.edge_event(newest=False)["stream"] == "e0"

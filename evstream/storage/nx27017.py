@@ -136,7 +136,7 @@ class Nx27017Store(MongoStore):
         """The oldest (or newest) event: the first document by `ts` that is an event, looked
         for here (nx-27017 sorts string dates among real ones and cannot filter them out)."""
         fm = self.fieldmap
-        hidden = {fm.data: 0, fm.meta: 0} if fm.shaped else EDGE_PROJECTION
+        hidden = fm.hidden_payload() if fm.shaped else EDGE_PROJECTION
         cursor = self.events.find({}, hidden).sort(fm.ts, -1 if newest else 1)
         with cursor.batch_size(100) as docs:
             events = self.canonical_all(docs)
