@@ -234,6 +234,7 @@ def validate_all(
     """
     first: InvalidEvent | None = None
     bad = 0
+    fm = map_of(refuse)  # once, not per line
     order = VersionOrder()
     checked = Checked([])
     read = 0
@@ -241,7 +242,7 @@ def validate_all(
         size = len(raw) if raw is not None else LINE_LIMIT
         progress(size)
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:
@@ -454,10 +455,11 @@ def _events(
     """(bytes read, event or None) for each line (numbered from `first_line`); bad lines raise
     unless skipped."""
     order = VersionOrder()
+    fm = map_of(refuse)  # once, not per line
     for number, raw in iter_lines(source, first=first_line):
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:
