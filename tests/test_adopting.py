@@ -721,3 +721,44 @@ def test_status_figures_on_the_mapped_paths_where_queries_serve_them() -> None:
     assert figures.skipped.total == 1
     assert store.edge_event(newest=True)["ts"] == T0 + timedelta(seconds=4)
     assert store.edge_event(newest=False)["stream"] == "e0"
+
+
+# --- the CLI's own pieces: init, --canonical, --exec --------------------------------------------
+
+
+def test_init_command_prints_and_writes_the_map(app: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = app.cli("init", "domain_events", "-o", "pretty")
+    assert r.exit_code == 0, r.stderr
+    assert 'stream = "aggregateId"' in r.stdout and "version = false" in r.stdout
+    assert "fits 4 of the 4 sampled documents" in r.stdout
+    assert not (tmp_path / "evstream.toml").exists()
+    r = app.cli("init", "domain_events", "--write", "-o", "json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["log"]["stream"] == "aggregateId"
+    written = (tmp_path / "evstream.toml").read_text()
+    assert 'ts = "createdAt"' in written
+    r = app.cli("init", "domain_events", "--write")
+    assert r.exit_code == 2 and "never overwrites" in r.stderr
+    assert (tmp_path / "evstream.toml").read_text() == written
+    r = app.cli("init", "nothing_here")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+def test_watch_canonical_prints_canonical_events(app: Any) -> None:
+    r = app("watch", "--from", "start", "--no-follow", "-o", "json", "--canonical")
+    assert r.exit_code == 0, r.stderr
+    docs = [line["doc"] for line in lines(r.stdout)]
+    assert docs[0]["stream"] == "alice" and docs[0]["type"] == "session.started"
+    assert docs[0]["ts"].replace(tzinfo=UTC) == T0 and docs[0]["version"] is None
+    assert "aggregateId" not in docs[0]
+
+
+def test_exec_handlers_receive_canonical_events(app: Any, tmp_path: Any) -> None:
+    out = tmp_path / "got.jsonl"
+    r = app("watch", "--from", "start", "--no-follow", "--checkpoint", "h", "--exec",
+            f"cat >> {out}")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    docs = [line["doc"] for line in lines(out.read_text())]
+    assert [d["stream"] for d in docs] == ["alice", "alice", "bob", "alice"]
+    assert all("eventType" not in d for d in docs)

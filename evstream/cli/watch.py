@@ -152,6 +152,14 @@ def watch(
         ),
     ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
+    canonical: Annotated[
+        bool,
+        typer.Option(
+            "--canonical",
+            help="JSON output: a mapped log's events as canonical events (_id, stream, version, "
+            "type, data, meta, ts), not as stored (docs/adopting.md).",
+        ),
+    ] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
 
@@ -220,7 +228,9 @@ def watch(
             check_parts(checkpoint, part, checkpoint_names(store))
         if exec_command is not None:
             executor = _executor(env, store, exec_options)
-        printer = _WatchPrinter(env.output, show_secrets=show_secrets, full=full)
+        printer = _WatchPrinter(
+            env.output, show_secrets=show_secrets, full=full, canonical=canonical
+        )
         try:
             follow(store, options, _watch_hooks(env, printer, show_secrets, executor, part))
         finally:
@@ -256,7 +266,10 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
     else:
 
         def show(c: Any) -> bool:
-            record = watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
+            # Handlers receive canonical events, whatever the field map (docs/adopting.md).
+            record = watch_record(
+                c.op, c.collection, c.key, c.doc, show_secrets=show_secrets, canonical=True
+            )
             ident = (c.doc or {}).get("_id", c.key.get("_id"))
             return bool(executor.add(json_line(record), ident))
 
@@ -294,10 +307,13 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
 class _WatchPrinter:
     """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
 
-    def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
+    def __init__(
+        self, out: "Output", *, show_secrets: bool, full: bool, canonical: bool = False
+    ) -> None:
         from evstream.output import WatchView, watch_record
 
         self.record = watch_record
+        self.canonical = canonical
         self.out = out
         self.show_secrets = show_secrets
         self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
@@ -315,6 +331,7 @@ class _WatchPrinter:
                     change.key,
                     change.doc,
                     show_secrets=self.show_secrets,
+                    canonical=self.canonical,
                 ),
                 flush=not self.buffered,
             )
