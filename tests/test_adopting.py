@@ -477,6 +477,17 @@ def test_a_mapped_log_with_versions(cli: Any, db: Any) -> None:
     assert stored is not None and stored["meta"]["entity"] == "e1" and stored["kind"] == "login"
     r = cli("publish", "login", "-s", "e1", "--expected-version", "1", **run)
     assert r.exit_code == 5
+    text = "".join(json.dumps({"type": "login", "stream": s}) + "\n" for s in ("e1", "e2", "e1"))
+    r = cli("publish", "--file", "-", input=text, **run)
+    assert r.exit_code == 0, r.stderr
+    assert [d["seq"] for d in db.history.find({"meta.entity": "e1"}).sort("seq", 1)] == [
+        1,
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert db.history.find_one({"meta.entity": "e2"})["seq"] == 1
     r = cli("check", "-o", "json", **run)
     assert r.exit_code == 7
     kinds = {f["kind"] for f in json.loads(r.stdout)["findings"]}
@@ -484,11 +495,11 @@ def test_a_mapped_log_with_versions(cli: Any, db: Any) -> None:
     r = cli("watch", "--from", "start", "--no-follow", "-o", "pretty", **run)
     assert "e1@3" in r.stdout and "e1@4" in r.stdout
     r = cli("watch", "--from", "start", "--no-follow", "-o", "json", **run)
-    assert [d["doc"]["seq"] for d in lines(r.stdout)] == [1, 3, 4]
+    assert [d["doc"]["seq"] for d in lines(r.stdout)] == [1, 3, 4, 5, 1, 6]
     r = cli("rebuild", "sessions", **run)
     assert r.exit_code == 0, r.stderr
-    assert sessions_of(db)["e1"]["version"] == 4
-    assert sessions_of(db)["e1"]["login_count"] == 3
+    assert sessions_of(db)["e1"]["version"] == 6
+    assert sessions_of(db)["e1"]["login_count"] == 5
 
 
 def test_the_mixed_log_is_a_clear_finding(cli: Any, db: Any) -> None:
