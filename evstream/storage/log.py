@@ -635,10 +635,15 @@ class Appender:
 
 
 def events_by_id(store: Store, ids: list[Any]) -> list[Doc]:
-    """The stored events with these ids, in (stream, version) order."""
+    """The stored events with these ids, in (stream, version) order (`Canonical` events on a
+    mapped log)."""
     fm = store.fieldmap
-    order = [(fm.stream, 1), (fm.version or fm.ts, 1)]
-    return list(store.events.find({"_id": {"$in": ids}}).sort(order))
+    order = [(fm.stream, 1), (fm.version, 1)] if fm.version else [(fm.stream, 1), (fm.ts, 1)]
+    if not fm.versioned:
+        order.append(("_id", 1))  # a stream's order without versions: (ts, id)
+    found = list(store.events.find({"_id": {"$in": ids}}).sort(order))
+    # On a mapped log, canonical events that keep the stored documents (as append_one gives).
+    return [fm.watched(doc) for doc in found] if fm.translates else found
 
 
 def sample_documents(store: Store, collection: str, limit: int) -> list[Doc]:
