@@ -196,6 +196,9 @@ class ChangeFeed:
     does not re-read, `HistoryGap` says what may be missing and the stream goes on.
     """
 
+    # Turns the log's stored documents into canonical events on a mapped log; None elsewhere.
+    _watched: Callable[[dict[str, Any]], Any] | None = None
+
     def __init__(self, store: MongoStore, name: str, pipeline: list[dict[str, Any]],
                  resume_after: Any = None, *, rereads: bool = False) -> None:  # fmt: skip
         self.store = store
