@@ -354,9 +354,18 @@ def test_documents_without_a_usable_ts_are_skipped_alike(app: Any) -> None:
 
 
 def test_rebuild_follow_applies_the_apps_events(app: Any) -> None:
+    import threading
+
     proc = app.cli.popen("rebuild", "sessions", "--follow", "--idle-timeout", "20", **env(APP_MAP))
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(iter(proc.stderr.readline, "")))
+    reader.start()
     try:
-        wait_for(lambda: "alice" in sessions_of(app.db), 30, "the catch-up")
+        wait_for(lambda: any("live" in line for line in said), 30, "the follower to be live")
+        assert "alice" in sessions_of(app.db)
+        bad = app_event("erin", "login", {}, datetime.now(UTC))
+        bad["createdAt"] = "just now"  # no usable ts: skipped and counted, as full runs do
+        app.db.domain_events.insert_one(bad)
         app.db.domain_events.insert_one(
             app_event("dave", "login", {"username": "dave"}, datetime.now(UTC))
         )
@@ -367,7 +376,11 @@ def test_rebuild_follow_applies_the_apps_events(app: Any) -> None:
         )
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+    err = "".join(said)
+    assert "erin" not in sessions_of(app.db)
+    assert "skipped 1 document" in err and "(1 ts not a date)" in err
 
 
 def test_check_skips_version_findings_and_reports_the_fit(app: Any) -> None:
