@@ -786,3 +786,14 @@ def test_exec_handlers_receive_canonical_events(app: Any, tmp_path: Any) -> None
     docs = [line["doc"] for line in lines(out.read_text())]
     assert [d["stream"] for d in docs] == ["alice", "alice", "bob", "alice"]
     assert all("eventType" not in d for d in docs)
+
+
+def test_seed_writes_the_sample_in_the_apps_shape(cli: Any, db: Any) -> None:
+    r = cli("seed", "-o", "pretty", **env(APP_MAP))
+    assert r.exit_code == 0, r.stderr
+    assert "not an event" not in r.stdout and "alice" in r.stdout
+    docs = list(db.domain_events.find())
+    assert len(docs) == 4 and all(isinstance(d["createdAt"], int) for d in docs)
+    assert {d["aggregateId"] for d in docs} == {"alice", "bob"}
+    assert cli("seed", **env(APP_MAP)).exit_code == 0  # again: nothing duplicated
+    assert db.domain_events.count_documents({}) == 4
