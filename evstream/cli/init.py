@@ -48,10 +48,7 @@ def init(
                 data["written"] = str(write_config(proposal))
             except InvalidInput as exc:  # the proposal is still shown, then the refusal
                 refused = exc
-        if out.json:
-            out.emit(data)
-        else:
-            out.show(_view(data, write))
+        out.result(data, lambda shown: _view(shown, write))
         if refused is not None:
             raise refused
 
