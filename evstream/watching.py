@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
 from evstream.events import canonical_text, part_of_change
-from evstream.fieldmap import DEFAULT, FieldMap
+from evstream.fieldmap import DEFAULT, Canonical, FieldMap
 from evstream.interrupts import CTRL_C
 from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
@@ -588,7 +588,7 @@ class Watcher:
             )
         self.fields = key_fields(self.store, opts.collection)
         if self.ledger is not None:
-            self.ledger.fields = self.fields
+            self.ledger.fields = self._event_fields()
         saved = None
         if opts.checkpoint is not None:
             if not opts.checkpoint.strip() or len(opts.checkpoint) > 200:
@@ -653,11 +653,20 @@ class Watcher:
         }
         self.resumed_from = saved.get("updated_at")
         if opts.is_log:
-            self.ledger = Ledger.from_snapshot(saved, fields=self.fields)
+            self.ledger = Ledger.from_snapshot(saved, fields=self._event_fields())
             self.needs_read = True
         else:
             self.token = saved.get("token")
             self.position_ts = saved.get("position_ts")
+
+    def _event_fields(self) -> tuple[str, ...]:
+        """The document key's fields as a canonical event names them (a log sharded on a
+        mapped stream path: `stream`), for the ledger, which reads canonical events."""
+        fm = self.store.fieldmap
+        if self.fields == ID_ONLY or not fm.translates:
+            return self.fields
+        canonical = {path: name for name, path in fm.paths().items()}
+        return tuple(canonical.get(name, name) for name in self.fields)
 
     def _baseline(self) -> None:
         """--from now on the log: remember what is already there near now, shown or not.
@@ -668,7 +677,7 @@ class Watcher:
         assert self.ledger is not None
         origin = utcnow() - self.ledger.margin
         self.ledger.origin = origin
-        fields = {name: 1 for name in (*self.fields, "ts")}
+        fields = {name: 1 for name in (*self._event_fields(), "ts")}
         for doc in LogRead(self.store, self.options.filters(), origin, projection=fields):
             self.ledger.admit_read(doc)
 
@@ -1023,7 +1032,8 @@ class Watcher:
                 self.shown_by_read += 1
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
-                key = {name: doc.get(name) for name in self.fields}
+                stored = doc.stored if type(doc) is Canonical else doc
+                key = {name: stored.get(name) for name in self.fields}
                 change = Change("insert", self.options.collection, key, doc, when)
                 entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
                 if self.polling:
@@ -1119,7 +1129,8 @@ class Watcher:
             self._warn_late(doc)
             ts = doc.get("ts")
             when = ts if isinstance(ts, datetime) else None
-            key = {name: doc.get(name) for name in self.fields}
+            stored = doc.stored if type(doc) is Canonical else doc
+            key = {name: stored.get(name) for name in self.fields}
             entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
             self.shown_lately.add(pos[1])
             self._deliver(Change("insert", self.options.collection, key, doc, when), entry)

@@ -797,3 +797,23 @@ def test_seed_writes_the_sample_in_the_apps_shape(cli: Any, db: Any) -> None:
     assert {d["aggregateId"] for d in docs} == {"alice", "bob"}
     assert cli("seed", **env(APP_MAP)).exit_code == 0  # again: nothing duplicated
     assert db.domain_events.count_documents({}) == 4
+
+
+def test_a_sharded_mapped_log_is_remembered_by_its_canonical_key() -> None:
+    """On a log sharded on the mapped stream path, the ledger reads the key from canonical
+    events (`stream`, `_id`), and the printed key keeps the stored names."""
+    import mongomock
+
+    from evstream.storage import MongoStore
+    from evstream.watching import Hooks, Watcher, WatchOptions
+
+    client: Any = mongomock.MongoClient(tz_aware=True)
+    fm = from_table(APP_MAP)
+    store = MongoStore(client, client["unit"], "mongodb://mock", False, "mock", fieldmap=fm)
+    watcher = Watcher(store, WatchOptions(), Hooks(deliver=lambda change: None))
+    watcher.fields = ("aggregateId", "_id")
+    assert watcher._event_fields() == ("stream", "_id")
+    assert watcher.options.collection == "domain_events" and watcher.options.is_log
+    doc = app_event("alice", "login", {}, T0)
+    watcher.ledger.fields = watcher._event_fields()
+    assert watcher.ledger.ident(fm.watched(doc)) == ["alice", doc["_id"]]
