@@ -228,6 +228,14 @@ class FieldMap:
             fields["meta"] = meta
         return self.stored(fields, extra)
 
+    def set_ts(self, doc: dict[str, Any], moment: datetime) -> None:
+        """Give a built document its ts where the map keeps it, as the map keeps it."""
+        value = self.ts_value(moment)
+        if self._flat:
+            doc[self.ts] = value
+        else:
+            _set(doc, self.ts, value)
+
     def set_version(self, doc: dict[str, Any], version: int) -> None:
         """Give a built document its version where the map keeps it."""
         if self._flat:

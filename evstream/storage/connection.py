@@ -96,13 +96,19 @@ def settings_map(settings: Settings) -> FieldMap:
 
 
 def connect(
-    settings: Settings, notice: Callable[[str], None], *, verify: bool = True
+    settings: Settings,
+    notice: Callable[[str], None],
+    warning: Callable[[str], None] | None = None,
+    *,
+    verify: bool = True,
 ) -> MongoStore:
     """Open the configured store (or the embedded dev store), choosing the adapter for it.
 
+    `warning` gets what is said even with --quiet (TCP opened by an auto-start); else `notice`.
     The field map (`settings.log`, docs/adopting.md) is checked before anything is reached: a
     bad `[log]` table is a usage error naming its file (exit 2); with `verify`, so is one whose
-    paths the log's newest documents do not have (`evstream init` asks without)."""
+    paths the log's newest documents do not have (`evstream init` asks without).
+    """
     check_db_name(settings.db)
     fieldmap = settings_map(settings)
     embedded = settings.uri is None
@@ -115,6 +121,8 @@ def connect(
         description = f"embedded dev store at {record.where} (data in {record.data_dir})"
         for line in dev.notes.lines:  # a taken port, a socket path too long: said once
             notice(line)
+        for line in dev.notes.warnings:  # TCP opened: any local user can reach the store
+            (warning or notice)(line)
         if started or settings.verbose:  # not on every command (docs/dev-store.md)
             notice(f"{'started' if started else 'using'} the {description}")
     else:
