@@ -252,6 +252,8 @@ def test_publish_file_appends_without_versions(app: Any) -> None:
     assert r.exit_code == 0, r.stderr
     assert app.db.domain_events.count_documents({"aggregateId": {"$in": ["u0", "u1", "u2"]}}) == 10
     assert app.db.domain_events.count_documents({"sequence": {"$exists": True}}) == 0
+    stored = list(app.db.domain_events.find({"aggregateId": "u0"}))
+    assert all(isinstance(d["createdAt"], int) and "ts" not in d for d in stored)
 
 
 def test_expected_version_is_refused_on_a_log_without_versions(app: Any) -> None:
