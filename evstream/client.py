@@ -45,7 +45,7 @@ def connect(uri: str | None = None, db: str | None = None, *, context: str | Non
     from evstream.storage import translate_errors
 
     with translate_errors(settings.uri):
-        store = open_store(settings, logger.info)
+        store = open_store(settings, logger.info, logger.warning)
     return Client(store, settings)
 
 
