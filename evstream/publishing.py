@@ -117,7 +117,12 @@ def parse_line(
 
 
 def parse_object(
-    obj: Any, number: int | None, refuse: Refusal | None = None, *, keep_secrets: bool = False
+    obj: Any,
+    number: int | None,
+    refuse: Refusal | None = None,
+    *,
+    keep_secrets: bool = False,
+    fieldmap: FieldMap | None = None,
 ) -> EventInput:
     """One event given as an object with a line's fields (the Python API's `append_many`) to a
     validated event; `number` is its place in the input, named as the line of an error.
@@ -127,9 +132,10 @@ def parse_object(
     event = event_from_plain(obj, number)
     if event is None:
         event = _storable(event_from_object(obj, line=number), number, refuse, None, keep_secrets)
-    fm = map_of(refuse)
-    if not fm.versioned and event.expected_version is not None:
-        raise no_versions(event, fm)
+    if event.expected_version is not None:
+        fm = fieldmap or map_of(refuse)
+        if not fm.versioned:
+            raise no_versions(event, fm)
     return event
 
 
