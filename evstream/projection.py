@@ -547,8 +547,9 @@ def _incremental(
     report.skipped = Skipped()
     if not count_not_events:
         return
+    versioned = store.fieldmap.versioned
     for doc in db.read_not_events(store, plan.projection.types):
-        report.skipped.add(doc, event_problem(doc) or UNSORTED)
+        report.skipped.add(doc, event_problem(doc, versioned) or UNSORTED)
 
 
 def _apply_chunk(

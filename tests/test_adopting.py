@@ -333,6 +333,7 @@ def test_incremental_takes_the_apps_new_and_late_events(app: Any) -> None:
     )
     r = app("rebuild", "sessions", "--incremental", "-o", "json")
     assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"]["total"] == 0  # every document read fits the map
     incremental = sessions_of(app.db)
     assert incremental["bob"]["status"] == "signed_out"
     assert incremental["carol"]["login_count"] == 1
@@ -347,6 +348,9 @@ def test_documents_without_a_usable_ts_are_skipped_alike(app: Any) -> None:
     full = json.loads(app("rebuild", "sessions", "-o", "json").stdout)
     assert full["skipped"]["kinds"] == {"ts not a date": 1}
     assert sessions_of(app.db)["alice"]["login_count"] == 2
+    incremental = json.loads(app("rebuild", "sessions", "--incremental", "-o", "json").stdout)
+    assert incremental["mode"] == "incremental"
+    assert incremental["skipped"]["kinds"] == full["skipped"]["kinds"]  # counted alike
     r = app("check", "-o", "json")
     report = json.loads(r.stdout)
     assert report["map"]["fits"] == 4 and report["map"]["documents"] == 5

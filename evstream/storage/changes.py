@@ -425,7 +425,7 @@ class _Watched:
 
     @property
     def retrieved(self) -> Any:
-        return getattr(self.cursor, "retrieved", None)
+        return self.cursor.retrieved
 
     def __iter__(self) -> Iterator[Any]:
         return map(self.convert, self.cursor)

@@ -215,13 +215,21 @@ class MongoStore(OverviewQueries):
         """Documents matching `query` that may not be events: a superset of those
         `event_problem` names (its caller checks each), in (stream, version) order. The server
         picks them out; the match cannot use an index, so it scans the log server-side."""
-        from evstream.storage.overview import NOT_EVENT
+        from evstream.storage.overview import not_event_query
 
         return (
-            self.events.find({**query, **NOT_EVENT}, fields)
-            .sort([("stream", 1), ("version", 1)])
+            self.events.find({**query, **not_event_query(self.fieldmap)}, fields)
+            .sort(self.stream_sort())
             .batch_size(1000)
         )
+
+    def stream_sort(self) -> list[tuple[str, int]]:
+        """A stream's order as a sort on the map's paths: (stream, version), the unique
+        index's order; on a log without versions (stream, ts, _id)."""
+        fm = self.fieldmap
+        if fm.version is not None:
+            return [(fm.stream, 1), (fm.version, 1)]
+        return [(fm.stream, 1), (fm.ts, 1), ("_id", 1)]
 
     def count(self, collection: Collection[Doc], query: Doc) -> int:
         """Documents matching `query`, compared as `find` compares them."""

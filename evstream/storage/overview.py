@@ -45,7 +45,7 @@ def not_event_query(fm: Any) -> Doc:
         {fm.stream: {"$not": {"$type": "string"}}},
         {fm.stream: ""},
         {fm.type: {"$not": {"$type": "string"}}},
-        {fm.ts: {"$not": {"$type": "date"}}},
+        {fm.ts: {"$not": {"$type": "date" if fm.ts_unit == "date" else "number"}}},
     ]
     if fm.version is not None:
         rules[2:2] = [

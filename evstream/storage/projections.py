@@ -43,10 +43,7 @@ def type_filter(types: Types, store: MongoStore | None = None) -> Doc:
 def stream_order(store: MongoStore) -> list[tuple[str, int]]:
     """A stream's order as a sort: (stream, version), the `{stream: 1, version: 1}` index's
     order, so MongoDB sorts nothing; on a log without versions (stream, ts, _id)."""
-    fm = store.fieldmap
-    if fm.version is not None:
-        return [(fm.stream, 1), (fm.version, 1)]
-    return [(fm.stream, 1), (fm.ts, 1), ("_id", 1)]
+    return store.stream_sort()
 
 
 # --- reading the log (canonical events: docs/adopting.md) ----------------------------------------
@@ -67,9 +64,14 @@ def read_not_events(store: MongoStore, types: Types) -> Iterator[Doc]:
     problem), in (stream, version) order as `read_log` reads them: one query over the whole log,
     so full and incremental runs count the same ones (docs/projections.md, "Documents that are
     not events"). Only the fields `event_problem` looks at are read."""
+    fm = store.fieldmap
+    fields = NOT_EVENT_FIELDS
+    if fm.shaped:  # the same fields where the map keeps them, read as canonical events
+        fields = {path: 1 for name, path in fm.paths().items() if name not in ("data", "meta")}
     with translate_errors(store.uri):
-        for doc in store.not_events_cursor(type_filter(types), NOT_EVENT_FIELDS):
-            if event_problem(doc) is not None:
+        cursor = store.not_events_cursor(type_filter(types, store), fields)
+        for doc in store.canonical_all(cursor):
+            if event_problem(doc, fm.versioned) is not None:
                 yield doc
 
 
