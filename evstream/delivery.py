@@ -116,6 +116,7 @@ class Executor:
         self.batch = Batch()
         self.delivered = 0  # changes acknowledged
         self.dead = 0  # changes dead-lettered
+        self.retries = 0  # runs of CMD on a batch that had failed before
 
     @property
     def pending(self) -> bool:
@@ -149,6 +150,7 @@ class Executor:
             if last.ok:
                 break
             if attempt < attempts:
+                self.retries += 1
                 delay = self.options.backoff * 2 ** (attempt - 1)
                 delay = min(delay, RETRY_MAX) * random.uniform(0.8, 1.2)
                 self.notice(
@@ -300,6 +302,14 @@ def partition_checkpoint(name: str, partition: tuple[int, int] | None) -> str:
 
 
 _PART = re.compile(r"^(?P<name>.*) part (?P<i>\d+) of (?P<n>\d+)$")
+
+
+def split_part(checkpoint: str) -> tuple[str, str | None]:
+    """A checkpoint's name and part: 'mailer part 2 of 4' -> ('mailer', '2/4')."""
+    match = _PART.match(checkpoint)
+    if match is None:
+        return checkpoint, None
+    return match["name"], f"{match['i']}/{match['n']}"
 
 
 def check_parts(name: str, partition: tuple[int, int] | None, existing: list[str]) -> None:

@@ -12,6 +12,7 @@ projection or asks which server it talks to.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from evstream.errors import EvstreamError
 from evstream.events import Skipped, event_problem, partition_of
+from evstream.liveness import Pulse
 from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
 from evstream.storage import projections as db
@@ -111,6 +113,7 @@ class RebuildReport:
     last_event_ts: datetime | None = None
     skipped: Skipped = field(default_factory=Skipped)
     counted: int = 0  # events read with a ts before the plan's next_since
+    checkpoint: Doc | None = field(default=None, repr=False)  # the one saved, if any
 
     @property
     def written(self) -> int:
@@ -298,8 +301,10 @@ def rebuild(
     dry_run: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    extra: Callable[[], Doc] | None = None,
 ) -> RebuildReport:
-    """Carry out a plan; then, unless it is a dry run, save the checkpoint.
+    """Carry out a plan; then, unless it is a dry run, save the checkpoint (with `extra()`'s
+    fields, a follower's liveness, in it).
 
     The report's seconds count from the start of planning. A handler that raises stops the run
     (`HandlerFailed`) before anything of its stream is written, and no checkpoint is saved.
@@ -329,7 +334,8 @@ def rebuild(
     writer.finish()
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
-        db.save_checkpoint(store, _checkpoint(plan, report))
+        report.checkpoint = {**_checkpoint(plan, report), **(extra() if extra else {})}
+        db.save_checkpoint(store, report.checkpoint)
     return report
 
 
@@ -740,6 +746,10 @@ class Follower:
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
         self.saved_at = clock()
         self.checkpoints = 0
+        # Liveness (docs/operating.md): in every checkpoint the follower saves, and the last
+        # one written again with fresh liveness every heartbeat in between.
+        self.pulse = Pulse("follow", clock=clock)
+        self.saved_doc: Doc | None = None
 
     def catch_up(self) -> RebuildReport:
         """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
@@ -753,7 +763,8 @@ class Follower:
         )
         if plan.reason:
             self.notice(f"rebuilding in full: {plan.reason}")
-        report = rebuild(self.store, plan)
+        report = rebuild(self.store, plan, extra=lambda: {"liveness": self._liveness()})
+        self.saved_doc = report.checkpoint
         self.since = plan.next_since
         self.saved_at = self.clock()
         self.checkpoints += 1
@@ -774,11 +785,42 @@ class Follower:
             start_given=True,
             idle_timeout=idle_timeout,
         )
-        hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
-        Watcher(self.store, options, hooks).run()
+        hooks = Hooks(
+            deliver=self._deliver, notice=self.notice, warning=self.warning, tick=self._beat
+        )
+        try:
+            Watcher(self.store, options, hooks).run()
+        except KeyboardInterrupt:
+            self._last_beat("stopped")
+            raise
+        except Exception as exc:
+            self._last_beat("failed", getattr(exc, "message", None) or str(exc))
+            raise
         if self.live.events:
             self.catch_up()  # the checkpoint, for status and the next --incremental
+        self._last_beat("stopped")
         return FollowReport(first, self.live, self.checkpoints)
+
+    def _liveness(self, state: str = "running", error: str | None = None) -> Doc:
+        pulse = self.pulse
+        pulse.handled = self.live.applied
+        pulse.position = self.live.last_event_ts
+        return pulse.record(state, error)
+
+    def _beat(self) -> None:
+        """Every heartbeat: the last checkpoint again, with fresh liveness (the same position:
+        what an incremental run saved, never more)."""
+        if self.saved_doc is not None and self.pulse.due():
+            self.saved_doc = {**self.saved_doc, "liveness": self._liveness()}
+            db.save_checkpoint(self.store, self.saved_doc)
+
+    def _last_beat(self, state: str, error: str | None = None) -> None:
+        """On the way out: the liveness says how the follower ended (best effort, bounded)."""
+        if self.saved_doc is None:
+            return
+        with contextlib.suppress(Exception), self.store.quickly():
+            self.saved_doc = {**self.saved_doc, "liveness": self._liveness(state, error)}
+            db.save_checkpoint(self.store, self.saved_doc)
 
     def _deliver(self, change: Any) -> None:
         """One change of the log: apply it if it is an event of this projection and part."""
