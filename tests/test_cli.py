@@ -9,7 +9,8 @@ import pytest
 from typer.main import get_command
 
 from evstream import __version__
-from evstream.cli import app, hoist_global_options
+from evstream.cli import app
+from evstream.cli.app import hoist_global_options
 
 
 def test_version(cli: Any) -> None:

@@ -1,4 +1,4 @@
-"""evstream.cli_values gives every parameter the value (or the error) Typer's own coercion gives."""
+"""evstream.cli.values gives every parameter the value (or the error) Typer's own coercion gives."""
 
 import math
 
@@ -7,7 +7,7 @@ import typer
 import typer.main
 
 from evstream.cli import app
-from evstream.cli_values import PlainRuntimeParam, plain_values
+from evstream.cli.values import PlainRuntimeParam, plain_values
 
 pytest.importorskip("typer._coercion")
 from typer._coercion import build_runtime_param  # noqa: E402

@@ -211,7 +211,7 @@ def test_completes_global_options_after_a_command() -> None:
 
 def test_bench_workloads_offered_are_the_benchmarks_there_are() -> None:
     from evstream.bench import RUNNERS
-    from evstream.cli import Workload
+    from evstream.cli.bench import Workload
 
     assert [w.value for w in Workload] == [*RUNNERS, "all"]
 

@@ -1,0 +1,208 @@
+"""evstream server: start, restart, stop, status and logs of the embedded dev store."""
+
+from typing import Annotated, Any
+
+import typer
+
+from evstream.cli.app import HelpGroup, app
+from evstream.cli.env import Env, running
+from evstream.cli.options import TcpOption
+from evstream.errors import ExitCode, InvalidInput
+
+server_app = typer.Typer(cls=HelpGroup, no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.callback()
+def server_options() -> None:
+    """Manage the embedded dev store, the local server used when no --uri is configured.
+
+    It starts by itself when a command needs it and keeps running for the next ones.
+
+    Its data lives under EVSTREAM_HOME (default ~/.local/share/evstream), readable by you
+    alone; it listens on a Unix socket there, and on loopback TCP with start --tcp.
+
+    Examples:
+
+    \b
+      evstream server status
+      evstream server restart --tcp
+      evstream server logs --follow
+    """
+
+
+def _server_info(record: Any, started: bool) -> dict[str, Any]:
+    return {
+        "running": True,
+        "started": started,
+        "uri": record.uri,
+        "tcp_uri": record.tcp_uri,
+        "socket": record.socket,
+        "pid": record.pid,
+        "port": record.port,
+        "data_dir": record.data_dir,
+        "log_file": record.log_file,
+    }
+
+
+def _show_server(env: Env, info: dict[str, Any]) -> None:
+    if env.output.json:
+        env.output.emit(info)
+    else:
+        from evstream.output import server_view
+
+        env.output.show(server_view(info))
+
+
+@server_app.command("start")
+def server_start(ctx: typer.Context, tcp: TcpOption = None) -> None:
+    """Start the embedded dev store, or say where it already runs.
+
+    It listens on a Unix socket in its data directory, which only you can open; --tcp adds a
+    loopback port (the same one on every start) for clients that need one.
+
+    Examples:
+
+    \b
+      evstream server start
+      evstream server start --tcp
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        saved = dev.read_record()
+        current = dev.running()
+        if current is not None and tcp is not None and bool(current.port) != tcp:
+            which = "with" if current.port else "without"
+            raise InvalidInput(
+                f"the embedded dev store already runs {which} TCP",
+                hint=f"evstream server restart --{'' if tcp else 'no-'}tcp",
+            )
+        record, started = dev.start(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
+        if saved is not None and started:
+            env.output.notice(f"replaced a stale record of pid {saved.pid}, which had stopped")
+        _show_server(env, _server_info(record, started))
+
+
+@server_app.command("restart")
+def server_restart(ctx: typer.Context, tcp: TcpOption = None) -> None:
+    """Stop the embedded dev store and start it again at the same address.
+
+    Running watchers reconnect by themselves: the socket and the port stay the same.
+
+    Examples:
+
+    \b
+      evstream server restart
+      evstream server restart --tcp
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        old, record = dev.restart(tcp=tcp)
+        for line in dev.notes.lines:
+            env.output.notice(line)
+        if old is not None:
+            env.output.notice(f"stopped the embedded dev store (pid {old.pid})")
+        _show_server(env, _server_info(record, True))
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the embedded dev store; its data and its address stay for the next start.
+
+    Example:
+
+    \b
+      evstream server stop
+    """
+    with running(ctx) as env:
+        from evstream.embedded import DevStore
+
+        dev = DevStore(env.settings.data_home)
+        record = dev.stop()
+        if env.output.json:
+            env.output.emit({"stopped": record is not None, "pid": record.pid if record else None})
+        elif record:
+            env.output.show(
+                f"stopped the embedded dev store (pid {record.pid}); "
+                f"its data stays in {record.data_dir}"
+            )
+        else:
+            env.output.show("the embedded dev store was not running; nothing to stop")
+
+
+@server_app.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the embedded dev store runs, where its data lives and how big it is.
+
+    Exits 0 when it runs and 3 when it does not, so scripts can test it.
+
+    Examples:
+
+    \b
+      evstream server status
+      evstream server status --output json | jq .data_bytes
+    """
+    with running(ctx) as env:
+        from evstream.devserver import details
+
+        info = details(env.settings.data_home)
+        if env.output.json:
+            env.output.emit(info)
+        else:
+            from evstream.output import server_view
+
+            env.output.show(server_view(info))
+        if not info["running"]:
+            raise typer.Exit(ExitCode.UNREACHABLE)
+
+
+@server_app.command("logs")
+def server_logs(
+    ctx: typer.Context,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to show.")
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep showing lines as they are written.")
+    ] = False,
+) -> None:
+    """Show the embedded dev store's log: its last lines, or follow it as it grows.
+
+    Examples:
+
+    \b
+      evstream server logs
+      evstream server logs -n 100
+      evstream server logs --follow
+    """
+    with running(ctx) as env:
+        from evstream.devserver import follow_lines, tail_lines
+        from evstream.embedded import DevStore
+
+        out = env.output
+        log_file = DevStore(env.settings.data_home).log_file
+
+        def show(line: str) -> None:
+            if out.json:
+                out.emit({"line": line})
+            else:
+                out.stdout.write(line + "\n")
+                out.stdout.flush()
+
+        last, offset = tail_lines(log_file, lines)
+        if not log_file.exists():
+            out.notice(f"no log yet at {log_file}; the dev store writes it when it starts")
+        elif not last and lines:
+            out.notice(f"the log at {log_file} is empty")
+        for line in last:
+            show(line)
+        if follow:
+            out.notice(f"following {log_file} (Ctrl-C to stop)")
+            for line in follow_lines(log_file, offset=offset):
+                show(line)
