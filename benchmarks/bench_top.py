@@ -86,9 +86,10 @@ def main() -> None:
         print(f"consumers: {len(mine)} ({estimated} with an estimated lag)")
         print(f"first refresh: snapshot {snaps[0]:.3f} s, render {renders[0]:.3f} s")
         if len(snaps) > 1:
+            snap, render = statistics.median(snaps[1:]), statistics.median(renders[1:])
             print(
-                f"later refreshes (median of {len(snaps) - 1}): snapshot "
-                f"{statistics.median(snaps[1:]):.3f} s, render {statistics.median(renders[1:]):.3f} s"
+                f"later refreshes (median of {len(snaps) - 1}): snapshot {snap:.3f} s, "
+                f"render {render:.3f} s"
             )
     finally:
         raw.evstream_checkpoints.delete_many({"_id": {"$regex": f"^{PREFIX}"}})

@@ -15,11 +15,12 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from evstream.delivery import split_part
+from evstream.errors import InvalidInput
 from evstream.liveness import classify, dead_after, silent_for, utcnow, worst_first
 from evstream.storage import Store
 from evstream.storage import monitor as queries
@@ -152,6 +153,8 @@ def finish_row(
     )
     live = doc.get("liveness") if isinstance(doc.get("liveness"), Mapping) else None
     row["state"] = classify(live, now=now, lag_events=lag, lag_seconds=seconds)
+    if row["state"] in ("dead", "stopped"):
+        row["rate"] = 0.0  # its last word is not what it does now
     return row
 
 
@@ -332,6 +335,11 @@ class Monitor:
         }
 
 
+def consumer_rows(store: Store) -> list[dict[str, Any]]:
+    """One look at every consumer and projection, worst first (for `status`)."""
+    return list(Monitor(store).snapshot()["consumers"])
+
+
 # --- check --consumers ---------------------------------------------------------------------------
 
 
@@ -344,6 +352,71 @@ class Thresholds:
     max_dead_letters: int = 0
     stale_seconds: float | None = None  # None: each consumer's own dead bound
     name: str | None = None
+
+
+def thresholds(
+    max_lag: str | None = None,
+    max_dead_letters: int | None = None,
+    stale: str | None = None,
+    name: str | None = None,
+) -> Thresholds:
+    """check --consumers' options as thresholds; the defaults where one is not given (a lag
+    given in events has no time limit beside it, and the other way round)."""
+    limits = Thresholds(name=name)
+    if max_lag is not None:
+        events, seconds = parse_lag(max_lag)
+        limits = replace(limits, max_lag_events=events, max_lag_seconds=seconds)
+    if max_dead_letters is not None:
+        if max_dead_letters < 0:
+            raise InvalidInput("--max-dead-letters must be 0 or more")
+        limits = replace(limits, max_dead_letters=max_dead_letters)
+    if stale is not None:
+        seconds = parse_duration(stale)
+        if seconds is None:
+            raise InvalidInput(f"--stale {stale!r} is not a duration such as 30s, 5m or 1h")
+        limits = replace(limits, stale_seconds=seconds)
+    return limits
+
+
+def check_consumers(snapshot: Mapping[str, Any], limits: Thresholds) -> dict[str, Any]:
+    """`check --consumers`' report: the thresholds, what was checked, one finding per consumer
+    over a threshold; healthy when there is none."""
+    rows = [
+        row
+        for row in snapshot.get("consumers") or []
+        if row.get("kind") != "projection"
+        and (limits.name is None or row.get("name") == limits.name)
+    ]
+    findings = consumer_findings(rows, limits)
+    if limits.name is not None and not rows:
+        findings.append(
+            {
+                "kind": "missing",
+                "consumer": None,
+                "name": limits.name,
+                "part": None,
+                "state": None,
+                "problem": f"no consumer named {limits.name!r} has a checkpoint here",
+                "fix": "check the name and --db, or start it (evstream watch --checkpoint NAME, "
+                "evstream rebuild NAME --follow)",
+            }
+        )
+    return {
+        "database": snapshot.get("database"),
+        "now": snapshot.get("now"),
+        "thresholds": {
+            "max_lag_events": limits.max_lag_events,
+            "max_lag_seconds": limits.max_lag_seconds,
+            "max_dead_letters": limits.max_dead_letters,
+            "stale_seconds": limits.stale_seconds,
+            "name": limits.name,
+        },
+        "consumers": [
+            {k: row.get(k) for k in ("checkpoint", "kind", "name", "part", "state")} for row in rows
+        ],
+        "findings": findings,
+        "healthy": not findings,
+    }
 
 
 def label(row: Mapping[str, Any]) -> str:
@@ -450,8 +523,6 @@ def _duration(seconds: float) -> str:
 
 def parse_lag(text: str) -> tuple[int | None, float | None]:
     """--max-lag: a number of events (`10000`) or a duration (`30s`, `5m`, `1h`)."""
-    from evstream.errors import InvalidInput
-
     value = text.strip().lower().replace("_", "").replace(",", "")
     if value.isdigit():
         return int(value), None

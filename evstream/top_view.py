@@ -67,6 +67,8 @@ def lag_time_text(seconds: Any) -> Text:
         return Text("—", style="dim")
     if seconds <= 0:
         return Text("0")
+    if seconds < 1:
+        return Text("<1 s")
     return Text(human_duration(seconds), style="yellow" if seconds >= 5 else "")
 
 
@@ -120,10 +122,28 @@ def title_line(snapshot: Mapping[str, Any], *, interval: float | None, tz: Any =
     return text
 
 
-def consumers_table(rows: list[Mapping[str, Any]], now: datetime, *, tz: Any = None) -> Table:
+def position_text(moment: Any, now: datetime, tz: Any = None) -> str:
+    """A position's time: HH:MM:SS within a day of now, else the date."""
+    if not isinstance(moment, datetime):
+        return "—"
+    moment = _as_utc(moment)
+    shown = moment.astimezone(tz)
+    if abs((_as_utc(now) - moment).total_seconds()) < 86400:
+        return shown.strftime("%H:%M:%S")
+    return shown.strftime("%Y-%m-%d")
+
+
+# Narrower than this, the table leaves out the kind and the rate's sparkline.
+WIDE = 110
+
+
+def consumers_table(
+    rows: list[Mapping[str, Any]], now: datetime, *, tz: Any = None, width: int | None = None
+) -> Table:
     """One row per consumer and projection, in the order given (worst first)."""
+    wide = width is None or width >= WIDE
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for name, justify in (
+    columns = [
         ("STATE", "left"),
         ("KIND", "left"),
         ("NAME", "left"),
@@ -135,35 +155,44 @@ def consumers_table(rows: list[Mapping[str, Any]], now: datetime, *, tz: Any = N
         ("TREND", "left"),
         ("DEAD L.", "right"),
         ("WHERE", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name != "WHERE")
+    ]
+    if not wide:
+        columns = [c for c in columns if c[0] not in ("KIND", "TREND")]
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name not in ("WHERE", "NAME"))
     for row in rows:
         state = str(row.get("state"))
         letters = int(row.get("dead_letters") or 0)
-        position = row.get("position_ts")
-        table.add_row(
-            Text(state, style=STATE_STYLES.get(state, "")),
-            str(row.get("kind")),
-            str(row.get("name")),
-            str(row.get("part") or ""),
-            wall_time(position, tz) if isinstance(position, datetime) else "—",
-            lag_text(row),
-            lag_time_text(row.get("lag_seconds")),
-            rate_text(row.get("rate")),
-            Text(sparkline(row.get("rate_history") or [], 12), style="green"),
-            Text(f"{letters:,}", style="bold red" if letters else "dim"),
-            where_text(row, now),
-        )
+        cells: dict[str, Any] = {
+            "STATE": Text(state, style=STATE_STYLES.get(state, "")),
+            "KIND": str(row.get("kind")),
+            "NAME": str(row.get("name")),
+            "PART": str(row.get("part") or ""),
+            "POSITION": position_text(row.get("position_ts"), now, tz),
+            "LAG": lag_text(row),
+            "BEHIND": lag_time_text(row.get("lag_seconds")),
+            "RATE/s": rate_text(row.get("rate")),
+            "TREND": Text(sparkline(row.get("rate_history") or [], 12), style="green"),
+            "DEAD L.": Text(f"{letters:,}", style="bold red" if letters else "dim"),
+            "WHERE": where_text(row, now),
+        }
+        table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 
-def top_view(snapshot: Mapping[str, Any], *, interval: float | None = None, tz: Any = None) -> Any:
-    """One frame of `evstream top`."""
+def top_view(
+    snapshot: Mapping[str, Any],
+    *,
+    interval: float | None = None,
+    tz: Any = None,
+    width: int | None = None,
+) -> Any:
+    """One frame of `evstream top` (`width`: the terminal's, to leave columns out below WIDE)."""
     now = snapshot.get("now") or datetime.now(timezone.utc)
     rows = list(snapshot.get("consumers") or [])
     parts: list[Any] = [title_line(snapshot, interval=interval, tz=tz), log_line(snapshot), ""]
     if rows:
-        parts.append(consumers_table(rows, now, tz=tz))
+        parts.append(consumers_table(rows, now, tz=tz, width=width))
         notes = []
         if any(row.get("lag_estimated") for row in rows):
             notes.append("~ lag estimated from the log's time span (counting would scan it)")
@@ -181,6 +210,40 @@ def top_view(snapshot: Mapping[str, Any], *, interval: float | None = None, tz: 
             )
         )
     return Group(*parts)
+
+
+def consumers_check_view(report: Mapping[str, Any]) -> Any:
+    """`check --consumers` for a person: what was checked, then each finding and its fix."""
+    checked = list(report.get("consumers") or [])
+    findings = list(report.get("findings") or [])
+    head = Text()
+    head.append("Checked ", style="bold")
+    head.append(f"{len(checked)}", style="cyan")
+    head.append(f" consumer{'s' * (len(checked) != 1)}")
+    limits = report.get("thresholds") or {}
+    said = []
+    if limits.get("max_lag_events") is not None:
+        said.append(f"lag ≤ {limits['max_lag_events']:,} events")
+    if limits.get("max_lag_seconds") is not None:
+        said.append(f"lag ≤ {human_duration(limits['max_lag_seconds'])}")
+    said.append(f"dead letters ≤ {limits.get('max_dead_letters', 0):,}")
+    stale = limits.get("stale_seconds")
+    said.append(f"silent ≤ {human_duration(stale)}" if stale is not None else "not dead")
+    head.append(f" ({', '.join(said)})", style="dim")
+    head.append(" · ")
+    if not findings:
+        head.append("healthy", style="bold green")
+        return head
+    head.append(f"{len(findings)} finding{'s' * (len(findings) != 1)}", style="bold yellow")
+    lines = Text()
+    for n, finding in enumerate(findings, 1):
+        lines.append(f"{n:>2}. ", style="dim")
+        lines.append(str(finding.get("problem")), style=STATE_STYLES.get(finding.get("state"), ""))
+        lines.append("\n    fix: ", style="dim")
+        lines.append(str(finding.get("fix")))
+        if n < len(findings):
+            lines.append("\n")
+    return Group(head, Text(""), lines)
 
 
 # --- the live loop ----------------------------------------------------------------------------

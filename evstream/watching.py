@@ -289,9 +289,9 @@ class Hooks:
     # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
     # line at once, and a change is saved only once written.
     written: Callable[[], None] = lambda: None
-    # What the consumer counts itself for its liveness (docs/operating.md): handled, retries,
-    # dead_letters; None: the changes handed to `deliver`, no retries, no dead letters.
-    figures: Callable[[], Mapping[str, int]] | None = None
+    # What the consumer counts itself for its liveness (docs/operating.md), given how many
+    # changes were handed to `deliver`: handled, retries, dead_letters; None: those changes.
+    figures: Callable[[int], Mapping[str, int]] | None = None
     # Called between changes and while quiet, at least every quarter second (a follower's
     # heartbeat rides on it).
     tick: Callable[[], None] = lambda: None
@@ -1233,7 +1233,7 @@ class Watcher:
         self.saved_doc = doc
 
     def _count_into(self, pulse: Pulse) -> None:
-        figures = self.hooks.figures() if self.hooks.figures is not None else None
+        figures = self.hooks.figures(self.count) if self.hooks.figures is not None else None
         if figures is None:
             pulse.handled = self.count
             return

@@ -157,6 +157,22 @@ class Output:
         self.out.print(renderable)
         self.stdout.flush()
 
+    def result(
+        self,
+        data: Mapping[str, Any],
+        view: Callable[[Mapping[str, Any]], Any],
+        **formats: Callable[[Mapping[str, Any]], str],
+    ) -> None:
+        """A command's result in the chosen format: a JSON line, `view(data)` for a person,
+        or the text another format's function makes of it (`prometheus=…`)."""
+        if self.mode in formats:
+            self.stdout.write(formats[self.mode](data))
+            self.stdout.flush()
+        elif self.json:
+            self.emit(data)
+        else:
+            self.show(view(data))
+
     # --- everything else on stderr ---
 
     def notice(self, message: str) -> None:

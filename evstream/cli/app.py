@@ -235,7 +235,8 @@ def main_options(
             "--output",
             "-o",
             envvar="EVSTREAM_OUTPUT",
-            help="auto: pretty on a terminal, JSON lines when piped.",
+            help="auto: pretty on a terminal, JSON lines when piped; prometheus: the "
+            "Prometheus text format (status only).",
             case_sensitive=False,
         ),
     ] = OutputMode.auto,
@@ -258,6 +259,10 @@ def main_options(
     """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet contradict each other")
+    if output == OutputMode.prometheus and ctx.invoked_subcommand not in (None, "status"):
+        raise typer.BadParameter(
+            f"--output prometheus is for evstream status, not {ctx.invoked_subcommand}"
+        )
     ctx.obj = Env(
         Settings(
             uri=uri or None,

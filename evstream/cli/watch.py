@@ -262,6 +262,18 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
 
         pending = lambda: executor.pending  # noqa: E731
 
+    others = [0]  # changes of other parts, handed over and passed by
+
+    def figures(handed: int) -> dict[str, int]:
+        """What the liveness reports (docs/operating.md): this part's changes only."""
+        if executor is None:
+            return {"handled": handed - others[0]}
+        return {
+            "handled": executor.delivered + executor.dead,
+            "retries": executor.retries,
+            "dead_letters": executor.dead,
+        }
+
     if part is None:
         deliver = show
     else:
@@ -270,6 +282,7 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
             stream = (c.doc or {}).get("stream")
             owner = stream if isinstance(stream, str) else str(c.key.get("_id"))
             if partition_of(owner, part[1]) != part[0]:
+                others[0] += 1
                 return not pending()  # another part's: nothing to do, nothing to wait for
             return show(c)
 
@@ -288,6 +301,7 @@ def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part
         flush=flush,
         batched=executor is not None,
         written=written,
+        figures=figures,
     )
 
 
