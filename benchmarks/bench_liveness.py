@@ -70,6 +70,36 @@ def main() -> None:
         )
     before, after = median(cpu["without"]), median(cpu["with"])
     print(f"difference: {(after - before) / before * 100:+.1f}% client CPU per event")
+    per_record, per_beat = in_process()
+    events_per_s = median(rate["with"])
+    # Worst case: one event per batch of changes (a heartbeat check each), and a record per
+    # checkpoint write (at most one per 256 events, or per second below 256 events/s).
+    per_event = per_beat + per_record * min(1.0, events_per_s / 256) / events_per_s
+    print(
+        f"in process: a liveness record {per_record:.2f} µs, a heartbeat check between batches "
+        f"{per_beat:.3f} µs; at most {per_event:.3f} µs per event, "
+        f"{per_event / after * 100:.3f}% of the watch's CPU per event"
+    )
+
+
+def in_process() -> tuple[float, float]:
+    """µs per liveness record, and per heartbeat check of a watcher between batches (not due:
+    what nearly every check is), timed in this process."""
+    import timeit
+
+    from evstream.liveness import Pulse
+    from evstream.watching import Hooks, Watcher, WatchOptions
+
+    pulse = Pulse("watch", every=3600.0)
+    n = 20_000
+    record = timeit.timeit(pulse.record, number=n) / n * 1e6
+    watcher = Watcher(None, WatchOptions(checkpoint="bench"), Hooks(deliver=lambda c: None))  # type: ignore[arg-type]
+    watcher.saved_doc = {"_id": "bench"}
+    assert watcher.pulse is not None
+    watcher.pulse.every = 3600.0
+    watcher.pulse.record()
+    beat = timeit.timeit(watcher._beat, number=n * 10) / (n * 10) * 1e6
+    return record, beat
 
 
 if __name__ == "__main__":
