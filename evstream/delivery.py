@@ -29,6 +29,8 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 # How long CMD may take to exit once its stdin is closed after a timeout or a second Ctrl-C.
 KILL_GRACE = 2.0
+# While CMD runs, the watch's heartbeat is offered a turn this often (seconds).
+BEAT_EVERY = 0.25
 
 
 class ExecFailed(EvstreamError):
@@ -106,8 +108,12 @@ class Executor:
         dead_letter: Callable[[list[str], list[Any], Attempt, int], None],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
         self.options = options
+        # Called about every BEAT_EVERY seconds while CMD runs, and before a retry's wait: the
+        # watch's liveness keeps coming while a long batch runs (docs/operating.md).
+        self.beat = beat
         self.stderr = stderr
         self.notice = notice
         self.dead_letter = dead_letter
@@ -157,6 +163,7 @@ class Executor:
                     f"--exec: batch of {len(batch)} failed ({last.reason}); "
                     f"attempt {attempt + 1} of {attempts} in {delay:.1f} s"
                 )
+                self.beat()
                 self.sleep(delay)
         if not last.ok:
             if self.options.on_failure == "stop":
@@ -242,13 +249,19 @@ class Executor:
         The watcher runs this holding Ctrl-C (evstream.interrupts): a first Ctrl-C waits for
         CMD to finish, a second one raises KeyboardInterrupt here and `run` stops CMD.
         """
-        if self.options.timeout is None:
-            return proc.wait()  # a signal handler still runs here (PEP 475)
-        try:
-            return proc.wait(timeout=self.options.timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return None
+        timeout = self.options.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = BEAT_EVERY
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    _kill(proc)
+                    return None
+            try:
+                return proc.wait(timeout=step)  # a signal handler still runs here (PEP 475)
+            except subprocess.TimeoutExpired:
+                self.beat()
 
     def _relay(self, stream: IO[bytes] | None, last: list[str]) -> None:
         if stream is None:

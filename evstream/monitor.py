@@ -67,7 +67,7 @@ def lag_figures(
         return 0, False, 0.0
     if position is None:
         return None, False, None
-    if counted == 0:
+    if counted == 0 or (counted is None and position >= head.newest_ts):
         return 0, False, 0.0
     seconds = max(0.0, (head.newest_ts - position).total_seconds())
     if counted is not None and counted < cap:

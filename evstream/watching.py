@@ -295,6 +295,9 @@ class Hooks:
     # Called between changes and while quiet, at least every quarter second (a follower's
     # heartbeat rides on it).
     tick: Callable[[], None] = lambda: None
+    # Set by the watch: its heartbeat, for a consumer that holds the watch up for long (a
+    # running --exec CMD) to call now and then.
+    beat: Callable[[], None] = lambda: None
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -566,6 +569,7 @@ class Watcher:
         # written alone (the last document again) every heartbeat while nothing else is.
         self.pulse: Pulse | None = Pulse("watch", clock=clock) if options.checkpoint else None
         self.saved_doc: dict[str, Any] | None = None
+        hooks.beat = self._beat_quietly
 
     # --- setup ---
 
@@ -1245,6 +1249,14 @@ class Watcher:
         """Between changes and while quiet: the hooks' tick, and the watch's heartbeat."""
         self.hooks.tick()
         self._heartbeat()
+
+    def _beat_quietly(self) -> None:
+        """The heartbeat for a consumer that holds the watch up: best effort, within a second
+        (an outage must not hold up the running CMD's wait)."""
+        if self.pulse is None or self.saved_doc is None or not self.pulse.due():
+            return
+        with contextlib.suppress(Exception), self.store.quickly(1.0):
+            self._heartbeat()
 
     def _heartbeat(self, state: str = "running", error: str | None = None) -> None:
         """While nothing else is written: the last checkpoint document again, with fresh

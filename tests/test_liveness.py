@@ -167,6 +167,9 @@ class TestLag:
         lag, estimated, seconds = lag_figures(self.head, NOW - timedelta(seconds=250), None)
         assert (lag, estimated, seconds) == (250, True, 250.0)
 
+    def test_not_counted_but_at_the_newest_ts_is_caught_up(self) -> None:
+        assert lag_figures(self.head, NOW, None) == (0, False, 0.0)
+
     def test_at_the_cap_is_an_estimate_of_at_least_the_cap(self) -> None:
         lag, estimated, _ = lag_figures(self.head, NOW - timedelta(seconds=10), 100, cap=100)
         assert estimated and lag == 100

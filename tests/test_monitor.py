@@ -180,3 +180,26 @@ def test_a_follower_is_a_row_with_its_liveness(cli: Cli, monitor: Monitor, db: A
         assert stopped["kind"] == "follow"
     finally:
         stop(proc)
+
+
+def test_a_long_running_handler_does_not_look_dead(
+    cli: Cli, monitor: Monitor, tmp_path: Path
+) -> None:
+    """The watch waits for CMD for longer than its dead bound (3 s here): its liveness keeps
+    coming meanwhile."""
+    started, done = tmp_path / "started", tmp_path / "done"
+    handler = tmp_path / "slow.sh"
+    handler.write_text(f"#!/bin/sh\ncat >/dev/null\ntouch {started}\nsleep 6\ntouch {done}\n")
+    handler.chmod(0o755)
+    proc = cli.popen("watch", "--checkpoint", "slow", "--exec", str(handler), "--batch-wait",
+                     "0.05", stdin=subprocess.DEVNULL, EVSTREAM_HEARTBEAT="0.5")  # fmt: skip
+    try:
+        wait_for(lambda: rows(monitor).get("slow"), 30, "the watch's checkpoint")
+        publish(cli, 1)
+        wait_for(started.exists, 30, "the handler to start")
+        states = []
+        while not done.exists():
+            states.append(rows(monitor)["slow"]["state"])
+        assert states and "dead" not in states, states
+    finally:
+        stop(proc)

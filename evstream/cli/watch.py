@@ -221,8 +221,11 @@ def watch(
         if exec_command is not None:
             executor = _executor(env, store, exec_options)
         printer = _WatchPrinter(env.output, show_secrets=show_secrets, full=full)
+        hooks = _watch_hooks(env, printer, show_secrets, executor, part)
+        if executor is not None:
+            executor.beat = lambda: hooks.beat()  # the watch's liveness while CMD runs
         try:
-            follow(store, options, _watch_hooks(env, printer, show_secrets, executor, part))
+            follow(store, options, hooks)
         finally:
             printer.close()
 
