@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from evstream.errors import InvalidInput
@@ -751,6 +752,10 @@ class Skipped:
 
 # --- partitions (docs/delivery.md, "Partitions") -------------------------------------------------
 
+# The part that owns what belongs to no stream: a foreign document without a `stream` field (or
+# with a null one), and a delete whose event's stream cannot be told (docs/delivery.md).
+NO_STREAM_PART = 1
+
 
 def partition_of(stream: str, parts: int) -> int:
     """The part (1 to `parts`) a stream belongs to: the first 8 bytes of the SHA-1 of its UTF-8
@@ -763,6 +768,87 @@ def partition_of(stream: str, parts: int) -> int:
         raise ValueError("parts must be at least 1")
     digest = hashlib.sha1(stream.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % parts + 1
+
+
+def part_of_stream(stream: Any, parts: int) -> int:
+    """The part (1 to `parts`) that owns a stream of any value: a string by `partition_of`; a
+    number, an object or any other value by the same hash of its canonical encoding
+    (`canonical_text`), so that one stream always lands in one part; none (missing or null)
+    in `NO_STREAM_PART`. The one rule for `watch --partition`, `rebuild --partition` and the API.
+    """
+    if isinstance(stream, str):
+        return partition_of(stream, parts)
+    if stream is None:
+        if parts < 1:
+            raise ValueError("parts must be at least 1")
+        return NO_STREAM_PART
+    # A leading NUL keeps these apart from the string streams of the same text.
+    return partition_of("\0" + canonical_text(stream), parts)
+
+
+def canonical_text(value: Any) -> str:
+    """One text for one value as MongoDB compares values: integers and integral doubles alike
+    (5, 5.0 and Int64(5) are one stream), an object's fields in their stored order (MongoDB
+    compares embedded documents field by field, in order), strings quoted. Any other type (an
+    ObjectId, a date …) by its type's name and its text, which are stable for a value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        fields = ",".join(f"{canonical_text(str(k))}:{canonical_text(v)}" for k, v in value.items())
+        return "{" + fields + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical_text(v) for v in value) + "]"
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return f"date:{value.isoformat(timespec='milliseconds')}"
+    return f"{type(value).__name__}:{value}"
+
+
+def stream_of_change(
+    key: Mapping[str, Any], doc: Mapping[str, Any] | None, before: Mapping[str, Any] | None = None
+) -> Any:
+    """The stream a change belongs to, or None: the document's `stream`; for a delete (no
+    document), the document key's (a log sharded on `stream` carries it there) or the
+    pre-image's (`before`, where the server keeps them)."""
+    for source in (doc, key, before):
+        if source is not None:
+            stream = source.get("stream")
+            if stream is not None:
+                return stream
+    return None
+
+
+def part_of_change(
+    parts: int,
+    key: Mapping[str, Any],
+    doc: Mapping[str, Any] | None,
+    before: Mapping[str, Any] | None = None,
+    *,
+    seen: Any = None,
+    log: bool = True,
+) -> int:
+    """The part that owns a change, by its stream's part (`part_of_stream`).
+
+    In the log, the stream is `stream_of_change`'s, else `seen` (the stream the caller saw the
+    same event in before, as a watch remembers it for a delete), else none (NO_STREAM_PART).
+    In another collection (`log` False: a projection's, whose documents are keyed by their
+    stream, as `rebuild --partition` places them), the document key's `_id` is the stream.
+    """
+    if not log:
+        return part_of_stream(key.get("_id"), parts)
+    stream = stream_of_change(key, doc, before)
+    return part_of_stream(seen if stream is None else stream, parts)
 
 
 def parse_partition(text: str | None) -> tuple[int, int] | None:

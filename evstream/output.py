@@ -390,6 +390,57 @@ def watch_line(
     return line
 
 
+class ChangePrinter:
+    """A watch's changes on stdout in the format asked for: each a JSON line as it is
+    (`watch_record`), or a line of the pretty view (`WatchView`)."""
+
+    def __init__(self, out: Output, *, show_secrets: bool = False, full: bool = False) -> None:
+        self.out = out
+        self.show_secrets = show_secrets
+        self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+        # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
+        # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
+        self.buffered = out.json and not out.to_terminal
+
+    def __call__(self, change: Any) -> None:
+        """Print one change (`evstream.watching.Change`)."""
+        (self._json if self.out.json else self._pretty)(change)
+
+    def _json(self, change: Any) -> None:
+        record = watch_record(
+            change.op, change.collection, change.key, change.doc, show_secrets=self.show_secrets
+        )
+        self.out.emit(record, flush=not self.buffered)
+
+    def _pretty(self, change: Any) -> None:
+        update = change.update  # updateDescription, where the server gives one
+        self.out.show(
+            self.view.render(
+                change.op, change.collection, change.key, change.doc, change.when, update=update
+            )
+        )
+
+    def written(self) -> None:
+        """Every line printed so far reaches the reader of stdout (Hooks.written)."""
+        if self.buffered:
+            self.out.flush()
+
+    def close(self) -> None:
+        """Say how many documents of events were not events (the pretty view only)."""
+        summary = self.view.summary()
+        if summary and not self.out.json:
+            self.out.warning(summary)
+
+
+def handler_line(change: Any, *, show_secrets: bool = False) -> str:
+    """A change as the JSON line `watch --exec` hands its handler (as `-o json` prints it)."""
+    return json_line(
+        watch_record(
+            change.op, change.collection, change.key, change.doc, show_secrets=show_secrets
+        )
+    )
+
+
 def _key_text(key: Mapping[str, Any]) -> Text:
     """A document key: its _id alone when that is all it has, strings unquoted."""
     value: Any = key.get("_id") if list(key) == ["_id"] else dict(key)

@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from evstream.errors import EvstreamError
-from evstream.events import Skipped, event_problem, partition_of
+from evstream.events import Skipped, event_problem, part_of_stream
 from evstream.liveness import Pulse
 from evstream.projections import Projection, builtin_projection
-from evstream.storage import Store, now_utc
+from evstream.reporting import Progress, Status, ignore, no_progress, no_status
+from evstream.storage import Store, ensure_indexes, now_utc
 from evstream.storage import projections as db
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
 
@@ -36,7 +37,9 @@ __all__ = [
     "plan_rebuild",
     "projection_status",
     "projections_status",
+    "follow_projection",
     "rebuild",
+    "run_rebuild",
 ]
 
 DEFAULT_MARGIN = 10.0
@@ -55,15 +58,9 @@ def checkpoint_key(projection: Projection, part: Part | None) -> str:
 
 
 def in_part(key: Any, part: Part | None) -> bool:
-    """Whether a stream (or a stored document's `_id`) belongs to this part.
-
-    Documents whose `_id` is not a string belong to no stream; part 1 removes them.
-    """
-    if part is None:
-        return True
-    if not isinstance(key, str):
-        return part[0] == 1
-    return partition_of(key, part[1]) == part[0]
+    """Whether a stream (or a stored document's `_id`, which is its stream) belongs to this
+    part, by the rule watch and the API use too (`evstream.events.part_of_stream`)."""
+    return part is None or part_of_stream(key, part[1]) == part[0]
 
 
 # --- what a run does and reports ---------------------------------------------------------------
@@ -849,3 +846,62 @@ class Follower:
             self.live.last_event_ts = ts
         if self.clock() - self.saved_at >= self.every:
             self.catch_up()
+
+
+# --- the use cases: `rebuild NAME` and `rebuild NAME --follow` (the CLI and the API) -----------
+
+
+def run_rebuild(
+    store: Store,
+    projection: Projection,
+    *,
+    incremental: bool = False,
+    dry_run: bool = False,
+    margin: float = DEFAULT_MARGIN,
+    part: Part | None = None,
+    batch_size: int | None = None,
+    with_total: bool = False,
+    progress: Progress = no_progress,
+    status: Status = no_status,
+    notice: Callable[[str], None] = ignore,
+    warning: Callable[[str], None] = ignore,
+) -> RebuildReport:
+    """Plan a rebuild, run it, and report: why it runs in full (a notice), the documents that
+    are not events (a warning). `with_total` counts the events first, for a progress bar."""
+    if not dry_run:
+        ensure_indexes(store)  # the (stream, version) order and the ts window use them
+    with status("planning the rebuild: the log's size and the last run"):
+        plan = plan_rebuild(
+            store,
+            projection,
+            incremental=incremental,
+            margin=margin,
+            part=part,
+            with_total=with_total,
+        )
+    if plan.reason:
+        notice(f"rebuilding in full: {plan.reason}")
+    label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"
+    with progress(label, total=plan.total or None, counts="events") as advance:
+        report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
+    skipped = report.skipped.line("documents")
+    if skipped:
+        warning(skipped)
+    return report
+
+
+def follow_projection(
+    store: Store,
+    projection: Projection,
+    *,
+    part: Part | None = None,
+    margin: float = DEFAULT_MARGIN,
+    idle_timeout: float | None = None,
+    notice: Callable[[str], None] = ignore,
+    warning: Callable[[str], None] = ignore,
+) -> FollowReport:
+    """Catch up, then keep the projection current from the change stream until `idle_timeout`
+    passes without an event (or Ctrl-C); what was applied."""
+    ensure_indexes(store)
+    follower = Follower(store, projection, part=part, margin=margin, notice=notice, warning=warning)
+    return follower.run(idle_timeout=idle_timeout)

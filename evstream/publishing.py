@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from evstream.errors import (
@@ -29,8 +32,17 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
+from evstream.reporting import Progress, ignore, no_progress
 from evstream.runtime import fewer_collections
-from evstream.storage import Appender, Store, build_document, check_size, now_utc
+from evstream.storage import (
+    Appender,
+    AppendResult,
+    Store,
+    append_one,
+    build_document,
+    check_size,
+    now_utc,
+)
 from evstream.storage.codec import loads, loads_plain
 
 BATCH_SIZE = 1000
@@ -415,6 +427,41 @@ class _BatchWriter:
             raise self.error
 
 
+def publish_one(
+    store: Store,
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> AppendResult:
+    """Append one event given by its fields (type, stream, data, meta, id, expected_version;
+    None for one not given), checked, its secrets redacted unless `keep_secrets`."""
+    return append_checked(store, checked_event(fields, keep_secrets=keep_secrets, warning=warning))
+
+
+def checked_event(
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> EventInput:
+    """One event from its fields, checked (before any server is asked), its secrets redacted
+    unless `keep_secrets`."""
+    event = event_from_object({k: v for k, v in fields.items() if v is not None})
+    redacted = [] if keep_secrets else redact_event(event)
+    if redacted:
+        warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
+    return event
+
+
+def append_checked(store: Store, event: EventInput) -> AppendResult:
+    """Append a checked event, unless this server cannot store one of its values."""
+    reason = store.unstorable(event)
+    if reason:
+        raise InvalidInput(f"{reason}; nothing was written")
+    return append_one(store, event)
+
+
 def _events(
     source: IO[bytes],
     report: PublishReport,
@@ -441,3 +488,123 @@ def _events(
             hooks.warning(f"skipped {exc}")
             event = None
         yield size, event
+
+
+# --- NDJSON input: a file or standard input (`publish --file`) ---------------------------------
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    """The NDJSON input at `path` (- for standard input) and its size in bytes when it is a
+    file; a missing or unreadable path is an input error."""
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInput(f"{path} is a directory, not an NDJSON file")
+    try:
+        handle = open(target, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        size = target.stat().st_size if target.is_file() else None
+        yield handle, size
+
+
+@dataclass
+class InputCheck:
+    """What checking an input found (`publish --file --check`): nothing is written."""
+
+    lines: int = 0
+    events: int = 0
+    bad: list[str] = field(default_factory=list)  # each bad line's error, in input order
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object."""
+        return {"lines": self.lines, "events": self.events, "bad": len(self.bad), "written": 0}
+
+
+def check_input(
+    store: Store, source: IO[bytes], size: int | None, *, progress: Progress = no_progress
+) -> InputCheck:
+    """Check every line of `source`, as publishing would, and say which are bad; what this
+    server cannot store (NaN on nx-27017 …) is bad too. Writes nothing."""
+    found = InputCheck()
+    with progress("checking", total=size, unit="bytes" if size else "") as advance:
+        for number, raw in iter_lines(source):
+            found.lines += 1
+            advance(len(raw) if raw is not None and size else 1)
+            try:
+                found.events += parse_line(raw, number, store.unstorable) is not None
+            except InvalidEvent as exc:
+                found.bad.append(str(exc))
+    return found
+
+
+@dataclass
+class InputPublished:
+    """What publishing an input did: the report, and the lines read (events, blank and bad)."""
+
+    report: PublishReport
+    lines: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object; `read` counts lines."""
+        return {**self.report.as_dict(), "read": self.lines}
+
+
+def publish_input(
+    store: Store,
+    source: IO[bytes],
+    size: int | None,
+    *,
+    seekable: bool,
+    skip_invalid: bool = False,
+    keep_secrets: bool = False,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress = no_progress,
+    warning: Callable[[str], None] = ignore,
+) -> InputPublished:
+    """Append the events of an NDJSON input. A file that can be read twice (`seekable`) is
+    checked whole first, so a bad line writes nothing (unless `skip_invalid`); a stream is
+    written as it comes, and a bad line stops it with what was stored before it."""
+    parsed = None
+    checked = [0]
+    if seekable and not skip_invalid:
+        with progress("checking", total=size, unit="bytes", counts="lines") as advance:
+
+            def check_line(n: int) -> None:
+                checked[0] += 1  # once per line, blank and bad ones included
+                advance(n)
+
+            parsed = validate_all(source, check_line, store.unstorable, keep_secrets=keep_secrets)
+        source.seek(0)
+    total, unit = (size, "bytes") if seekable else (None, "")
+    lines_read = [0]
+    with progress("publishing", total=total, unit=unit) as advance:
+
+        def count_lines(n: int) -> None:
+            lines_read[0] += 1  # called once per line read, events and bad lines alike
+            advance(n if seekable else 1)
+
+        hooks = Hooks(progress=count_lines, warning=warning)
+        if parsed is not None:  # checked: what was kept is not parsed again
+            report = publish_checked(
+                store, source, parsed, keep_secrets=keep_secrets, batch_size=batch_size, hooks=hooks
+            )
+            lines_read[0] = checked[0]
+        else:
+            report = publish_stream(
+                store,
+                source,
+                keep_secrets=keep_secrets,
+                skip_invalid=skip_invalid,
+                batch_size=batch_size,
+                hooks=hooks,
+            )
+    if report.read == 0 and report.skipped == 0:
+        warning("the input had no events")
+    return InputPublished(report, lines_read[0])

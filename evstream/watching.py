@@ -15,14 +15,16 @@ import contextlib
 import heapq
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.events import canonical_text, part_of_change
 from evstream.interrupts import CTRL_C
 from evstream.liveness import Pulse
 from evstream.runtime import fewer_collections
@@ -55,6 +57,9 @@ from evstream.storage.changes import (
 )
 from evstream.storage.changes import list_checkpoints as _list_checkpoints
 from evstream.storage.codec import aware, doc_hash, id_key, key_text
+
+if TYPE_CHECKING:
+    from evstream.delivery import ExecOptions, Executor
 from evstream.storage.mongo import WATCH_AWAIT_MS as AWAIT_MS
 
 UTC = timezone.utc
@@ -1303,3 +1308,121 @@ def _describe(filters: Any) -> str:
 def watch(store: Store, options: WatchOptions, hooks: Hooks) -> int:
     """Follow a collection as `evstream watch` does; returns the number of changes shown."""
     return Watcher(store, options, hooks).run()
+
+
+# --- what `watch` and the API's `follow` put around a watch: parts, handlers -------------------
+
+# How many events' streams a partitioned watch remembers, so that a delete (which carries no
+# document) goes to the part of the stream its event was in: about 100 bytes each.
+REMEMBERED_STREAMS = 100_000
+
+
+class PartOwner:
+    """Which changes belong to one part of N (`evstream.events.part_of_change`): for
+    `watch --partition` and the API's `follow(partition=…)` (docs/delivery.md, "Partitions").
+
+    A change goes to its stream's part, whatever the stream's type. A delete carries no
+    document: on a log sharded on `stream` its document key names the stream; otherwise the
+    stream is the one this watch saw that event in (every part is handed every change, and
+    remembers the streams of the last REMEMBERED_STREAMS), and the delete of an event it never
+    saw goes to NO_STREAM_PART, as a document without a stream does. In another collection (a
+    projection's), a document's `_id` is its stream.
+    """
+
+    def __init__(self, part: tuple[int, int], remember: int = REMEMBERED_STREAMS) -> None:
+        self.part = part
+        self.remember = remember
+        self.streams: dict[str, Any] = {}  # an event's _id (as text) → its stream, oldest first
+
+    def owns(self, change: Change) -> bool:
+        """Whether `change` is this part's; remembers the stream of a change with a document."""
+        if change.collection != EVENTS:  # a projection's documents: keyed by their stream
+            return part_of_change(self.part[1], change.key, change.doc, log=False) == self.part[0]
+        ident = change.key.get("_id")
+        mark = ident if type(ident) is str else "\0" + canonical_text(ident)
+        seen = None
+        stream = None if change.doc is None else change.doc.get("stream")
+        if stream is not None:
+            streams = self.streams
+            if mark not in streams and len(streams) >= self.remember:
+                del streams[next(iter(streams))]
+            streams[mark] = stream
+        elif change.op == "delete":
+            seen = self.streams.pop(mark, None)
+        else:
+            seen = self.streams.get(mark)
+        return part_of_change(self.part[1], change.key, change.doc, seen=seen) == self.part[0]
+
+
+def exec_handler(
+    store: Store,
+    options: ExecOptions,
+    *,
+    notice: Callable[[str], None] = lambda message: None,
+    stderr: IO[str] | None = None,
+) -> Executor:
+    """The `watch --exec` executor, its dead letters kept in the store."""
+    from evstream.delivery import Executor
+    from evstream.storage.delivery import dead_letter
+
+    def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
+        dead_letter(
+            store, options.checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr
+        )
+
+    return Executor(options, stderr=stderr or sys.stderr, notice=notice, dead_letter=set_aside)
+
+
+def delivery_hooks(
+    show: Callable[[Change], bool | None],
+    *,
+    part: tuple[int, int] | None = None,
+    executor: Executor | None = None,
+    notice: Callable[[str], None] = lambda message: None,
+    warning: Callable[[str], None] = lambda message: None,
+    written: Callable[[], None] = lambda: None,
+) -> Hooks:
+    """Where a watch's changes go: each to `show` (printed; or handed to `executor`, which
+    acknowledges them a batch at a time); with `part`, only that part's (`PartOwner`)."""
+    if executor is None:
+        pending: Callable[[], bool] = lambda: False  # noqa: E731
+    else:
+        pending = lambda: executor.pending  # noqa: E731
+    deliver = show
+    others = [0]  # changes of other parts, handed over and passed by
+    if part is not None:
+        owner = PartOwner(part)
+
+        def deliver(change: Change) -> bool | None:
+            if not owner.owns(change):
+                others[0] += 1
+                return not pending()  # another part's: nothing to do, nothing to wait for
+            return show(change)
+
+    def figures(handed: int) -> dict[str, int]:
+        """What the liveness reports (docs/operating.md): this part's changes only."""
+        if executor is None:
+            return {"handled": handed - others[0]}
+        return {
+            "handled": executor.delivered + executor.dead,
+            "retries": executor.retries,
+            "dead_letters": executor.dead,
+        }
+
+    def flush(everything: bool) -> bool:
+        if executor is None:
+            return True
+        if everything or executor.due():
+            executor.flush()
+        return not executor.pending
+
+    return Hooks(
+        deliver=deliver,
+        notice=notice,
+        warning=warning,
+        pending=pending,
+        flush=flush,
+        batched=executor is not None,
+        written=written,
+        figures=figures,
+    )

@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
@@ -89,6 +89,22 @@ def json_line(doc: Mapping[str, Any]) -> str:
         return json_util.dumps(doc, json_options=JSON_OPTIONS, ensure_ascii=False)
 
 
+def renderer(name: str, **options: Any) -> Callable[[Any], Any]:
+    """The view `evstream.output.<name>(data, **options)`, for `Output.result`: imported only
+    when pretty output needs it, so JSON lines never load rich."""
+
+    def view(data: Any) -> Any:
+        from evstream import output
+
+        return getattr(output, name)(data, **options)
+
+    return view
+
+
+class Plain(str):
+    """A line for stdout written as it is: no markup, no highlighting (a server log line)."""
+
+
 class Output:
     """Where and how a command shows things: one object per invocation, as httpie's Environment."""
 
@@ -152,26 +168,46 @@ class Output:
         """Whether stdout is a terminal (a person reads each line as it comes)."""
         return _isatty(self.stdout)
 
+    def result(
+        self,
+        data: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+        view: Callable[[Any], Any] | None = None,
+        **formats: Callable[[Any], str],
+    ) -> None:
+        """A command's result, in the format asked for; commands never choose it themselves.
+
+        With JSON output, `data` as JSON lines: an object, or each object of a list. Otherwise
+        what `view(data)` builds: a rich renderable, a `Plain` line, a list of those (printed
+        one after another), or None for nothing more (a view may also say things on stderr, as
+        publish --check lists the bad lines there). A format of a command's own (`status -o
+        prometheus`) is the text its function in `formats` makes of `data`.
+        """
+        if self.mode in formats:
+            self.stdout.write(formats[self.mode](data))
+            self.stdout.flush()
+            return
+        if self.json:
+            for doc in (data,) if isinstance(data, Mapping) else data:
+                self.emit(doc)
+            return
+        shown = None if view is None else view(data)
+        for item in shown if isinstance(shown, list) else () if shown is None else (shown,):
+            if isinstance(item, Plain):
+                self.stdout.write(item + "\n")
+                self.stdout.flush()
+            else:
+                self.show(item)
+
+    @property
+    def width(self) -> int | None:
+        """The columns pretty output may fill (the terminal's, else rich's default); None when
+        the output is JSON lines, which have no width."""
+        return None if self.json else self.out.width
+
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""
         self.out.print(renderable)
         self.stdout.flush()
-
-    def result(
-        self,
-        data: Mapping[str, Any],
-        view: Callable[[Mapping[str, Any]], Any],
-        **formats: Callable[[Mapping[str, Any]], str],
-    ) -> None:
-        """A command's result in the chosen format: a JSON line, `view(data)` for a person,
-        or the text another format's function makes of it (`prometheus=…`)."""
-        if self.mode in formats:
-            self.stdout.write(formats[self.mode](data))
-            self.stdout.flush()
-        elif self.json:
-            self.emit(data)
-        else:
-            self.show(view(data))
 
     # --- everything else on stderr ---
 

@@ -1,6 +1,6 @@
 """evstream check: the log's health, read only; with --consumers, the consumers' health."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,12 +76,10 @@ def check(
         out = env.output
         if consumers:
             from evstream.monitor import Monitor, check_consumers, thresholds
-            from evstream.top_view import consumers_check_view
 
             limits = thresholds(max_lag, max_dead_letters, stale, name)
             report = check_consumers(Monitor(env.store()).snapshot(), limits)
-
-            out.result(report, consumers_check_view)
+            out.result(report, _consumers_view)
             if report["findings"]:
                 raise typer.Exit(ExitCode.PROBLEMS_FOUND)
             return
@@ -98,11 +96,18 @@ def check(
         if given:
             raise InvalidInput(f"{given[0]} goes with --consumers")
         from evstream.check import Check
-        from evstream.output import check_view
+        from evstream.writer import renderer
 
         checking = Check(env.store())
         with out.progress("checking the log", total=checking.total or None) as advance:
             report = checking.run(advance)
-        out.result(report.as_dict(), check_view)
+        out.result(report.as_dict(), renderer("check_view"))
         if not report.healthy:
             raise typer.Exit(ExitCode.PROBLEMS_FOUND)
+
+
+def _consumers_view(report: dict[str, Any]) -> Any:
+    """check --consumers for a person (rich is loaded only for it)."""
+    from evstream.top_view import consumers_check_view
+
+    return consumers_check_view(report)

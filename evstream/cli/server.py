@@ -46,12 +46,9 @@ def _server_info(record: Any, started: bool) -> dict[str, Any]:
 
 
 def _show_server(env: Env, info: dict[str, Any]) -> None:
-    if env.output.json:
-        env.output.emit(info)
-    else:
-        from evstream.output import server_view
+    from evstream.writer import renderer
 
-        env.output.show(server_view(info))
+    env.output.result(info, renderer("server_view"))
 
 
 @server_app.command("start")
@@ -125,15 +122,15 @@ def server_stop(ctx: typer.Context) -> None:
 
         dev = DevStore(env.settings.data_home)
         record = dev.stop()
-        if env.output.json:
-            env.output.emit({"stopped": record is not None, "pid": record.pid if record else None})
-        elif record:
-            env.output.show(
+        env.output.result(
+            {"stopped": record is not None, "pid": record.pid if record else None},
+            lambda _: (
                 f"stopped the embedded dev store (pid {record.pid}); "
                 f"its data stays in {record.data_dir}"
-            )
-        else:
-            env.output.show("the embedded dev store was not running; nothing to stop")
+                if record
+                else "the embedded dev store was not running; nothing to stop"
+            ),
+        )
 
 
 @server_app.command("status")
@@ -150,14 +147,10 @@ def server_status(ctx: typer.Context) -> None:
     """
     with running(ctx) as env:
         from evstream.devserver import details
+        from evstream.writer import renderer
 
         info = details(env.settings.data_home)
-        if env.output.json:
-            env.output.emit(info)
-        else:
-            from evstream.output import server_view
-
-            env.output.show(server_view(info))
+        env.output.result(info, renderer("server_view"))
         if not info["running"]:
             raise typer.Exit(ExitCode.UNREACHABLE)
 
@@ -184,16 +177,13 @@ def server_logs(
     with running(ctx) as env:
         from evstream.devserver import follow_lines, tail_lines
         from evstream.embedded import DevStore
+        from evstream.writer import Plain
 
         out = env.output
         log_file = DevStore(env.settings.data_home).log_file
 
         def show(line: str) -> None:
-            if out.json:
-                out.emit({"line": line})
-            else:
-                out.stdout.write(line + "\n")
-                out.stdout.flush()
+            out.result({"line": line}, lambda row: Plain(row["line"]))
 
         last, offset = tail_lines(log_file, lines)
         if not log_file.exists():

@@ -39,6 +39,7 @@ def status(
     """
     with running(ctx) as env:
         from evstream.overview import DEFAULT_BUCKETS, gather
+        from evstream.writer import renderer
 
         out = env.output
         store = env.store()
@@ -49,7 +50,8 @@ def status(
             out.result(Monitor(store).snapshot(), top_view, prometheus=prometheus_text)
             return
         # The activity chart takes one column per bucket beside labels and notes.
-        buckets = DEFAULT_BUCKETS if out.json else max(12, min(60, out.out.width - 34))
+        width = out.width
+        buckets = DEFAULT_BUCKETS if width is None else max(12, min(60, width - 34))
         home = env.settings.data_home if store.embedded else None
         info = gather(store, home=home, estimate=estimate, max_buckets=buckets)
         if info.get("not_events"):
@@ -57,6 +59,4 @@ def status(
 
             skipped = Skipped(dict(info["not_events"]["kinds"]), info["not_events"]["sample_ids"])
             out.warning(skipped.line() or "")
-        from evstream.output import status_view
-
-        out.result(info, status_view)
+        out.result(info, renderer("status_view"))

@@ -1,7 +1,8 @@
 """evstream top: a live view of the log and its consumers (docs/operating.md)."""
 
 import time
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 
@@ -43,7 +44,6 @@ def top(
         if not 0.05 <= interval <= 3600:
             raise InvalidInput("--interval must be between 0.05 and 3600 seconds")
         from evstream.monitor import Monitor
-        from evstream.top_view import top_view
 
         out = env.output
         monitor = Monitor(env.store())
@@ -52,16 +52,23 @@ def top(
             if once or not (out.to_terminal and not out.json):
                 while True:
                     time.sleep(interval)
-                    out.result(monitor.snapshot(), lambda s: top_view(s, width=out.out.width))
+                    out.result(monitor.snapshot(), lambda s: _frame(s, None, out.width))
                     if once:
                         return
             from evstream.top_view import run_live
 
             run_live(
                 out.out,
-                lambda: top_view(monitor.snapshot(), interval=interval, width=out.out.width),
+                lambda: _frame(monitor.snapshot(), interval, out.width),
                 interval=interval,
                 clock=time.monotonic,
             )
         except KeyboardInterrupt:
             return  # Ctrl-C is how a live view ends: exit 0
+
+
+def _frame(snapshot: Mapping[str, Any], interval: float | None, width: int | None) -> Any:
+    """One frame for a person (rich is loaded only for it)."""
+    from evstream.top_view import top_view
+
+    return top_view(snapshot, interval=interval, width=width)
