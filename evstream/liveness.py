@@ -149,12 +149,15 @@ def classify(
     now: datetime,
     lag_events: int | None,
     lag_seconds: float | None,
+    waiting: float | None = None,
 ) -> str:
     """A consumer's state from its liveness and its lag.
 
     dead: not seen for `dead_after` and not cleanly stopped (or it exited on an error);
-    stopped: it said so on the way out; stalled: alive, behind, and handling nothing;
-    behind: alive and BEHIND_SECONDS or more behind the newest event; live: alive and
+    stopped: it said so on the way out; stalled: alive, with events to handle, handling
+    nothing (rate 0 over its window), and STALLED_SECONDS behind the newest event or the
+    newest event that long old (`waiting`: seconds since the newest event's ts); behind:
+    alive, with events to handle, and BEHIND_SECONDS behind or waiting; live: alive and
     handling events; idle: alive, caught up, nothing to do; unknown: it never recorded any
     liveness (a projection rebuilt by hand or by cron, or a checkpoint of an older evstream).
     """
@@ -166,10 +169,11 @@ def classify(
     silent = silent_for(liveness, now)
     if state == "failed" or silent is None or silent > dead_after(liveness):
         return "dead"
-    behind = bool(lag_events) and (lag_seconds or 0.0) >= BEHIND_SECONDS
+    late = max(lag_seconds or 0.0, waiting or 0.0) if lag_events else 0.0
+    behind = late >= BEHIND_SECONDS
     rate = liveness.get("rate")
     moving = isinstance(rate, (int, float)) and rate > 0
-    if behind and not moving and (lag_seconds or 0.0) >= STALLED_SECONDS:
+    if behind and not moving and late >= STALLED_SECONDS:
         return "stalled"
     if behind:
         return "behind"

@@ -84,8 +84,13 @@ def watch_position(doc: Mapping[str, Any]) -> tuple[datetime | None, Any]:
     ts = pos.get("ts") if isinstance(pos, Mapping) else None
     if isinstance(ts, datetime):
         return aware(ts), pos.get("id")
-    ts = doc.get("position_ts")
-    return (aware(ts) if isinstance(ts, datetime) else None), None
+    # Nothing shown yet: where it started (--from now or a time), else the other collections'
+    # position; None: from the start of the log.
+    for key in ("origin", "position_ts"):
+        ts = doc.get(key)
+        if isinstance(ts, datetime):
+            return aware(ts), None
+    return None, None
 
 
 def projection_position(doc: Mapping[str, Any]) -> datetime | None:
@@ -152,7 +157,8 @@ def finish_row(
         lag_seconds=_round(seconds),
     )
     live = doc.get("liveness") if isinstance(doc.get("liveness"), Mapping) else None
-    row["state"] = classify(live, now=now, lag_events=lag, lag_seconds=seconds)
+    waiting = None if head.newest_ts is None else (now - head.newest_ts).total_seconds()
+    row["state"] = classify(live, now=now, lag_events=lag, lag_seconds=seconds, waiting=waiting)
     if row["state"] in ("dead", "stopped"):
         row["rate"] = 0.0  # its last word is not what it does now
     return row

@@ -126,6 +126,22 @@ class TestClassify:
     def test_states(self, liveness: Any, lag: int, seconds: float, state: str) -> None:
         assert classify(liveness, now=NOW, lag_events=lag, lag_seconds=seconds) == state
 
+    @pytest.mark.parametrize(
+        ("seconds", "waiting", "state"),
+        [
+            (12.0, 56.0, "stalled"),  # a few events, published long ago, never handled
+            (1.0, 7.0, "behind"),
+            (1.0, 2.0, "idle"),  # just published: not late yet
+        ],
+    )
+    def test_waiting_events_make_it_late(self, seconds: float, waiting: float, state: str) -> None:
+        found = classify(
+            live(rate=0.0), now=NOW, lag_events=5, lag_seconds=seconds, waiting=waiting
+        )
+        assert found == state
+        caught_up = classify(live(), now=NOW, lag_events=0, lag_seconds=0.0, waiting=waiting)
+        assert caught_up == "idle"
+
     def test_dead_after_follows_the_consumers_own_heartbeat(self) -> None:
         assert dead_after({"every": 0.5}) == 0.5 * DEAD_AFTER_BEATS
         assert dead_after({}) == HEARTBEAT * DEAD_AFTER_BEATS
@@ -216,6 +232,12 @@ class TestRows:
         assert wanted[1].row["kind"] == "follow"
         assert wanted[1].position == NOW - timedelta(seconds=2)  # the follower's live position
         assert wanted[2].row["kind"] == "projection"
+
+    def test_a_watch_that_showed_nothing_yet_is_where_it_started(self) -> None:
+        started = NOW - timedelta(minutes=3)
+        doc = {"_id": "new", "collection": "events", "position": None, "origin": started}
+        (wanted,) = plan_rows([doc], [], NOW)
+        assert wanted.position == started and wanted.ident is None
 
     @pytest.mark.parametrize(
         ("text", "expected"),
