@@ -218,23 +218,29 @@ class Executor:
             env=self.environment(batch, attempt),
             start_new_session=True,
         )
-        CTRL_C.on_hold = lambda: self.notice(
-            "--exec: letting the running command finish (Ctrl-C again stops it)"
-        )
         last = [""]
-        relay = threading.Thread(target=self._relay, args=(proc.stderr, last), daemon=True)
-        relay.start()
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, batch.lines), daemon=True)
-        feeder.start()
-        try:
+        threads: list[threading.Thread] = []
+        try:  # from here on a KeyboardInterrupt stops CMD, even one before it is waited for
+            CTRL_C.on_hold = lambda: self.notice(
+                "--exec: letting the running command finish (Ctrl-C again stops it)"
+            )
+            threads.append(
+                threading.Thread(target=self._relay, args=(proc.stderr, last), daemon=True)
+            )
+            threads.append(
+                threading.Thread(target=_feed, args=(proc.stdin, batch.lines), daemon=True)
+            )
+            for thread in threads:
+                thread.start()
             code = self._wait(proc)
         except KeyboardInterrupt:
             _kill(proc)
             raise
         finally:
             CTRL_C.on_hold = None
-            feeder.join(KILL_GRACE)
-            relay.join(KILL_GRACE)
+            for thread in threads:
+                if thread.ident is not None:  # started
+                    thread.join(KILL_GRACE)
         if code is None:
             return Attempt(False, f"timed out after {self.options.timeout:g} s", last[0])
         if code == 0:
