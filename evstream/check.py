@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from evstream.events import PROBLEM_KINDS, Skipped, event_problem
+from evstream.events import PROBLEM_KINDS, TS_DISORDER, Skipped, event_problem
 from evstream.storage import LOG_INDEXES, STREAM_VERSION_INDEX, Store
 from evstream.storage.check import (
     PROJECTIONS,
@@ -140,6 +140,7 @@ class LogScan:
         self.duplicates = 0
         self.dups: list[dict[str, Any]] = []
         self.backwards = 0
+        self.skew = 0.0  # the largest step back, in seconds
         self.back: list[dict[str, Any]] = []
         self._gap_seen = False
         self._dup_seen = False
@@ -173,8 +174,11 @@ class LogScan:
                         self.dups.append({"stream": stream, "version": version, "ids": ids})
             elif version > self.version + 1:
                 self._gap(stream, self.version, version)
-            if self.ts is not None and ts < self.ts:
+            if self.ts is not None and self.ts - ts > TS_DISORDER:
+                # Within TS_DISORDER is the disorder concurrent publishing may leave, which the
+                # watch handover and incremental rebuilds allow for: not a finding.
                 self.backwards += 1
+                self.skew = max(self.skew, (self.ts - ts).total_seconds())
                 if len(self.back) < self.samples:
                     self.back.append(
                         {"stream": stream, "version": version, "_id": doc["_id"], "ts": ts}
@@ -201,7 +205,8 @@ class LogScan:
                 Finding(
                     "not an event",
                     f"{skipped.total:,} document{'s' * (skipped.total != 1)} with {kind}: not "
-                    "events, so rebuilds, status and watch's pretty view skip them",
+                    "events, so rebuilds and status skip them, and watch shows them as "
+                    "[not an event: …]",
                     skipped.total,
                     f"see them in mongosh: db.events.find({KIND_FILTERS[kind]}), or the first "
                     f"ones: db.events.find({{_id: {{$in: [{ids}]}}}}); give them the missing "
@@ -250,10 +255,11 @@ class LogScan:
                 Finding(
                     "ts backwards",
                     f"{self.backwards:,} event{'s' * (self.backwards != 1)} "
-                    f"ha{'s' if self.backwards == 1 else 've'} a ts before "
-                    "their stream's previous version: publishers' clocks disagree (ts is the "
-                    "publisher's time), and reads by time ('watch --from TIME', incremental "
-                    "rebuilds) see them out of version order",
+                    f"ha{'s' if self.backwards == 1 else 've'} a ts up to {self.skew:,.1f} s "
+                    "before their stream's previous version's, more than the "
+                    f"{TS_DISORDER.total_seconds():g} s the watch handover allows: publishers' "
+                    "clocks disagree (ts is the publisher's time), and reads by time ('watch "
+                    "--from TIME', incremental rebuilds) see them out of version order",
                     self.backwards,
                     "synchronise the publishers' clocks (NTP); meanwhile give incremental "
                     "rebuilds a margin as wide as the skew: "

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from evstream.errors import InvalidInput
@@ -27,6 +27,10 @@ INPUT_FIELDS = frozenset(
     {"type", "stream", "data", "meta", "id", "_id", "expected_version", "version", "ts"}
 )
 CHANGE_FIELDS = frozenset({"op", "collection", "key", "doc"})
+# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
+# batches, publishers' clocks): the watch handover's margin (docs/handover.md), and the skew
+# `check` lets pass before it reports "ts backwards".
+TS_DISORDER = timedelta(seconds=2)
 
 
 class InvalidEvent(InvalidInput):
@@ -135,6 +139,10 @@ def event_id_time_ms(event_id: str) -> int | None:
 # --- validation ------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone UTF-16 surrogate ("\ud800" in JSON, or a byte that is not UTF-8 in a command-line
+# argument) is not text: UTF-8, and so BSON, cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_REASON = "holds a lone UTF-16 surrogate (or bytes that are not UTF-8): not Unicode text"
 
 
 def _type_name(value: Any) -> str:
@@ -181,21 +189,29 @@ def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
         raise InvalidEvent(f"{kind} must not contain a NUL character")
     if _CONTROL.search(value):
         raise InvalidEvent(f"{kind} {value[:40]!r} must not contain control characters")
-    return value
-
-
-def check_version(kind: str, value: Any) -> int:
-    """Validate an expected version: an integer, 0 or more."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and value >= 0:
-            return int(value)
-        raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
-    if value < 0:
-        raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
+    if _SURROGATE.search(value):
+        raise InvalidEvent(f"{kind} {value[:40]!r} {SURROGATE_REASON}")
     return value
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the whole numbers BSON can store
+# The highest expected version: the event then becomes version INT64_MAX, the last one BSON holds.
+MAX_EXPECTED_VERSION = INT64_MAX - 1
+
+
+def check_version(kind: str, value: Any, limit: int = MAX_EXPECTED_VERSION) -> int:
+    """Validate a version or an expected version: a whole number from 0 to `limit`, which
+    keeps the stored version within MongoDB's 8-byte ints."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            value = int(value)
+        else:
+            raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
+    if value < 0:
+        raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
+    if value > limit:
+        raise InvalidEvent(f"{kind} {value} is beyond MongoDB's 8-byte ints (at most {limit})")
+    return value
 
 
 def _check_keys(value: Any, where: str, depth: int = 0) -> None:
@@ -225,6 +241,28 @@ def _check_keys(value: Any, where: str, depth: int = 0) -> None:
                 _check_keys(item, where, depth + 1)
             elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
                 raise InvalidEvent(f"{where} holds a whole number beyond MongoDB's 8-byte ints")
+
+
+def find_surrogate(value: Any, where: str, depth: int = 0) -> str | None:
+    """The path of the first string or field name holding a lone UTF-16 surrogate, or None."""
+    if depth > 200:
+        return None  # the nesting limit refuses it anyway
+    if isinstance(value, str):
+        return where if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return repr(path)
+            found = find_surrogate(item, path, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = find_surrogate(item, f"{where}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def check_object(kind: str, value: Any, *, optional: bool) -> dict[str, Any] | None:
@@ -301,7 +339,7 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         if expected is not None:
             expected = check_version("expected_version", expected)
         if obj.get("version") is not None:
-            version = check_version("version", obj["version"])
+            version = check_version("version", obj["version"], INT64_MAX)
             if version < 1:
                 raise InvalidEvent("version must be 1 or more")
             if expected is not None and expected != version - 1:
@@ -410,7 +448,9 @@ def event_from_plain(obj: Any, line: int | None = None) -> EventInput | None:
     if event_id is not None and not _plain_name(event_id, MAX_ID_LENGTH):
         return None
     expected = obj.get("expected_version")
-    if expected is not None and (type(expected) is not int or expected < 0):
+    if expected is not None and (
+        type(expected) is not int or not 0 <= expected <= MAX_EXPECTED_VERSION
+    ):
         return None
     data = obj.get("data")
     if data is None:
@@ -468,26 +508,63 @@ def decode_line(raw: bytes | None, line: int) -> str | None:
     return text or None
 
 
+class Idle(bytes):
+    """What a paced reader's `readline` answers when no whole line came in time."""
+
+
+# Not a line: `iter_lines` passes it on (without counting a line), and a caller that does not
+# look for it sees a blank line, which it skips.
+IDLE = Idle()
+
+# A line over LINE_LIMIT is read to its end to go on past it (`--skip-invalid`), but only this
+# much further: input with no line end in sight (/dev/zero) stops there.
+DRAIN_LIMIT = 4 * LINE_LIMIT
+
+
 def iter_lines(
     stream: Any, *, limit: int = LINE_LIMIT, first: int = 1
 ) -> Iterator[tuple[int, bytes | None]]:
     """Yield (line number, raw bytes) from a binary file, numbering from `first`; None for a
     line over `limit` bytes.
 
-    A line too long is skipped without being held in memory, so memory stays flat.
+    A line too long is reported as soon as it passes `limit`, without being held in memory;
+    its rest is read past only if the caller goes on, and only up to DRAIN_LIMIT bytes. An
+    input that cannot be read (EIO, /proc/self/mem) is one input error.
     """
     number = first - 1
     while True:
-        raw = stream.readline(limit + 1)
+        raw = _read(stream, limit + 1, number + 1)
+        if raw is IDLE:
+            yield number, raw
+            continue
         if not raw:
             return
         number += 1
         if len(raw) > limit and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = stream.readline(1024 * 1024)
             yield number, None
+            drained = 0
+            while True:
+                raw = _read(stream, 1024 * 1024, number)
+                if raw is IDLE:
+                    continue
+                if not raw or raw.endswith(b"\n"):
+                    break
+                drained += len(raw)
+                if drained > DRAIN_LIMIT:
+                    raise InvalidEvent(
+                        f"line has no end within {(limit + drained) // (1024 * 1024)} MB; "
+                        "stopped reading there",
+                        line=number,
+                    )
             continue
         yield number, raw
+
+
+def _read(stream: Any, size: int, line: int) -> bytes:
+    try:
+        return stream.readline(size)  # type: ignore[no-any-return]
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the input at line {line}: {exc.strerror or exc}") from None
 
 
 # --- secrets ---------------------------------------------------------------------------------

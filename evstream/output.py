@@ -496,7 +496,7 @@ def follow_summary_text(summary: Mapping[str, Any]) -> Text:
     live = summary["live"]
     fields: dict[str, Any] = {
         f"caught up ({summary['caught_up']['mode']})": summary["caught_up"]["applied"],
-        "live events": live["events"],
+        ("live event", "live events"): live["events"],
         "applied": live["applied"],
         f"{summary.get('collection', 'documents')} written": live["written"],
     }
@@ -1068,3 +1068,29 @@ def check_view(report: Mapping[str, Any]) -> Any:
         Text("How to fix them", style="bold"),
         check_fixes(findings),
     )
+
+
+def config_view(report: Mapping[str, Any]) -> Any:
+    """`evstream config` for a person: each setting, its value and where it came from."""
+    grid = Fields()
+    for key, row in report["settings"].items():
+        value = row["value"]
+        if value is None or value == [] or value == {}:
+            shown = Text("(none)", style="dim")
+        elif isinstance(value, Mapping):
+            shown = Text(", ".join(f"{k} = {v!r}" for k, v in value.items()))
+        elif isinstance(value, list):
+            shown = Text(", ".join(str(v) for v in value))
+        else:
+            shown = Text(str(value), style="blue" if key == "uri" else "")
+        shown.append(f"  ← {row['source']}", style="dim")
+        grid.add_row(key, shown)
+    files = Fields()
+    files.add_row("project file", report.get("project_file") or Text("(none found)", style="dim"))
+    user = Text(str(report.get("user_file")))
+    if not report.get("user_file_exists"):
+        user.append(" (absent)", style="dim")
+    elif report.get("contexts"):
+        user.append(f" · contexts: {', '.join(report['contexts'])}", style="dim")
+    files.add_row("user file", user)
+    return Text("\n").join([grid.text(), Text(""), files.text()])

@@ -91,7 +91,7 @@ def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
         info.update(kind="embedded", product="nx-27017", version=package_version("nx-27017"))
         info["topology"] = "single server on this machine"
         if home is not None:
-            info.update(details(home))
+            info.update(details(home, store.db.name))
     else:
         info["kind"] = "mongodb"
         info["product"] = store.product

@@ -20,12 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from evstream.errors import EvstreamError
-from evstream.events import Skipped, event_problem, part_of_stream
+from evstream.events import TS_DISORDER, UNSORTED, Skipped, event_problem, part_of_stream
+from evstream.interrupts import CTRL_C
 from evstream.liveness import Pulse
 from evstream.projections import Projection, builtin_projection
 from evstream.reporting import Progress, Status, ignore, no_progress, no_status
 from evstream.storage import Store, ensure_indexes, now_utc
 from evstream.storage import projections as db
+from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
 
 __all__ = [
@@ -298,10 +300,15 @@ def rebuild(
     dry_run: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    count_not_events: bool = True,
     extra: Callable[[], Doc] | None = None,
 ) -> RebuildReport:
     """Carry out a plan; then, unless it is a dry run, save the checkpoint (with `extra()`'s
     fields, a follower's liveness, in it).
+
+    An incremental run counts the log's documents that are not events with one more query
+    (a full run counts them as it reads), unless `count_not_events` is False (a follower's
+    periodic checkpoint, which reports none).
 
     The report's seconds count from the start of planning. A handler that raises stops the run
     (`HandlerFailed`) before anything of its stream is written, and no checkpoint is saved.
@@ -323,12 +330,24 @@ def rebuild(
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
-    if plan.mode == "full":
-        _full(store, plan, writer, report, progress)
-    else:
-        report.last_event_ts = plan.last_event_ts
-        _incremental(store, plan, writer, report, progress)
-    writer.finish()
+    try:
+        if plan.mode == "full":
+            _full(store, plan, writer, report, progress)
+        else:
+            report.last_event_ts = plan.last_event_ts
+            _incremental(store, plan, writer, report, progress, count_not_events)
+        writer.finish()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
+        done = (
+            "nothing was written (a dry run)"
+            if dry_run
+            else f"{report.written:,} document(s) written; no checkpoint saved, so the next "
+            "run (full or --incremental) finishes the job"
+        )
+        raise CTRL_C.stopped(
+            f"rebuilding {proj.name} ({plan.mode}): {report.applied:,} "
+            f"event{'s' * (report.applied != 1)} applied, {done}"
+        ) from None
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
         report.checkpoint = {**_checkpoint(plan, report), **(extra() if extra else {})}
@@ -497,6 +516,7 @@ def _incremental(
     writer: Writer,
     report: RebuildReport,
     progress: Callable[[int], None],
+    count_not_events: bool = True,
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
@@ -508,6 +528,13 @@ def _incremental(
             _apply_chunk(store, plan, chunk, writer, report, progress)
             chunk = []
     _apply_chunk(store, plan, chunk, writer, report, progress)
+    # The window holds only documents with a ts from `since` on: those that are not events
+    # are counted over the whole log instead, as a full run counts them (one rule).
+    report.skipped = Skipped()
+    if not count_not_events:
+        return
+    for doc in db.read_not_events(store, plan.projection.types):
+        report.skipped.add(doc, event_problem(doc) or UNSORTED)
 
 
 def _apply_chunk(
@@ -705,6 +732,17 @@ class FollowReport:
         return doc
 
 
+def follow_stopped_line(name: str, report: FollowReport) -> str:
+    """What a `--follow` run stopped by Ctrl-C or SIGTERM did, in one line."""
+    live = report.live
+    return (
+        f"following {name}: caught up ({report.catch_up.mode}, {report.catch_up.applied:,} "
+        f"event{'s' * (report.catch_up.applied != 1)} applied), then {live.applied:,} live "
+        f"event{'s' * (live.applied != 1)} applied ({live.written:,} document(s) written); "
+        "checkpoint saved"
+    )
+
+
 class Follower:
     """`rebuild NAME --follow`: catch up (an incremental run), then apply events as they arrive.
 
@@ -743,13 +781,16 @@ class Follower:
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
         self.saved_at = clock()
         self.checkpoints = 0
+        self.started = now_utc() - TS_DISORDER  # set again by `run`
         # Liveness (docs/operating.md): in every checkpoint the follower saves, and the last
         # one written again with fresh liveness every heartbeat in between.
         self.pulse = Pulse("follow", clock=clock)
         self.saved_doc: Doc | None = None
 
-    def catch_up(self) -> RebuildReport:
-        """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
+    def catch_up(self, *, first: bool = False) -> RebuildReport:
+        """An incremental run (a full one when it must be, saying why); saves the checkpoint.
+        Only the `first` counts the log's documents that are not events (a query over the
+        whole log): the later ones save the checkpoint while events arrive."""
         plan = plan_rebuild(
             self.store,
             self.projection,
@@ -760,7 +801,12 @@ class Follower:
         )
         if plan.reason:
             self.notice(f"rebuilding in full: {plan.reason}")
-        report = rebuild(self.store, plan, extra=lambda: {"liveness": self._liveness()})
+        report = rebuild(
+            self.store,
+            plan,
+            count_not_events=first,
+            extra=lambda: {"liveness": self._liveness()},
+        )
         self.saved_doc = report.checkpoint
         self.since = plan.next_since
         self.saved_at = self.clock()
@@ -771,10 +817,10 @@ class Follower:
         """Catch up, then follow until --idle-timeout or Ctrl-C."""
         from evstream.watching import Hooks, Watcher, WatchOptions
 
-        first = self.catch_up()
+        first = self.catch_up(first=True)
         self.notice(
             f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
-            "events applied); applying new events as they arrive"
+            f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
         )
         options = WatchOptions(
             types=list(self.projection.types or []),
@@ -783,20 +829,29 @@ class Follower:
             idle_timeout=idle_timeout,
         )
         hooks = Hooks(
-            deliver=self._deliver, notice=self.notice, warning=self.warning, tick=self._beat
+            deliver=self._deliver,
+            notice=self.notice,
+            warning=self.warning,
+            late="it is applied now (once: an event applied before changes nothing)",
+            tick=self._beat,
         )
+        # Documents that are not events from before this start were the catch-up's to report.
+        self.started = now_utc() - TS_DISORDER
+        stopped = False
         try:
             Watcher(self.store, options, hooks).run()
-        except KeyboardInterrupt:
-            self._last_beat("stopped")
-            raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: save the checkpoint, then say so
+            stopped = True
         except Exception as exc:
             self._last_beat("failed", getattr(exc, "message", None) or str(exc))
             raise
         if self.live.events:
             self.catch_up()  # the checkpoint, for status and the next --incremental
         self._last_beat("stopped")
-        return FollowReport(first, self.live, self.checkpoints)
+        report = FollowReport(first, self.live, self.checkpoints)
+        if stopped:
+            raise CTRL_C.stopped(follow_stopped_line(self.projection.name, report))
+        return report
 
     def _liveness(self, state: str = "running", error: str | None = None) -> Doc:
         pulse = self.pulse
@@ -827,6 +882,9 @@ class Follower:
         self.live.events += 1
         problem = event_problem(event)
         if problem is not None:
+            ts = event.get("ts")
+            if isinstance(ts, datetime) and aware(ts) < self.started:
+                return  # read again by the handover from before this start: not new
             self.live.skipped.add(event, problem)
             line = self.live.skipped.line("documents")
             if self.live.skipped.total == 1 and line:

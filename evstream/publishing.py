@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
+import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -17,11 +20,12 @@ from evstream.errors import (
     ConcurrencyConflict,
     ConnectionLost,
     EventRefused,
-    Interrupted,
     InvalidInput,
     ServerUnreachable,
+    StorageFull,
 )
 from evstream.events import (
+    IDLE,
     LINE_LIMIT,
     EventInput,
     InvalidEvent,
@@ -32,6 +36,7 @@ from evstream.events import (
     iter_lines,
     redact_event,
 )
+from evstream.interrupts import CTRL_C
 from evstream.reporting import Progress, ignore, no_progress
 from evstream.runtime import fewer_collections
 from evstream.storage import (
@@ -46,9 +51,23 @@ from evstream.storage import (
 from evstream.storage.codec import loads, loads_plain
 
 BATCH_SIZE = 1000
+# The longest an event read from a pipe waits for its batch to fill before it is stored
+# (`publish --batch-wait`; docs/publish.md, "Batches").
+BATCH_WAIT = 0.1
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
 SIZE_CHECK_FROM = 4 * 1024 * 1024
 
+
+# Said once per run: ids are what make publishing the same input twice safe.
+NO_ID_WARNING = (
+    "line {line} has no id (nor may others): an event without one gets a new id each time it "
+    "is published, so if this run is stopped (Ctrl-C, SIGTERM, a crash) and the input "
+    "published again, the events stored before the stop are stored twice; give each line an "
+    '"id" to make a re-run safe'
+)
+
+# What `_events` yields while a paced input waits: a moment to send a batch that is due.
+IDLE_ITEM: tuple[int, EventInput | None] = (0, None)
 
 # Why the server cannot store an event though it is valid (Store.unstorable), or None.
 Refusal = Callable[[EventInput, str], str | None]
@@ -150,6 +169,7 @@ class PublishReport:
     read: int = 0
     seconds: float = 0.0
     redacted: int = 0
+    unnamed: bool = False  # an event without an id was read (and the warning given)
 
     @property
     def rate(self) -> float:
@@ -234,6 +254,8 @@ def validate_all(
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
+            if raw is None:
+                break  # nothing will be written: no need to find where a line too long ends
             continue
         if checked.offset is None:
             if read + size > keep_bytes:
@@ -290,22 +312,102 @@ def publish_stream(
     keep_secrets: bool = False,
     skip_invalid: bool = False,
     batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = BATCH_WAIT,
     hooks: Hooks | None = None,
 ) -> PublishReport:
     """Append the NDJSON events of `source` in batches; stops at the first bad line unless skipping.
 
-    Everything before a bad line is stored, and the error says exactly how much that was.
+    Everything before a bad line is stored, and the error says exactly how much that was. From
+    a pipe (anything but a regular file), an event waits at most about `batch_wait` seconds for
+    its batch to fill: a slow producer's events are stored as they come.
     """
     hooks = hooks or Hooks()
     report = PublishReport()
+    if batch_wait is not None and not _regular_file(source):
+        source = PacedReader(source, tick=_tick(batch_wait))  # type: ignore[assignment]
+    else:
+        batch_wait = None
     return publish_events(
         store,
         _events(source, report, skip_invalid, hooks, store.unstorable, keep_secrets),
         keep_secrets=keep_secrets,
         batch_size=batch_size,
+        batch_wait=batch_wait,
         hooks=hooks,
         report=report,
     )
+
+
+def _regular_file(source: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # an in-memory stream: pacing it costs a thread, nothing more
+
+
+def _tick(batch_wait: float) -> float:
+    """How long a paced read waits before it lets the publisher look at the clock."""
+    return min(max(batch_wait / 4, 0.002), 0.025)
+
+
+class PacedReader:
+    """A pipe read on a thread of its own, so that waiting for input has a timeout: `readline`
+    answers `IDLE` when no whole line came within `tick` seconds, and the publisher can store
+    what it holds meanwhile. Reads in chunks (one hand-over per 64 KiB, not per line); at most
+    MAX_CHUNKS wait, so memory stays bounded."""
+
+    CHUNK = 64 * 1024
+    MAX_CHUNKS = 64
+
+    def __init__(self, source: IO[bytes], tick: float) -> None:
+        self.source = source
+        self.tick = tick
+        self.buffer = bytearray()
+        self.scanned = 0  # the buffer holds no newline before this offset
+        self.eof = False
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=self.MAX_CHUNKS)
+        thread = threading.Thread(target=self._run, name="evstream-reader", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        read = getattr(self.source, "read1", None) or self.source.read
+        try:
+            while True:
+                chunk = read(self.CHUNK)
+                self.chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which reports it
+            self.chunks.put(exc)
+
+    def readline(self, size: int = -1) -> bytes:
+        """The next line (at most `size` bytes, as io's readline), b"" at the end, or IDLE."""
+        buffer = self.buffer
+        limit = size if size >= 0 else 1 << 62
+        while True:
+            end = buffer.find(b"\n", self.scanned)
+            if 0 <= end < limit:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                self.scanned = 0
+                return line
+            if len(buffer) >= limit or self.eof:
+                line = bytes(buffer[:limit])
+                del buffer[:limit]
+                self.scanned = 0
+                return line
+            self.scanned = len(buffer)
+            try:
+                chunk = self.chunks.get(timeout=self.tick)
+            except queue.Empty:
+                return IDLE
+            if isinstance(chunk, BaseException):
+                self.eof = True
+                raise chunk
+            if chunk:
+                buffer += chunk
+            else:
+                self.eof = True
 
 
 @fewer_collections()
@@ -315,6 +417,7 @@ def publish_events(
     *,
     keep_secrets: bool = False,
     batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = None,
     hooks: Hooks | None = None,
     report: PublishReport | None = None,
 ) -> PublishReport:
@@ -322,15 +425,24 @@ def publish_events(
 
     Reading and checking the input happens here while a writer thread stores the previous batch,
     so the server is kept busy; at most two batches wait in between, so memory stays flat.
+    With `batch_wait`, a batch is sent once its first event has waited that long (checked at
+    each event, and at each `IDLE_ITEM` a paced input yields while it waits).
     """
     hooks = hooks or Hooks()
     report = report or PublishReport()
     writer = _BatchWriter(Appender(store), report)
     started = time.perf_counter()
     batch: list[EventInput] = []
+    due = float("inf")  # when the batch must be sent, whether full or not
+    clock = time.monotonic
     try:
         try:
             for item in events:
+                if item is IDLE_ITEM:
+                    if batch and clock() >= due:
+                        writer.submit(batch)
+                        batch = []
+                    continue
                 if isinstance(item, tuple):
                     size, event = item
                     hooks.progress(size)
@@ -340,14 +452,19 @@ def publish_events(
                 if event is None:
                     continue
                 report.read += 1
+                if event.id is None and not report.unnamed:
+                    report.unnamed = True
+                    hooks.warning(NO_ID_WARNING.format(line=event.line or report.read))
                 if not keep_secrets and redact_event(event):
                     report.redacted += 1
                 if not batch:
-                    ts = now_utc()
+                    ts = now_utc()  # a stand-in: the writer sets ts as it writes (Appender)
+                    if batch_wait is not None:
+                        due = clock() + batch_wait
                 # Built here, beside the parsing, so the writer thread only assigns versions.
                 event.stored = build_document(event, 0, ts)
                 batch.append(event)
-                if len(batch) >= batch_size:
+                if len(batch) >= batch_size or (batch_wait is not None and clock() >= due):
                     writer.submit(batch)
                     batch = []
         except InvalidEvent as exc:
@@ -360,9 +477,15 @@ def publish_events(
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
         raise type(exc)(f"{exc.message}; {report.written_so_far()}") from None
-    except KeyboardInterrupt:
+    except StorageFull as exc:
+        raise StorageFull(
+            f"{exc.message}; {report.written_so_far()}",
+            hint="free disk space on the server, then run it again: events with ids are "
+            "stored once",
+        ) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
         writer.abandon()
-        raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
+        raise CTRL_C.stopped(report.stored_so_far()) from None
     except ConnectionLost as exc:
         raise ServerUnreachable(
             f"lost the connection to the server ({exc.message}): {report.stored_so_far()}",
@@ -476,6 +599,9 @@ def _events(
     unless skipped."""
     order = VersionOrder()
     for number, raw in iter_lines(source, first=first_line):
+        if raw is IDLE:
+            yield IDLE_ITEM
+            continue
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
             event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
@@ -565,6 +691,7 @@ def publish_input(
     skip_invalid: bool = False,
     keep_secrets: bool = False,
     batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = BATCH_WAIT,
     progress: Progress = no_progress,
     warning: Callable[[str], None] = ignore,
 ) -> InputPublished:
@@ -603,6 +730,7 @@ def publish_input(
                 keep_secrets=keep_secrets,
                 skip_invalid=skip_invalid,
                 batch_size=batch_size,
+                batch_wait=batch_wait,
                 hooks=hooks,
             )
     if report.read == 0 and report.skipped == 0:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
-from evstream.events import canonical_text, part_of_change
+from evstream.events import TS_DISORDER, canonical_text, part_of_change
 from evstream.interrupts import CTRL_C
 from evstream.liveness import Pulse
 from evstream.runtime import fewer_collections
@@ -64,9 +64,8 @@ from evstream.storage.mongo import WATCH_AWAIT_MS as AWAIT_MS
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")
-# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
-# batches, publishers' clocks). The ledger keeps exact ids for twice this below the newest `ts`.
-MARGIN = timedelta(seconds=2)
+# The ledger keeps exact ids for twice this below the newest `ts`.
+MARGIN = TS_DISORDER
 # When the server answers at once with nothing (nx-27017 does), wait before asking again:
 # a tenth of the quiet time so far, between these bounds. An event after a quiet spell is
 # printed at most ~10% of that spell (and at most PACE_MAX) later; an idle watcher asks ~10/s.
@@ -303,6 +302,8 @@ class Hooks:
     # Set by the watch: its heartbeat, for a consumer that holds the watch up for long (a
     # running --exec CMD) to call now and then.
     beat: Callable[[], None] = lambda: None
+    # What happens to an event that lands late, for the warning that says so.
+    late: str = "it is shown, and may have been shown before"
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -1145,13 +1146,15 @@ class Watcher:
             self._deliver(Change("insert", EVENTS, key, doc, when), entry)
 
     def _warn_late(self, doc: Mapping[str, Any]) -> None:
-        if self.warned_late:
+        if self.warned_late or type(doc.get("ts")) is not datetime:
+            # A document without a date ts is not an event (shown as one, or skipped): it has
+            # no place in time order to be late from.
             return
         self.warned_late = True
         self.hooks.warning(
             f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
             "older than events already shown (imported, or a publisher's clock is off); "
-            "it is shown, and may have been shown before"
+            f"{self.hooks.late}"
         )
 
     # --- showing and saving ---
@@ -1361,14 +1364,15 @@ def exec_handler(
     notice: Callable[[str], None] = lambda message: None,
     stderr: IO[str] | None = None,
 ) -> Executor:
-    """The `watch --exec` executor, its dead letters kept in the store."""
+    """The `watch --exec` executor, its dead letters kept in the store under the checkpoint's
+    name (`ExecOptions.check` makes sure there is one)."""
     from evstream.delivery import Executor
     from evstream.storage.delivery import dead_letter
 
+    checkpoint = options.checkpoint or ""
+
     def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
-        dead_letter(
-            store, options.checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr
-        )
+        dead_letter(store, checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr)
 
     return Executor(options, stderr=stderr or sys.stderr, notice=notice, dead_letter=set_aside)
 

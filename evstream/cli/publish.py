@@ -69,6 +69,16 @@ def publish(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
     ] = 1000,
+    batch_wait: Annotated[
+        float,
+        typer.Option(
+            "--batch-wait",
+            min=0,
+            max=3600,
+            metavar="SECONDS",
+            help="With --file from a pipe: store an event within this long, full batch or not.",
+        ),
+    ] = 0.1,
 ) -> None:
     """Append events to the log: one from options, or many from an NDJSON file or stdin.
 
@@ -95,7 +105,7 @@ def publish(
             if check:
                 _check_file(env, file)
             else:
-                _publish_file(env, file, skip_invalid, keep_secrets, batch_size)
+                _publish_file(env, file, skip_invalid, keep_secrets, batch_size, batch_wait)
             return
         if skip_invalid:
             raise InvalidInput("--skip-invalid applies to --file only")
@@ -139,7 +149,12 @@ def _option_text(value: str, option: str) -> str:
     if value == "-":
         if sys.stdin.isatty():
             raise InvalidInput(f"{option} - reads stdin, which is a terminal; pipe the JSON in")
-        return sys.stdin.read()
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"{option} -: stdin is not UTF-8 text (byte {exc.start + 1})"
+            ) from None
     if not value.startswith("@"):
         return value
     path = Path(value[1:]).expanduser()
@@ -193,7 +208,12 @@ def plural_text(n: int, noun: str) -> str:
 
 
 def _publish_file(
-    env: Env, path: str, skip_invalid: bool, keep_secrets: bool, batch_size: int
+    env: Env,
+    path: str,
+    skip_invalid: bool,
+    keep_secrets: bool,
+    batch_size: int,
+    batch_wait: float,
 ) -> None:
     """publish --file: a file checked whole first, or a stream as it comes; the summary."""
     from evstream.publishing import open_input, publish_input
@@ -211,6 +231,7 @@ def _publish_file(
             skip_invalid=skip_invalid,
             keep_secrets=keep_secrets,
             batch_size=batch_size,
+            batch_wait=batch_wait,
             progress=out.progress,
             warning=out.warning,
         )

@@ -68,7 +68,7 @@ def rebuild_projection(
 
         _run_projection(
             env,
-            load_projection(name, module),
+            load_projection(name, module, configured=env.settings.projections),
             incremental,
             dry_run,
             margin,

@@ -54,9 +54,6 @@ def status(
         buckets = DEFAULT_BUCKETS if width is None else max(12, min(60, width - 34))
         home = env.settings.data_home if store.embedded else None
         info = gather(store, home=home, estimate=estimate, max_buckets=buckets)
-        if info.get("not_events"):
-            from evstream.events import Skipped
-
-            skipped = Skipped(dict(info["not_events"]["kinds"]), info["not_events"]["sample_ids"])
-            out.warning(skipped.line() or "")
+        # Documents that are not events: the view's "Not events" row (JSON: not_events), not
+        # a warning on stderr as well.
         out.result(info, renderer("status_view"))

@@ -76,8 +76,15 @@ def refused_at_once(hosts: list[tuple[str, int | None]], timeout: float) -> str 
     return None
 
 
-def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
-    """Open the configured store (or the embedded dev store), choosing the adapter for it."""
+def connect(
+    settings: Settings,
+    notice: Callable[[str], None],
+    warning: Callable[[str], None] | None = None,
+) -> MongoStore:
+    """Open the configured store (or the embedded dev store), choosing the adapter for it.
+
+    `warning` gets what is said even with --quiet (TCP opened by an auto-start); else `notice`.
+    """
     check_db_name(settings.db)
     embedded = settings.uri is None
     if embedded:
@@ -89,6 +96,8 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         description = f"embedded dev store at {record.where} (data in {record.data_dir})"
         for line in dev.notes.lines:  # a taken port, a socket path too long: said once
             notice(line)
+        for line in dev.notes.warnings:  # TCP opened: any local user can reach the store
+            (warning or notice)(line)
         if started or settings.verbose:  # not on every command (docs/dev-store.md)
             notice(f"{'started' if started else 'using'} the {description}")
     else:

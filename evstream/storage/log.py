@@ -20,13 +20,21 @@ from pymongo.errors import (
     WriteError,
 )
 
-from evstream.errors import ConcurrencyConflict, ConnectionLost, EventRefused, IndexProblem
+from evstream.errors import (
+    ConcurrencyConflict,
+    ConnectionLost,
+    EventRefused,
+    IndexProblem,
+    StorageFull,
+)
 from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
 from evstream.storage.errors import (
     DUPLICATE_KEY,
     INDEX_CONFLICT_CODES,
     driver_message,
+    is_out_of_space,
     is_retryable,
+    out_of_space,
     server_message,
 )
 from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
@@ -173,11 +181,16 @@ def check_size(doc: Doc, line: int | None = None) -> None:
         )
 
 
-def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
+def refused(event: EventInput, error: dict[str, Any]) -> EventRefused | StorageFull:
     """The error for an event the server would not store for its content (not a duplicate key):
     a collection validator (code 121), a value the server cannot store …"""
     where = f"line {event.line}: " if event.line is not None else ""
     reason = " ".join(str(error.get("errmsg") or "no reason given").split())[:200]
+    if is_out_of_space(error.get("code"), reason):
+        # Not the event's fault: the same input is stored once there is room.
+        full = out_of_space(reason)
+        at = f" at line {event.line}" if event.line is not None else ""
+        return StorageFull(f"{full.message}{at}", hint=full.hint)
     return EventRefused(
         f"{where}the server refused the event for stream {event.stream!r}: {reason} "
         f"(code {error.get('code')})"
@@ -469,6 +482,11 @@ class Appender:
                 event.stored = build_document(event, head + 1, ts)
             doc = event.stored
             doc["version"] = head + 1
+            if event.ts is None:
+                # The time of this write, taken after the heads it builds on (and again on a
+                # retry): a stream's versions and its ts then go up together, even with two
+                # publishers on one stream (docs/publish.md, "Batches").
+                doc["ts"] = ts
             self.heads[event.stream] = head + 1
             docs.append(doc)
         return docs, None

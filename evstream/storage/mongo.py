@@ -174,6 +174,18 @@ class MongoStore(OverviewQueries):
         """Why this server cannot store a valid event, or None. MongoDB stores every BSON value."""
         return None
 
+    def not_events_cursor(self, query: Doc, fields: Doc) -> Iterable[Doc]:
+        """Documents matching `query` that may not be events: a superset of those
+        `event_problem` names (its caller checks each), in (stream, version) order. The server
+        picks them out; the match cannot use an index, so it scans the log server-side."""
+        from evstream.storage.overview import NOT_EVENT
+
+        return (
+            self.events.find({**query, **NOT_EVENT}, fields)
+            .sort([("stream", 1), ("version", 1)])
+            .batch_size(1000)
+        )
+
     def count(self, collection: Collection[Doc], query: Doc) -> int:
         """Documents matching `query`, compared as `find` compares them."""
         return int(collection.count_documents(query))

@@ -102,6 +102,13 @@ class Nx27017Store(MongoStore):
                 return found
         return None
 
+    def not_events_cursor(self, query: Doc, fields: Doc) -> Iterable[Doc]:
+        """nx-27017 has no `$not` and its `$type` does not know dates: every document of the
+        query is read (only its checked fields), and the caller's `event_problem` picks."""
+        return self.events.find(query, fields).sort([("stream", 1), ("version", 1)]).batch_size(
+            10_000
+        )
+
     def heads_pipeline(self, streams: list[str]) -> list[Doc]:
         """nx-27017 runs $sort+$group/$first in Python (~1 s per 1,000 streams); $max is SQL."""
         return [

@@ -25,6 +25,7 @@ READ_BATCH = 2000
 # The whole stored event: handlers get what was published (data, meta …).
 EVENT_FIELDS: dict[str, int] | None = None
 MAX_WRITE_ATTEMPTS = 20
+NOT_EVENT_FIELDS = {"_id": 1, "stream": 1, "version": 1, "type": 1, "ts": 1}
 
 Doc = dict[str, Any]
 Types = Iterable[str] | None
@@ -47,6 +48,17 @@ def read_log(store: MongoStore, types: Types) -> Iterator[Doc]:
             .sort([("stream", 1), ("version", 1)])
             .batch_size(READ_BATCH)
         )
+
+
+def read_not_events(store: MongoStore, types: Types) -> Iterator[Doc]:
+    """The documents of the declared types that are not events (`event_problem` names a
+    problem), in (stream, version) order as `read_log` reads them: one query over the whole log,
+    so full and incremental runs count the same ones (docs/projections.md, "Documents that are
+    not events"). Only the fields `event_problem` looks at are read."""
+    with translate_errors(store.uri):
+        for doc in store.not_events_cursor(type_filter(types), NOT_EVENT_FIELDS):
+            if event_problem(doc) is not None:
+                yield doc
 
 
 def read_streams(store: MongoStore, streams: list[str], types: Types) -> Iterator[Doc]:
