@@ -203,3 +203,14 @@ def test_a_long_running_handler_does_not_look_dead(
         assert states and "dead" not in states, states
     finally:
         stop(proc)
+
+
+def test_sigterm_is_a_clean_stop(cli: Cli, monitor: Monitor) -> None:
+    proc = start(cli, "watch", "--checkpoint", "termed", "-o", "json")
+    try:
+        wait_for(lambda: rows(monitor).get("termed"), 30, "the watch's checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+        assert rows(monitor)["termed"]["state"] == "stopped"
+    finally:
+        stop(proc)
