@@ -278,3 +278,12 @@ def test_prometheus_is_for_status_only(cli: Cli) -> None:
 def test_top_refuses_a_bad_interval(cli: Cli) -> None:
     r = cli("top", "--interval", "0")
     assert r.exit_code == 2 and "--interval" in r.stderr
+
+
+def test_sigterm_ends_top_with_143(cli: Cli) -> None:
+    top = cli.popen("top", "-o", "json", "--interval", "0.1", stdin=subprocess.DEVNULL)
+    assert top.stdout is not None
+    assert json.loads(top.stdout.readline())["log"]["events"] == 0
+    top.send_signal(signal.SIGTERM)
+    _, err = top.communicate(timeout=30)
+    assert top.returncode == 143 and "Traceback" not in err

@@ -64,6 +64,10 @@ def top(
                 clock=time.monotonic,
             )
         except KeyboardInterrupt:
+            from evstream.interrupts import CTRL_C
+
+            if CTRL_C.terminated:
+                raise  # SIGTERM: 143, as every command
             return  # Ctrl-C is how a live view ends: exit 0
 
 
