@@ -295,12 +295,16 @@ def unwrap_change(obj: dict[str, Any]) -> Any:
     return obj["doc"]
 
 
-def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
+def event_from_object(
+    obj: Any, *, line: int | None = None, copy_extra: dict[str, Any] | None = None
+) -> EventInput:
     """Validate one decoded NDJSON line (or command-line options gathered into a dict).
 
     Besides the input fields, a stored event (`_id`, `version`, `ts`, as `watch --output json`
     or mongoexport print it) is accepted: its `version` becomes the expected version minus one,
-    so a copy keeps the same versions or stops with a conflict.
+    so a copy keeps the same versions or stops with a conflict. `copy_extra`: `obj` holds the
+    canonical fields of a stored document of a mapped log (`evstream.fieldmap`), and these are
+    the rest of it, kept as they were.
     """
     version: int | None = None
     try:
@@ -309,10 +313,14 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         obj = unwrap_change(obj)
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected the change's doc to be an object, got {_type_name(obj)}")
-        stored = obj.get("version") is not None and obj.get("ts") is not None
+        stored = copy_extra is not None or (
+            obj.get("version") is not None and obj.get("ts") is not None
+        )
         unknown = sorted(set(obj) - INPUT_FIELDS)
-        extra = None
-        if unknown and stored:
+        extra = copy_extra or None
+        if copy_extra is not None:
+            _check_keys(copy_extra, "the stored event")
+        elif unknown and stored:
             # A stored event another application wrote keeps its own fields in a copy.
             extra = {key: obj[key] for key in unknown}
             _check_keys(extra, "the stored event")
@@ -740,9 +748,10 @@ PROBLEM_KINDS = (
 )
 
 
-def event_problem(doc: Mapping[str, Any]) -> str | None:
-    """Why a stored document is not an event of the log's schema (a `PROBLEM_KINDS` entry), or
-    None for one that is. An ObjectId `_id` and extra fields (`__v`) are fine.
+def event_problem(doc: Mapping[str, Any], versioned: bool = True) -> str | None:
+    """Why a stored document (as a canonical event, `evstream.fieldmap`) is not an event of the
+    log's schema (a `PROBLEM_KINDS` entry), or None for one that is. An ObjectId `_id` and extra
+    fields (`__v`) are fine. On a log without versions (`versioned` False) no version is asked.
 
     Every command that folds or counts events skips exactly the documents this names, so full
     and incremental rebuilds agree on them.
@@ -753,8 +762,7 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
     if (
         type(stream) is str
         and stream
-        and type(version) is int
-        and version >= 1
+        and ((type(version) is int and version >= 1) or not versioned)
         and type(doc.get("type")) is str
         and type(doc.get("ts")) is datetime
     ):
@@ -763,10 +771,11 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
         return "no stream"
     if not isinstance(stream, str) or not stream:
         return "stream not a string"
-    if version is _MISSING or version is None:
-        return "no version"
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        return "version not a positive integer"
+    if versioned:
+        if version is _MISSING or version is None:
+            return "no version"
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            return "version not a positive integer"
     kind = doc.get("type", _MISSING)
     if kind is _MISSING or kind is None:
         return "no type"

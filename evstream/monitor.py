@@ -187,8 +187,10 @@ def plan_rows(
     watches: Iterable[Mapping[str, Any]],
     projections: Iterable[Mapping[str, Any]],
     now: datetime,
+    log: str = "events",
 ) -> list[Wanted]:
-    """One entry per watch checkpoint (each part its own) and per projection (part)."""
+    """One entry per watch checkpoint (each part its own) and per projection (part); `log`:
+    the log's collection (a field map may name another)."""
     wanted = []
     for doc in watches:
         name, part = split_part(str(doc.get("_id")))
@@ -198,7 +200,7 @@ def plan_rows(
         # Dead letters: what the collection holds, whichever run set them aside.
         row["dead_letters"] = int(doc.get("dead_letter_count") or 0)
         ts, ident = watch_position(doc)
-        if collection != "events":
+        if collection != log:
             wanted.append(Wanted(row, doc, None))  # no log position: no lag
             row["position_ts"] = ts
             continue
@@ -274,7 +276,7 @@ class Monitor:
         newest = log["newest"] or {}
         head = Head(log["events"], newest.get("ts"), newest.get("_id"), None)
         watches, projections = queries.consumer_documents(self.store)
-        wanted = plan_rows(watches, projections, now)
+        wanted = plan_rows(watches, projections, now, self.store.fieldmap.collection)
         oldest = None
         if any(needs_count(head, w.position, w.ident) for w in wanted):
             oldest = self._oldest(at, head.events)
@@ -282,7 +284,7 @@ class Monitor:
         rows = []
         for w in wanted:
             counted = None
-            if w.row["kind"] != "watch" or w.row.get("collection") == "events":
+            if w.row["kind"] != "watch" or w.position is not None or w.filters is not None:
                 if needs_count(head, w.position, w.ident):
                     assert w.position is not None
                     counted = queries.lag_after(

@@ -14,6 +14,7 @@ from bson import json_util
 from rich.text import Text
 
 from evstream.events import MASK, REDACTED, has_secret, redact
+from evstream.fieldmap import Canonical
 
 # Output and JSON lines live in evstream.writer, which needs rich only once something is printed
 # through it (the JSON path of `publish` never does); they are imported from here as before.
@@ -182,8 +183,13 @@ def watch_record(
     doc: Mapping[str, Any] | None,
     *,
     show_secrets: bool = False,
+    canonical: bool = False,
 ) -> dict[str, Any]:
-    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
+    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked. A log
+    event read through a field map is printed as stored, or with `canonical` as the canonical
+    event (docs/adopting.md)."""
+    if type(doc) is Canonical:
+        doc = dict(doc) if canonical else doc.stored
     if doc is not None and not show_secrets and has_secret(doc):
         doc = redact(doc, mask=MASK)[0]  # else the document itself, as stored
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
@@ -237,8 +243,9 @@ class WatchView:
         from evstream.events import event_problem
 
         body: Any = None
-        if collection == "events" and doc is not None:
-            problem = event_problem(doc)
+        mapped = type(doc) is Canonical
+        if doc is not None and (mapped or collection == "events"):
+            problem = event_problem(doc, doc.versioned if mapped else True)  # type: ignore[union-attr]
             if problem is None:
                 line = self._event_line(op, doc)
                 body = doc.get("data")
@@ -290,14 +297,17 @@ class WatchView:
         line.append_text(self._time(doc.get("ts")))
         if op != "insert":  # the log is appended to: an insert goes without saying
             line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
-        kind, where = str(doc["type"]), f"{doc['stream']}@{doc['version']}"
+        version = doc.get("version")
+        kind = str(doc["type"])
+        where = str(doc["stream"]) if version is None else f"{doc['stream']}@{version}"
         self.type_width = max(self.type_width, min(len(kind), TYPE_COLUMN_MAX))
         self.stream_width = max(self.stream_width, min(len(where), STREAM_COLUMN_MAX))
         line.append(" ")
         line.append(kind.ljust(self.type_width), style="bold")
         line.append(" ")
         line.append(str(doc["stream"]), style="bold blue")
-        line.append(f"@{doc['version']}", style="blue")
+        if version is not None:
+            line.append(f"@{version}", style="blue")
         line.append(" " * (self.stream_width - len(where)))
         data = doc.get("data")
         if data and not self.full:
@@ -394,9 +404,17 @@ class ChangePrinter:
     """A watch's changes on stdout in the format asked for: each a JSON line as it is
     (`watch_record`), or a line of the pretty view (`WatchView`)."""
 
-    def __init__(self, out: Output, *, show_secrets: bool = False, full: bool = False) -> None:
+    def __init__(
+        self,
+        out: Output,
+        *,
+        show_secrets: bool = False,
+        full: bool = False,
+        canonical: bool = False,
+    ) -> None:
         self.out = out
         self.show_secrets = show_secrets
+        self.canonical = canonical  # a mapped log's events as canonical events (--canonical)
         self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
         # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
         # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
@@ -408,7 +426,12 @@ class ChangePrinter:
 
     def _json(self, change: Any) -> None:
         record = watch_record(
-            change.op, change.collection, change.key, change.doc, show_secrets=self.show_secrets
+            change.op,
+            change.collection,
+            change.key,
+            change.doc,
+            show_secrets=self.show_secrets,
+            canonical=self.canonical,
         )
         self.out.emit(record, flush=not self.buffered)
 
@@ -433,10 +456,16 @@ class ChangePrinter:
 
 
 def handler_line(change: Any, *, show_secrets: bool = False) -> str:
-    """A change as the JSON line `watch --exec` hands its handler (as `-o json` prints it)."""
+    """A change as the JSON line `watch --exec` hands its handler (as `-o json --canonical`
+    prints it: handlers receive canonical events whatever the field map, docs/adopting.md)."""
     return json_line(
         watch_record(
-            change.op, change.collection, change.key, change.doc, show_secrets=show_secrets
+            change.op,
+            change.collection,
+            change.key,
+            change.doc,
+            show_secrets=show_secrets,
+            canonical=True,
         )
     )
 
@@ -806,6 +835,8 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     grid = Fields()
     grid.add_row("Server", _server_lines(status.get("server") or {}, now))
     grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
+    if status.get("log"):
+        grid.add_row("Log", Text(str(status["log"]), style="") + Text(" · [log] map", "dim"))
     grid.add_row("Events", _counts_line(status))
     not_events = status.get("not_events")
     if not_events:
@@ -1038,6 +1069,14 @@ def check_fixes(findings: list[Mapping[str, Any]]) -> Text:
     return text
 
 
+def _id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if type(value).__name__ == "ObjectId":
+        return f'ObjectId("{value}")'
+    return str(value)
+
+
 def check_view(report: Mapping[str, Any]) -> Any:
     """`evstream check` for a person: a summary line, then the findings table (if any)."""
     from rich.console import Group
@@ -1053,6 +1092,20 @@ def check_view(report: Mapping[str, Any]) -> Any:
         head.append(" events in ")
         head.append(f"{int(report.get('streams') or 0):,}", style="cyan")
         head.append(f" streams ({float(report.get('seconds') or 0):.1f} s)")
+    mapped = report.get("map")
+    if mapped:
+        # A log another application shaped: how many documents its map fits, and the first
+        # ones it does not (docs/adopting.md).
+        head.append("\nMap ", style="bold")
+        head.append(str(mapped.get("log")))
+        fits, total = int(mapped.get("fits") or 0), int(mapped.get("documents") or 0)
+        head.append(" fits ")
+        head.append(f"{fits:,}", style="cyan" if fits == total else "bold yellow")
+        head.append(f" of {total:,} documents")
+        misfits = mapped.get("misfits") or []
+        if misfits:
+            head.append("; first that do not: ")
+            head.append(", ".join(_id_text(i) for i in misfits), style="yellow")
     findings = report.get("findings") or []
     if not findings:
         head.append(" · ")

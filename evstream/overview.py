@@ -212,11 +212,14 @@ def gather(
         buckets = plan_buckets(oldest, now, max_buckets)
         return None if buckets is None else buckets.boundaries()
 
-    if EVENTS not in names:
+    log = store.log_name
+    if store.fieldmap.shaped or log != EVENTS:
+        status["log"] = store.fieldmap.describe()
+    if log not in names:
         counts.update(events=0, streams=0)
         status["types"] = []
     elif estimate:
-        counts.update(events=queries.estimated_count(store, EVENTS), streams=None)
+        counts.update(events=queries.estimated_count(store, log), streams=None)
         status["types"] = None
     else:
         figures = store.log_figures(plan)
@@ -231,10 +234,14 @@ def gather(
     else:
         counts["sessions"] = queries.exact_count(store, SESSIONS)
     status["counts"] = counts
-    if figures is None and EVENTS in names:
-        oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
-        edges = plan(oldest["ts"] if oldest else None)
-        activity = store.bucket_counts(store.events, "ts", edges) if edges else None
+    if figures is None and log in names:
+        if store.fieldmap.ts_unit != "date":
+            oldest = newest = edges = activity = None  # --estimate: its buckets are dates
+        else:
+            oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
+            edges = plan(oldest["ts"] if oldest else None)
+            ts = store.fieldmap.ts
+            activity = store.bucket_counts(store.events, ts, edges) if edges else None
     elif figures is not None:
         oldest, newest, edges, activity = (
             figures.oldest,

@@ -390,7 +390,10 @@ def _full(
     proj, part = plan.projection, plan.part
     log = db.read_log(store, proj.types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
-    for stream, state in fold_streams(proj, log, report, progress, part, plan.next_since):
+    versioned = store.fieldmap.versioned
+    for stream, state in fold_streams(
+        proj, log, report, progress, part, plan.next_since, versioned=versioned
+    ):
         report.streams += 1
         for gone in existing.before(stream):
             if in_part(gone["_id"], part):
@@ -408,14 +411,18 @@ def fold_streams(
     progress: Callable[[int], None],
     part: Part | None = None,
     before: datetime | None = None,
+    *,
+    versioned: bool = True,
 ) -> Iterator[tuple[str, Doc]]:
-    """(stream, state) for each stream of a log read in (stream, version) order.
+    """(stream, state) for each stream of a log read in (stream, version) order (on a log
+    without versions, `versioned` False: (stream, ts, id) order).
 
     Documents that are not events (`event_problem`) are skipped and counted; streams of other
     parts are passed over. A stream's events are folded a batch at a time, so a long stream
     never sits in memory whole. Every document read with a date `ts` before `before` is counted
     in `report.counted`, as the server's count would count it.
     """
+    fold = proj.fold if versioned else _unversioned_fold(proj)
     stream: str | None = None
     state: Doc | None = None
     pending: list[Doc] = []
@@ -434,7 +441,7 @@ def fold_streams(
             ts = event.get("ts")
             if isinstance(ts, datetime) and ts < before:
                 counted += 1
-        problem = event_problem(event)
+        problem = event_problem(event, versioned)
         if problem is not None:
             skipped.add(event, problem)
             continue
@@ -444,14 +451,14 @@ def fold_streams(
                 if not name > stream:
                     raise _order_error("events", stream, name)
                 if pending or state is not None:
-                    yield stream, proj.fold(pending, state)
+                    yield stream, fold(pending, state)
             stream, state, pending = name, None, []
             if part is not None:
                 mine = {name: in_part(name, part)}
         if part is not None and not mine[name]:
             continue
         if len(pending) == FOLD_BATCH:
-            state, pending = proj.fold(pending, state), []
+            state, pending = fold(pending, state), []
         pending.append(event)
         report.applied += 1
         ts = event["ts"]
@@ -462,7 +469,20 @@ def fold_streams(
     progress(read)
     report.last_event_ts = newest
     if stream is not None and (pending or state is not None):
-        yield stream, proj.fold(pending, state)
+        yield stream, fold(pending, state)
+
+
+def _unversioned_fold(proj: Projection) -> Callable[[list[Doc], Doc | None], Doc]:
+    """The fold on a log without versions: events carry no version, and the document's
+    `version` counts the events applied (its `events`), so writes still never move it back
+    (docs/adopting.md, "Logs without versions")."""
+
+    def fold(events: list[Doc], state: Doc | None) -> Doc:
+        folded = proj.fold(events, state)
+        folded["version"] = folded["events"]
+        return folded
+
+    return fold
 
 
 def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
@@ -551,11 +571,12 @@ def _apply_chunk(
     proj, part = plan.projection, plan.part
     by_stream: dict[str, list[Doc]] = {}
     newest = report.last_event_ts
+    versioned = store.fieldmap.versioned
     for event in chunk:
         ts = event.get("ts")
         if isinstance(ts, datetime) and ts < plan.next_since:
             report.counted += 1
-        problem = event_problem(event)
+        problem = event_problem(event, versioned)
         if problem is not None:
             report.skipped.add(event, problem)
             continue
@@ -581,7 +602,10 @@ def update_streams(
     """Apply each stream's new events (valid ones, of this part) onto its stored document."""
     stored = db.find_documents(store, proj.collection, list(by_stream)) if by_stream else {}
     from_log: list[str] = []  # streams whose documents are refolded from the log
-    for stream, events in by_stream.items():
+    versioned = store.fieldmap.versioned
+    if not versioned:
+        _update_unversioned(store, proj, by_stream, stored, writer, report, from_log)
+    for stream, events in by_stream.items() if versioned else ():
         old = writer.preview_of(stream) or stored.get(stream)
         base = old if old is not None and proj.is_state(old) else None
         applied = base["version"] if base is not None else 0
@@ -608,11 +632,53 @@ def update_streams(
     if from_log:
         ignored = RebuildReport(mode="incremental")  # counted once, in the window
         for stream, state in fold_streams(
-            proj, db.read_streams(store, from_log, proj.types), ignored, lambda n: None
+            proj,
+            db.read_streams(store, from_log, proj.types),
+            ignored,
+            lambda n: None,
+            versioned=versioned,
         ):
             report.streams += 1
             report.applied += state["events"]
             writer.put(stream, state, writer.preview_of(stream) or stored.get(stream))
+
+
+def _update_unversioned(
+    store: Store,
+    proj: Projection,
+    by_stream: dict[str, list[Doc]],
+    stored: dict[Any, Doc],
+    writer: Writer,
+    report: RebuildReport,
+    from_log: list[str],
+) -> None:
+    """`update_streams` on a log without versions, where a stream's order is (ts, id).
+
+    A document's events are those up to its `updated_at` (the ts of the last one applied). When
+    every event of the stream in the window is after it, those are exactly the events it lacks:
+    an event it lacks with an older ts would be in the window too (it was published after the
+    checkpoint's run, and one behind the checkpoint turns the run into a full one, by count).
+    Otherwise (an event at or before its ts: read again, or landed late) the stream is refolded
+    from the log, as is a stream without a document of this fold (its earlier events may lie
+    before the window). Either way it equals the full rebuild's fold.
+    """
+    order = store.fieldmap.order_key
+    fold = _unversioned_fold(proj)
+    for stream, events in by_stream.items():
+        old = writer.preview_of(stream) or stored.get(stream)
+        base = old if old is not None and proj.is_state(old) else None
+        last = base.get("updated_at") if base is not None else None
+        if not isinstance(last, datetime):
+            from_log.append(stream)
+            continue
+        last = aware(last)
+        if any(aware(e["ts"]) <= last for e in events):
+            from_log.append(stream)
+            continue
+        fresh = sorted(events, key=order)
+        report.streams += 1
+        report.applied += len(fresh)
+        writer.put(stream, fold(fresh, base), old)
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -876,11 +942,11 @@ class Follower:
 
     def _deliver(self, change: Any) -> None:
         """One change of the log: apply it if it is an event of this projection and part."""
-        event = change.doc
+        event = change.doc  # a canonical event (a `Canonical` on a mapped log)
         if change.op != "insert" or event is None:
             return
         self.live.events += 1
-        problem = event_problem(event)
+        problem = event_problem(event, self.store.fieldmap.versioned)
         if problem is not None:
             ts = event.get("ts")
             if isinstance(ts, datetime) and aware(ts) < self.started:

@@ -35,7 +35,9 @@ from evstream.events import (
     event_from_plain,
     iter_lines,
     redact_event,
+    unwrap_change,
 )
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.interrupts import CTRL_C
 from evstream.reporting import Progress, ignore, no_progress
 from evstream.runtime import fewer_collections
@@ -49,6 +51,7 @@ from evstream.storage import (
     now_utc,
 )
 from evstream.storage.codec import loads, loads_plain
+from evstream.storage.log import no_versions
 
 BATCH_SIZE = 1000
 # The longest an event read from a pipe waits for its batch to fill before it is stored
@@ -74,13 +77,21 @@ Refusal = Callable[[EventInput, str], str | None]
 
 
 def parse_line(
-    raw: bytes | None, line: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+    raw: bytes | None,
+    line: int,
+    refuse: Refusal | None = None,
+    *,
+    keep_secrets: bool = False,
+    fieldmap: FieldMap | None = None,
 ) -> EventInput | None:
     """One NDJSON line to a validated event (None for a blank line).
 
     `refuse` names values the server cannot store, so they count as bad lines before anything
     is written. A copy of a stored event whose secrets `watch` masked is a bad line unless
-    `keep_secrets` (evstream.events.check_copy)."""
+    `keep_secrets` (evstream.events.check_copy). On a mapped log (`fieldmap`, else the map of
+    the store `refuse` belongs to) a line may be a stored document of the map's shape (a copy,
+    `watch -o json`): it is read through the map, and kept whole (docs/adopting.md)."""
+    fm = fieldmap or map_of(refuse)
     text = decode_line(raw, line)
     if text is None:
         return None
@@ -91,9 +102,17 @@ def parse_line(
             obj = loads(text)
         except ValueError as exc:
             raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
-        event = event_from_object(obj, line=line)
+        if fm.shaped and isinstance(obj, dict):
+            inner = unwrap_change(obj) if "op" in obj else obj
+            if isinstance(inner, dict) and fm.looks_stored(inner):
+                fields, rest = fm.split_stored(inner)
+                event = event_from_object(fields, line=line, copy_extra=rest)
+        if event is None:
+            event = event_from_object(obj, line=line)
+    if not fm.versioned and event.expected_version is not None:
+        raise no_versions(event, fm)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
-        check_size(build_document(event, 1, now_utc()), line)
+        check_size(build_document(event, 1, now_utc(), fm), line)
     if refuse is not None:
         reason = refuse(event, text)
         if reason:
@@ -101,6 +120,12 @@ def parse_line(
     if not keep_secrets:
         check_copy(event)
     return event
+
+
+def map_of(refuse: Refusal | None) -> FieldMap:
+    """The field map of the store whose `unstorable` is `refuse` (the default map without)."""
+    fm = getattr(getattr(refuse, "__self__", None), "fieldmap", None)
+    return fm if isinstance(fm, FieldMap) else DEFAULT
 
 
 SORT_ADVICE = (
@@ -241,6 +266,7 @@ def validate_all(
     """
     first: InvalidEvent | None = None
     bad = 0
+    fm = map_of(refuse)  # once, not per line
     order = VersionOrder()
     checked = Checked([])
     read = 0
@@ -248,7 +274,7 @@ def validate_all(
         size = len(raw) if raw is not None else LINE_LIMIT
         progress(size)
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:
@@ -431,6 +457,7 @@ def publish_events(
     hooks = hooks or Hooks()
     report = report or PublishReport()
     writer = _BatchWriter(Appender(store), report)
+    fm = store.fieldmap
     started = time.perf_counter()
     batch: list[EventInput] = []
     due = float("inf")  # when the batch must be sent, whether full or not
@@ -462,7 +489,7 @@ def publish_events(
                     if batch_wait is not None:
                         due = clock() + batch_wait
                 # Built here, beside the parsing, so the writer thread only assigns versions.
-                event.stored = build_document(event, 0, ts)
+                event.stored = build_document(event, 0, ts, fm)
                 batch.append(event)
                 if len(batch) >= batch_size or (batch_wait is not None and clock() >= due):
                     writer.submit(batch)
@@ -598,13 +625,14 @@ def _events(
     """(bytes read, event or None) for each line (numbered from `first_line`); bad lines raise
     unless skipped."""
     order = VersionOrder()
+    fm = map_of(refuse)  # once, not per line
     for number, raw in iter_lines(source, first=first_line):
         if raw is IDLE:
             yield IDLE_ITEM
             continue
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:

@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
 from evstream.events import TS_DISORDER, canonical_text, part_of_change
+from evstream.fieldmap import DEFAULT, Canonical, FieldMap
 from evstream.interrupts import CTRL_C
 from evstream.liveness import Pulse
 from evstream.runtime import fewer_collections
@@ -203,11 +204,13 @@ class WatchOptions:
     idle_timeout: float | None = None
     poll: bool = False  # follow the log by polling even where change streams work
     follow: bool = True  # False (--no-follow): what matches up to now, then exit 0
+    # The event log's collection (the field map's, docs/adopting.md): the Watcher sets it.
+    log_collection: str = EVENTS
 
     @property
     def is_log(self) -> bool:
         """Whether the watched collection is the event log."""
-        return self.collection == EVENTS
+        return self.collection == self.log_collection
 
     def filters(self) -> dict[str, list[str]]:
         """The filters, as saved with a checkpoint."""
@@ -504,15 +507,16 @@ def list_checkpoints(store: Store) -> list[dict[str, Any]]:
     return _list_checkpoints(store)
 
 
-def change_match(options: WatchOptions) -> dict[str, Any]:
-    """--op, --type and --stream as a change stream's $match (empty: no filter)."""
+def change_match(options: WatchOptions, fm: FieldMap = DEFAULT) -> dict[str, Any]:
+    """--op, --type and --stream as a change stream's $match (empty: no filter), on the map's
+    paths."""
     match: dict[str, Any] = {}
     if options.ops:
         match["operationType"] = {"$in": list(options.ops)}
     if options.types:
-        match["fullDocument.type"] = {"$in": list(options.types)}
+        match[f"fullDocument.{fm.type}"] = {"$in": list(options.types)}
     if options.streams:
-        match["fullDocument.stream"] = {"$in": list(options.streams)}
+        match[f"fullDocument.{fm.stream}"] = {"$in": list(options.streams)}
     return match
 
 
@@ -537,6 +541,11 @@ class Watcher:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
+        log = store.log_name
+        if options.log_collection != log:
+            # `watch` with no collection named follows the log, wherever the map keeps it.
+            collection = log if options.collection == EVENTS else options.collection
+            options = replace(options, collection=collection, log_collection=log)
         self.options = options
         self.hooks = hooks
         self.clock = clock
@@ -595,7 +604,7 @@ class Watcher:
             )
         self.fields = key_fields(self.store, opts.collection)
         if self.ledger is not None:
-            self.ledger.fields = self.fields
+            self.ledger.fields = self._event_fields()
         saved = None
         if opts.checkpoint is not None:
             if not opts.checkpoint.strip() or len(opts.checkpoint) > 200:
@@ -660,11 +669,20 @@ class Watcher:
         }
         self.resumed_from = saved.get("updated_at")
         if opts.is_log:
-            self.ledger = Ledger.from_snapshot(saved, fields=self.fields)
+            self.ledger = Ledger.from_snapshot(saved, fields=self._event_fields())
             self.needs_read = True
         else:
             self.token = saved.get("token")
             self.position_ts = saved.get("position_ts")
+
+    def _event_fields(self) -> tuple[str, ...]:
+        """The document key's fields as a canonical event names them (a log sharded on a
+        mapped stream path: `stream`), for the ledger, which reads canonical events."""
+        fm = self.store.fieldmap
+        if self.fields == ID_ONLY or not fm.translates:
+            return self.fields
+        canonical = {path: name for name, path in fm.paths().items()}
+        return tuple(canonical.get(name, name) for name in self.fields)
 
     def _baseline(self) -> None:
         """--from now on the log: remember what is already there near now, shown or not.
@@ -675,7 +693,7 @@ class Watcher:
         assert self.ledger is not None
         origin = utcnow() - self.ledger.margin
         self.ledger.origin = origin
-        fields = {name: 1 for name in (*self.fields, "ts")}
+        fields = {name: 1 for name in (*self._event_fields(), "ts")}
         for doc in LogRead(self.store, self.options.filters(), origin, projection=fields):
             self.ledger.admit_read(doc)
 
@@ -818,7 +836,7 @@ class Watcher:
     # --- change streams ---
 
     def _open(self) -> ChangeFeed:
-        match = change_match(self.options)
+        match = change_match(self.options, self.store.fieldmap)
         pipeline = self.store.watch_pipeline(match, INVALIDATING_OPS)
         resume = self.token if not self.options.is_log else None
         rereads = self.ledger is not None  # the log is read again after an interruption
@@ -1043,8 +1061,9 @@ class Watcher:
                 self.shown_by_read += 1
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
-                key = {name: doc.get(name) for name in self.fields}
-                change = Change("insert", EVENTS, key, doc, when)
+                stored = doc.stored if type(doc) is Canonical else doc
+                key = {name: stored.get(name) for name in self.fields}
+                change = Change("insert", self.options.collection, key, doc, when)
                 entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
                 if self.polling:
                     self.shown_lately.add(self.ledger.position(doc)[1])
@@ -1140,10 +1159,11 @@ class Watcher:
             self._warn_late(doc)
             ts = doc.get("ts")
             when = ts if isinstance(ts, datetime) else None
-            key = {name: doc.get(name) for name in self.fields}
+            stored = doc.stored if type(doc) is Canonical else doc
+            key = {name: stored.get(name) for name in self.fields}
             entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
             self.shown_lately.add(pos[1])
-            self._deliver(Change("insert", EVENTS, key, doc, when), entry)
+            self._deliver(Change("insert", self.options.collection, key, doc, when), entry)
 
     def _warn_late(self, doc: Mapping[str, Any]) -> None:
         if self.warned_late or type(doc.get("ts")) is not datetime:
@@ -1332,14 +1352,17 @@ class PartOwner:
     projection's), a document's `_id` is its stream.
     """
 
-    def __init__(self, part: tuple[int, int], remember: int = REMEMBERED_STREAMS) -> None:
+    def __init__(
+        self, part: tuple[int, int], remember: int = REMEMBERED_STREAMS, log: str = EVENTS
+    ) -> None:
         self.part = part
+        self.log = log  # the event log's collection (the field map's, docs/adopting.md)
         self.remember = remember
         self.streams: dict[str, Any] = {}  # an event's _id (as text) → its stream, oldest first
 
     def owns(self, change: Change) -> bool:
         """Whether `change` is this part's; remembers the stream of a change with a document."""
-        if change.collection != EVENTS:  # a projection's documents: keyed by their stream
+        if change.collection != self.log:  # a projection's documents: keyed by their stream
             return part_of_change(self.part[1], change.key, change.doc, log=False) == self.part[0]
         ident = change.key.get("_id")
         mark = ident if type(ident) is str else "\0" + canonical_text(ident)
@@ -1385,9 +1408,11 @@ def delivery_hooks(
     notice: Callable[[str], None] = lambda message: None,
     warning: Callable[[str], None] = lambda message: None,
     written: Callable[[], None] = lambda: None,
+    log: str = EVENTS,
 ) -> Hooks:
     """Where a watch's changes go: each to `show` (printed; or handed to `executor`, which
-    acknowledges them a batch at a time); with `part`, only that part's (`PartOwner`)."""
+    acknowledges them a batch at a time); with `part`, only that part's (`PartOwner`; `log`:
+    the event log's collection)."""
     if executor is None:
         pending: Callable[[], bool] = lambda: False  # noqa: E731
     else:
@@ -1395,7 +1420,7 @@ def delivery_hooks(
     deliver = show
     others = [0]  # changes of other parts, handed over and passed by
     if part is not None:
-        owner = PartOwner(part)
+        owner = PartOwner(part, log=log)
 
         def deliver(change: Change) -> bool | None:
             if not owner.owns(change):

@@ -20,6 +20,8 @@ from typing import IO, TYPE_CHECKING, Any
 from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
 
+from evstream.fieldmap import Canonical
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -82,7 +84,10 @@ def json_line(doc: Mapping[str, Any]) -> str:
     The same bytes as json_util.dumps, several times faster: json_util.dumps first copies the
     whole document in Python, while here the C encoder walks it and only BSON types (dates,
     ObjectIds …) go through `_bson_default`. Anything unusual (NaN, sets …) takes json_util.
+    A canonical event read through a field map prints as stored (docs/adopting.md).
     """
+    if type(doc) is Canonical:
+        doc = doc.stored
     try:
         return _encode(doc)
     except (TypeError, ValueError, RecursionError):

@@ -156,10 +156,6 @@ def test_the_app_writes_its_own_shape_and_its_change_stream_sees_it(
     assert app.saw("change: insert login alice")
 
 
-@pytest.mark.xfail(
-    reason="needs the [log] field map (branch fieldmap): remove this marker when it is merged",
-    strict=True,
-)
 def test_the_listener_keeps_sessions_up_to_date_and_watch_shows_the_logins(
     started: dict[str, Any], db: Any
 ) -> None:

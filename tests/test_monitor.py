@@ -19,7 +19,7 @@ from evstream.monitor import Monitor, Thresholds, consumer_findings
 from evstream.settings import Settings
 from evstream.storage import connect
 
-BEAT = "0.2"  # EVSTREAM_HEARTBEAT for these consumers: dead after 1.2 s of silence
+BEAT = "0.5"  # EVSTREAM_HEARTBEAT for these consumers: dead after 3 s of silence
 
 
 @pytest.fixture

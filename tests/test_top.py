@@ -22,7 +22,7 @@ from conftest import Cli
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_for
 
-BEAT = "0.2"  # the consumers' heartbeat here: dead after 1.2 s of silence
+BEAT = "0.5"  # the consumers' heartbeat here: dead after 3 s of silence
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 
 

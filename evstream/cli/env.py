@@ -38,12 +38,15 @@ class Env:
             self._output = Output(self.settings.output, quiet=self.settings.quiet)
         return self._output
 
-    def store(self) -> "Store":
-        """Connect (starting the embedded dev store if no URI is configured)."""
+    def store(self, *, verify: bool = True) -> "Store":
+        """Connect (starting the embedded dev store if no URI is configured); `verify`: refuse
+        a field map whose paths the log's documents lack (`evstream init` asks without)."""
         if self._store is None:
             from evstream.storage import connect
 
-            self._store = connect(self.settings, self.output.notice, self.output.warning)
+            self._store = connect(
+                self.settings, self.output.notice, self.output.warning, verify=verify
+            )
         return self._store
 
     def close(self, *, interrupted: bool = False) -> None:

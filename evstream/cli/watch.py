@@ -146,6 +146,14 @@ def watch(
         ),
     ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
+    canonical: Annotated[
+        bool,
+        typer.Option(
+            "--canonical",
+            help="JSON output: a mapped log's events as canonical events (_id, stream, version, "
+            "type, data, meta, ts), not as stored (docs/adopting.md).",
+        ),
+    ] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
 
@@ -219,11 +227,18 @@ def watch(
         store = env.store()
         if checkpoint is not None:
             check_parts(checkpoint, part, checkpoint_names(store))
-        printer = ChangePrinter(env.output, show_secrets=show_secrets, full=full)
+        printer = ChangePrinter(
+            env.output, show_secrets=show_secrets, full=full, canonical=canonical
+        )
         out = env.output
         if exec_command is None:
             hooks = delivery_hooks(
-                printer, part=part, notice=out.notice, warning=out.warning, written=printer.written
+                printer,
+                part=part,
+                notice=out.notice,
+                warning=out.warning,
+                written=printer.written,
+                log=store.log_name,
             )
         else:
             executor = exec_handler(store, exec_options, notice=out.notice)
@@ -233,7 +248,12 @@ def watch(
                 return executor.add(handler_line(change, show_secrets=show_secrets), ident)
 
             hooks = delivery_hooks(
-                hand_over, part=part, executor=executor, notice=out.notice, warning=out.warning
+                hand_over,
+                part=part,
+                executor=executor,
+                notice=out.notice,
+                warning=out.warning,
+                log=store.log_name,
             )
             executor.beat = lambda: hooks.beat()  # the watch's liveness while CMD runs
         try:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 from pymongo import MongoClient, uri_parser
 
 from evstream.errors import InvalidInput, ServerUnreachable
+from evstream.fieldmap import FieldMap, from_table
 from evstream.settings import Settings, mask_uri, scrub
 from evstream.storage.errors import translate_errors
 from evstream.storage.mongo import ConnectionLosses, MongoStore
@@ -76,16 +78,39 @@ def refused_at_once(hosts: list[tuple[str, int | None]], timeout: float) -> str 
     return None
 
 
+# A `[log]` table as JSON, for tests and scripts that have no config file to put it in.
+LOG_MAP_ENV = "EVSTREAM_LOG_MAP"
+
+
+def settings_map(settings: Settings) -> FieldMap:
+    """The field map of the settings' `[log]` table (else of $EVSTREAM_LOG_MAP, a JSON table),
+    validated: InvalidInput naming the file on a bad one."""
+    table, source = settings.log, settings.log_source
+    if table is None and os.environ.get(LOG_MAP_ENV):
+        try:
+            table = json.loads(os.environ[LOG_MAP_ENV])
+        except ValueError as exc:
+            raise InvalidInput(f"${LOG_MAP_ENV} is not a JSON object: {exc}") from None
+        source = f"${LOG_MAP_ENV}"
+    return from_table(table, source)
+
+
 def connect(
     settings: Settings,
     notice: Callable[[str], None],
     warning: Callable[[str], None] | None = None,
+    *,
+    verify: bool = True,
 ) -> MongoStore:
     """Open the configured store (or the embedded dev store), choosing the adapter for it.
 
     `warning` gets what is said even with --quiet (TCP opened by an auto-start); else `notice`.
+    The field map (`settings.log`, docs/adopting.md) is checked before anything is reached: a
+    bad `[log]` table is a usage error naming its file (exit 2); with `verify`, so is one whose
+    paths the log's newest documents do not have (`evstream init` asks without).
     """
     check_db_name(settings.db)
+    fieldmap = settings_map(settings)
     embedded = settings.uri is None
     if embedded:
         from evstream.embedded import DevStore
@@ -143,7 +168,17 @@ def connect(
         version=str(info["version"]) if info.get("version") else None,
         timeout_s=timeout / 1000,
         losses=losses,
+        fieldmap=fieldmap,
     )
+    if verify and fieldmap.shaped:
+        from evstream.storage.log import verify_map
+
+        try:
+            with translate_errors(uri):
+                verify_map(store)
+        except BaseException:
+            store.close()
+            raise
     if not embedded and settings.verbose:  # not on every command: it clutters scripts
         notice(f"using {description}, database {settings.db}")
     return store

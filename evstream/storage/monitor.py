@@ -75,7 +75,7 @@ def lag_after(
 ) -> int | None:
     """Events (with a watch's filters or a projection's types) after (ts, ident), at most
     `cap`; None where that cannot be counted cheaply."""
-    query = log_query(filters) if filters else type_filter(types)
+    query = log_query(filters, store.fieldmap) if filters else type_filter(types, store)
     with translate_errors(store.uri):
         return store.count_log_after_capped(query, ts, ident, cap, size=size)
 
