@@ -108,9 +108,12 @@ def test_top_shows_consumers_live_then_one_dead_after_kill_9_and_q_quits(cli: Cl
     victim = consumer(cli, "victim")
     screen = Screen(cli, "--interval", "0.2")
     try:
-        row = re.compile(r"(live|idle)\s+watch\s+victim\b")
-        wait_for(lambda: row.search(screen.text()), 60, "the victim to appear alive in top")
-        assert re.search(r"(live|idle)\s+watch\s+steady\b", screen.text())
+        rows = [re.compile(rf"(live|idle)\s+watch\s+{name}\b") for name in ("victim", "steady")]
+        wait_for(
+            lambda: all(row.search(screen.text()) for row in rows),
+            60,
+            "both consumers to appear alive in top",
+        )
         assert "q quits" in screen.text() and "log" in screen.text()
         mark = len(screen.raw)
         victim.kill()
