@@ -29,6 +29,8 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 # How long CMD may take to exit once its stdin is closed after a timeout or a second Ctrl-C.
 KILL_GRACE = 2.0
+# While CMD runs, the watch's heartbeat is offered a turn this often (seconds).
+BEAT_EVERY = 0.25
 
 
 class ExecFailed(EvstreamError):
@@ -106,8 +108,12 @@ class Executor:
         dead_letter: Callable[[list[str], list[Any], Attempt, int], None],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
         self.options = options
+        # Called about every BEAT_EVERY seconds while CMD runs, and before a retry's wait: the
+        # watch's liveness keeps coming while a long batch runs (docs/operating.md).
+        self.beat = beat
         self.stderr = stderr
         self.notice = notice
         self.dead_letter = dead_letter
@@ -116,6 +122,7 @@ class Executor:
         self.batch = Batch()
         self.delivered = 0  # changes acknowledged
         self.dead = 0  # changes dead-lettered
+        self.retries = 0  # runs of CMD on a batch that had failed before
 
     @property
     def pending(self) -> bool:
@@ -149,12 +156,14 @@ class Executor:
             if last.ok:
                 break
             if attempt < attempts:
+                self.retries += 1
                 delay = self.options.backoff * 2 ** (attempt - 1)
                 delay = min(delay, RETRY_MAX) * random.uniform(0.8, 1.2)
                 self.notice(
                     f"--exec: batch of {len(batch)} failed ({last.reason}); "
                     f"attempt {attempt + 1} of {attempts} in {delay:.1f} s"
                 )
+                self.beat()
                 self.sleep(delay)
         if not last.ok:
             if self.options.on_failure == "stop":
@@ -209,23 +218,29 @@ class Executor:
             env=self.environment(batch, attempt),
             start_new_session=True,
         )
-        CTRL_C.on_hold = lambda: self.notice(
-            "--exec: letting the running command finish (Ctrl-C again stops it)"
-        )
         last = [""]
-        relay = threading.Thread(target=self._relay, args=(proc.stderr, last), daemon=True)
-        relay.start()
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, batch.lines), daemon=True)
-        feeder.start()
-        try:
+        threads: list[threading.Thread] = []
+        try:  # from here on a KeyboardInterrupt stops CMD, even one before it is waited for
+            CTRL_C.on_hold = lambda: self.notice(
+                "--exec: letting the running command finish (Ctrl-C again stops it)"
+            )
+            threads.append(
+                threading.Thread(target=self._relay, args=(proc.stderr, last), daemon=True)
+            )
+            threads.append(
+                threading.Thread(target=_feed, args=(proc.stdin, batch.lines), daemon=True)
+            )
+            for thread in threads:
+                thread.start()
             code = self._wait(proc)
         except KeyboardInterrupt:
             _kill(proc)
             raise
         finally:
             CTRL_C.on_hold = None
-            feeder.join(KILL_GRACE)
-            relay.join(KILL_GRACE)
+            for thread in threads:
+                if thread.ident is not None:  # started
+                    thread.join(KILL_GRACE)
         if code is None:
             return Attempt(False, f"timed out after {self.options.timeout:g} s", last[0])
         if code == 0:
@@ -240,13 +255,19 @@ class Executor:
         The watcher runs this holding Ctrl-C (evstream.interrupts): a first Ctrl-C waits for
         CMD to finish, a second one raises KeyboardInterrupt here and `run` stops CMD.
         """
-        if self.options.timeout is None:
-            return proc.wait()  # a signal handler still runs here (PEP 475)
-        try:
-            return proc.wait(timeout=self.options.timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return None
+        timeout = self.options.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = BEAT_EVERY
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    _kill(proc)
+                    return None
+            try:
+                return proc.wait(timeout=step)  # a signal handler still runs here (PEP 475)
+            except subprocess.TimeoutExpired:
+                self.beat()
 
     def _relay(self, stream: IO[bytes] | None, last: list[str]) -> None:
         if stream is None:
@@ -300,6 +321,14 @@ def partition_checkpoint(name: str, partition: tuple[int, int] | None) -> str:
 
 
 _PART = re.compile(r"^(?P<name>.*) part (?P<i>\d+) of (?P<n>\d+)$")
+
+
+def split_part(checkpoint: str) -> tuple[str, str | None]:
+    """A checkpoint's name and part: 'mailer part 2 of 4' -> ('mailer', '2/4')."""
+    match = _PART.match(checkpoint)
+    if match is None:
+        return checkpoint, None
+    return match["name"], f"{match['i']}/{match['n']}"
 
 
 def check_parts(name: str, partition: tuple[int, int] | None, existing: list[str]) -> None:

@@ -154,6 +154,16 @@ def checkpoints_info(store: Store) -> dict[str, Any]:
     )
 
 
+def consumers_info(store: Store) -> dict[str, Any]:
+    """Every consumer and projection with its liveness, state and lag (evstream.monitor)."""
+    return _optional(
+        "evstream.monitor",
+        "consumer_rows",
+        store,
+        lambda v: {"items": [dict(item) for item in v or []]},
+    )
+
+
 def _optional(
     module: str, function: str, store: Store, shape: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -246,6 +256,7 @@ def gather(
     status["projection"] = projection_info(store)
     status["projections"] = projections_info(store)
     status["checkpoints"] = checkpoints_info(store)
+    status["consumers"] = consumers_info(store)
     status["dead_letters"] = dead_letter_counts(store) if DEAD_LETTERS in names else {}
     if edges is None or activity is None:
         status["activity"] = None

@@ -12,6 +12,7 @@ projection or asks which server it talks to.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from evstream.errors import EvstreamError
 from evstream.events import TS_DISORDER, UNSORTED, Skipped, event_problem, part_of_stream
 from evstream.interrupts import CTRL_C
+from evstream.liveness import Pulse
 from evstream.projections import Projection, builtin_projection
 from evstream.reporting import Progress, Status, ignore, no_progress, no_status
 from evstream.storage import Store, ensure_indexes, now_utc
@@ -110,6 +112,7 @@ class RebuildReport:
     last_event_ts: datetime | None = None
     skipped: Skipped = field(default_factory=Skipped)
     counted: int = 0  # events read with a ts before the plan's next_since
+    checkpoint: Doc | None = field(default=None, repr=False)  # the one saved, if any
 
     @property
     def written(self) -> int:
@@ -298,8 +301,10 @@ def rebuild(
     batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
     count_not_events: bool = True,
+    extra: Callable[[], Doc] | None = None,
 ) -> RebuildReport:
-    """Carry out a plan; then, unless it is a dry run, save the checkpoint.
+    """Carry out a plan; then, unless it is a dry run, save the checkpoint (with `extra()`'s
+    fields, a follower's liveness, in it).
 
     An incremental run counts the log's documents that are not events with one more query
     (a full run counts them as it reads), unless `count_not_events` is False (a follower's
@@ -345,7 +350,8 @@ def rebuild(
         ) from None
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
-        db.save_checkpoint(store, _checkpoint(plan, report))
+        report.checkpoint = {**_checkpoint(plan, report), **(extra() if extra else {})}
+        db.save_checkpoint(store, report.checkpoint)
     return report
 
 
@@ -843,6 +849,10 @@ class Follower:
         self.saved_at = clock()
         self.checkpoints = 0
         self.started = now_utc() - TS_DISORDER  # set again by `run`
+        # Liveness (docs/operating.md): in every checkpoint the follower saves, and the last
+        # one written again with fresh liveness every heartbeat in between.
+        self.pulse = Pulse("follow", clock=clock)
+        self.saved_doc: Doc | None = None
 
     def catch_up(self, *, first: bool = False) -> RebuildReport:
         """An incremental run (a full one when it must be, saying why); saves the checkpoint.
@@ -858,7 +868,13 @@ class Follower:
         )
         if plan.reason:
             self.notice(f"rebuilding in full: {plan.reason}")
-        report = rebuild(self.store, plan, count_not_events=first)
+        report = rebuild(
+            self.store,
+            plan,
+            count_not_events=first,
+            extra=lambda: {"liveness": self._liveness()},
+        )
+        self.saved_doc = report.checkpoint
         self.since = plan.next_since
         self.saved_at = self.clock()
         self.checkpoints += 1
@@ -884,6 +900,7 @@ class Follower:
             notice=self.notice,
             warning=self.warning,
             late="it is applied now (once: an event applied before changes nothing)",
+            tick=self._beat,
         )
         # Documents that are not events from before this start were the catch-up's to report.
         self.started = now_utc() - TS_DISORDER
@@ -892,12 +909,37 @@ class Follower:
             Watcher(self.store, options, hooks).run()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: save the checkpoint, then say so
             stopped = True
+        except Exception as exc:
+            self._last_beat("failed", getattr(exc, "message", None) or str(exc))
+            raise
         if self.live.events:
             self.catch_up()  # the checkpoint, for status and the next --incremental
+        self._last_beat("stopped")
         report = FollowReport(first, self.live, self.checkpoints)
         if stopped:
             raise CTRL_C.stopped(follow_stopped_line(self.projection.name, report))
         return report
+
+    def _liveness(self, state: str = "running", error: str | None = None) -> Doc:
+        pulse = self.pulse
+        pulse.handled = self.live.applied
+        pulse.position = self.live.last_event_ts
+        return pulse.record(state, error)
+
+    def _beat(self) -> None:
+        """Every heartbeat: the last checkpoint again, with fresh liveness (the same position:
+        what an incremental run saved, never more)."""
+        if self.saved_doc is not None and self.pulse.due():
+            self.saved_doc = {**self.saved_doc, "liveness": self._liveness()}
+            db.save_checkpoint(self.store, self.saved_doc)
+
+    def _last_beat(self, state: str, error: str | None = None) -> None:
+        """On the way out: the liveness says how the follower ended (best effort, bounded)."""
+        if self.saved_doc is None:
+            return
+        with contextlib.suppress(Exception), self.store.quickly():
+            self.saved_doc = {**self.saved_doc, "liveness": self._liveness(state, error)}
+            db.save_checkpoint(self.store, self.saved_doc)
 
     def _deliver(self, change: Any) -> None:
         """One change of the log: apply it if it is an event of this projection and part."""

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 DEFAULT_DB = "evstream"
-OUTPUT_MODES = ("auto", "pretty", "json")
+OUTPUT_MODES = ("auto", "pretty", "json", "prometheus")  # prometheus: status only
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from evstream.errors import EvstreamError, ExitCode, InvalidInput
 from evstream.events import TS_DISORDER, canonical_text, part_of_change
 from evstream.fieldmap import DEFAULT, Canonical, FieldMap
 from evstream.interrupts import CTRL_C
+from evstream.liveness import Pulse
 from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
 from evstream.storage.changes import (
@@ -298,6 +299,15 @@ class Hooks:
     # Whether the consumer asks the watch to end (the Python API's `follow` being closed):
     # looked at wherever the watch checks --idle-timeout, a normal end like it.
     stopped: Callable[[], bool] = lambda: False
+    # What the consumer counts itself for its liveness (docs/operating.md), given how many
+    # changes were handed to `deliver`: handled, retries, dead_letters; None: those changes.
+    figures: Callable[[int], Mapping[str, int]] | None = None
+    # Called between changes and while quiet, at least every quarter second (a follower's
+    # heartbeat rides on it).
+    tick: Callable[[], None] = lambda: None
+    # Set by the watch: its heartbeat, for a consumer that holds the watch up for long (a
+    # running --exec CMD) to call now and then.
+    beat: Callable[[], None] = lambda: None
     # What happens to an event that lands late, for the warning that says so.
     late: str = "it is shown, and may have been shown before"
 
@@ -573,6 +583,11 @@ class Watcher:
         self.next_late_look = 0.0
         self.shown_lately: set[tuple[int, Any]] = set()
         self.shown_before: set[tuple[int, Any]] = set()
+        # Liveness (docs/operating.md): carried by every checkpoint document written, and
+        # written alone (the last document again) every heartbeat while nothing else is.
+        self.pulse: Pulse | None = Pulse("watch", clock=clock) if options.checkpoint else None
+        self.saved_doc: dict[str, Any] | None = None
+        hooks.beat = self._beat_quietly
 
     # --- setup ---
 
@@ -704,9 +719,10 @@ class Watcher:
                 self.hooks.written()
             self._finish()
             raise
-        except Exception:
+        except Exception as exc:
             with contextlib.suppress(OSError):  # what was printed still reaches its reader
                 self.hooks.written()
+            self._failed(exc)
             raise
         return self.count
 
@@ -723,18 +739,28 @@ class Watcher:
 
         Changes still waiting for a consumer's acknowledgement are not saved: after a restart
         they are delivered again."""
-        if self._checkpoint_base is None or self.hooks.pending():
+        if self._checkpoint_base is None:
             return
         try:
             # Bounded: Ctrl-C in an outage must not wait out server selection (30 s) for a
             # write that only tidies up.
             with self.store.quickly():
-                if self.dirty:
-                    self._save()
-                if self.ledger is not None and self.saved_since:
-                    self._write_checkpoint()
+                if not self.hooks.pending():
+                    if self.dirty:
+                        self._save()
+                    if self.ledger is not None and self.saved_since:
+                        self._write_checkpoint()
+                self._heartbeat("stopped")
         except Exception:  # noqa: BLE001 - best effort: every printed change was saved already
             pass
+
+    def _failed(self, exc: BaseException) -> None:
+        """On the way out on an error: the liveness says so (best effort, bounded)."""
+        if self.pulse is None or self.saved_doc is None:
+            return
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        with contextlib.suppress(Exception), self.store.quickly():
+            self._heartbeat("failed", str(message))
 
     def _run(self) -> None:
         try:
@@ -900,6 +926,7 @@ class Watcher:
                         self._handle(change)
                         if self.handover is not None:  # else nothing for _passed to end
                             self._passed(change)
+                    self._beat()
                     continue
                 if item is None or isinstance(item, Caught):
                     if isinstance(item, Caught):
@@ -911,6 +938,7 @@ class Watcher:
                     if self.ledger is not None:
                         self.ledger.tidy()
                     self._look()
+                    self._beat()
                     if (
                         self.options.checkpoint
                         and not self.options.is_log
@@ -1093,6 +1121,7 @@ class Watcher:
                 self.hooks.written()
                 self._flush()
                 self._look()
+                self._beat()
                 self.sleep(poll_pause(now - idle_since))
 
     def _late_in_poll(self, *, first: bool = False) -> None:
@@ -1213,7 +1242,7 @@ class Watcher:
         doc = dict(self._checkpoint_base)
         doc["token"] = self.token
         doc["position_ts"] = self.position_ts
-        save_checkpoint(self.store, doc)
+        self._store_checkpoint(doc)
         self.dirty = False
 
     def _write_checkpoint(self) -> None:
@@ -1224,11 +1253,67 @@ class Watcher:
         assert self.ledger is not None and self._checkpoint_base is not None
         snap = self.ledger.snapshot()
         doc = {**self._checkpoint_base, **{k: v for k, v in snap.items() if k != "recent"}}
-        save_checkpoint(self.store, doc)
+        self._store_checkpoint(doc)
         if snap["settled"] is not None:
             forget_below(self.store, doc["_id"], snap["settled"]["ts"])
         self.saved_since = 0
         self.written_at = self.clock()
+
+    # --- liveness ---
+
+    def _store_checkpoint(self, doc: dict[str, Any]) -> None:
+        """Save a checkpoint document with the watch's liveness in it."""
+        if self.pulse is not None:
+            self._count_into(self.pulse)
+            doc["liveness"] = self.pulse.record()
+        save_checkpoint(self.store, doc)
+        self.saved_doc = doc
+
+    def _count_into(self, pulse: Pulse) -> None:
+        figures = self.hooks.figures(self.count) if self.hooks.figures is not None else None
+        if figures is None:
+            pulse.handled = self.count
+            return
+        pulse.handled = int(figures.get("handled", self.count))
+        pulse.retries = int(figures.get("retries", 0))
+        pulse.dead_letters = int(figures.get("dead_letters", 0))
+
+    def _beat(self) -> None:
+        """Between changes and while quiet: the hooks' tick, and the watch's heartbeat."""
+        self.hooks.tick()
+        self._heartbeat()
+
+    def _beat_quietly(self) -> None:
+        """The heartbeat for a consumer that holds the watch up: best effort, within a second
+        (an outage must not hold up the running CMD's wait)."""
+        if self.pulse is None or self.saved_doc is None or not self.pulse.due():
+            return
+        with contextlib.suppress(Exception), self.store.quickly(1.0):
+            self._heartbeat()
+
+    def _heartbeat(self, state: str = "running", error: str | None = None) -> None:
+        """While nothing else is written: the last checkpoint document again, with fresh
+        liveness, at most every heartbeat (a state other than running: now).
+
+        The same document, so its position never moves past what was acknowledged."""
+        pulse = self.pulse
+        if pulse is None or self.saved_doc is None:
+            return
+        if state == "running" and not pulse.due():
+            return
+        if (
+            state == "running"
+            and self.ledger is not None
+            and self.saved_since
+            and not self.dirty
+            and not self.hooks.pending()
+        ):
+            self._write_checkpoint()  # shown events are in the window: the document catches up
+            return
+        self._count_into(pulse)
+        doc = {**self.saved_doc, "liveness": pulse.record(state, error)}
+        save_checkpoint(self.store, doc)
+        self.saved_doc = doc
 
 
 def _matches(doc: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
@@ -1338,13 +1423,25 @@ def delivery_hooks(
     else:
         pending = lambda: executor.pending  # noqa: E731
     deliver = show
+    others = [0]  # changes of other parts, handed over and passed by
     if part is not None:
         owner = PartOwner(part, log=log)
 
         def deliver(change: Change) -> bool | None:
             if not owner.owns(change):
+                others[0] += 1
                 return not pending()  # another part's: nothing to do, nothing to wait for
             return show(change)
+
+    def figures(handed: int) -> dict[str, int]:
+        """What the liveness reports (docs/operating.md): this part's changes only."""
+        if executor is None:
+            return {"handled": handed - others[0]}
+        return {
+            "handled": executor.delivered + executor.dead,
+            "retries": executor.retries,
+            "dead_letters": executor.dead,
+        }
 
     def flush(everything: bool) -> bool:
         if executor is None:
@@ -1361,4 +1458,5 @@ def delivery_hooks(
         flush=flush,
         batched=executor is not None,
         written=written,
+        figures=figures,
     )

@@ -177,14 +177,20 @@ class Output:
         self,
         data: Mapping[str, Any] | Iterable[Mapping[str, Any]],
         view: Callable[[Any], Any] | None = None,
+        **formats: Callable[[Any], str],
     ) -> None:
         """A command's result, in the format asked for; commands never choose it themselves.
 
         With JSON output, `data` as JSON lines: an object, or each object of a list. Otherwise
         what `view(data)` builds: a rich renderable, a `Plain` line, a list of those (printed
         one after another), or None for nothing more (a view may also say things on stderr, as
-        publish --check lists the bad lines there).
+        publish --check lists the bad lines there). A format of a command's own (`status -o
+        prometheus`) is the text its function in `formats` makes of `data`.
         """
+        if self.mode in formats:
+            self.stdout.write(formats[self.mode](data))
+            self.stdout.flush()
+            return
         if self.json:
             for doc in (data,) if isinstance(data, Mapping) else data:
                 self.emit(doc)

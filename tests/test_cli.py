@@ -87,7 +87,7 @@ def all_commands() -> list[tuple[str, Any]]:
 
 def test_help_names_values_and_lists_choices(cli: Any) -> None:
     top = cli("--help").stdout
-    assert "-o, --output auto|pretty|json" in top
+    assert "-o, --output auto|pretty|json|prometheus" in top
     watch = cli("watch", "--help").stdout
     assert "--op insert|update|replace|delete" in watch
     assert "-n, --limit N" in watch and "--idle-timeout SECONDS" in watch

@@ -189,9 +189,9 @@ def test_the_fish_script_completes_in_fish():
     [
         ("evstream watch --op ", ["insert", "update", "replace", "delete"]),
         ("evstream watch --op up", ["update"]),
-        ("evstream -o ", ["auto", "pretty", "json"]),
-        ("evstream watch -o ", ["auto", "pretty", "json"]),  # a global option after a command
-        ("evstream status --output p", ["pretty"]),
+        ("evstream -o ", ["auto", "pretty", "json", "prometheus"]),
+        ("evstream watch -o ", ["auto", "pretty", "json", "prometheus"]),  # a global option after a command
+        ("evstream status --output p", ["pretty", "prometheus"]),
         ("evstream bench ", ["publish", "rebuild", "watch", "exec", "all"]),
     ],
 )

@@ -253,7 +253,8 @@ def main_options(
             "--output",
             "-o",
             envvar="EVSTREAM_OUTPUT",
-            help="auto: pretty on a terminal, JSON lines when piped.",
+            help="auto: pretty on a terminal, JSON lines when piped; prometheus: the "
+            "Prometheus text format (status only).",
             case_sensitive=False,
         ),
     ] = OutputMode.auto,
@@ -312,6 +313,10 @@ def main_options(
 
         Output("auto", quiet=quiet).error(exc.line())
         raise typer.Exit(exc.exit_code) from None
+    if settings.output == "prometheus" and ctx.invoked_subcommand not in (None, "status"):
+        raise typer.BadParameter(
+            f"--output prometheus is for evstream status, not {ctx.invoked_subcommand}"
+        )
     ctx.obj = Env(settings)
     for warning in warnings:  # a configuration file that others may change
         ctx.obj.output.warning(warning)

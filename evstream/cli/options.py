@@ -12,6 +12,7 @@ class OutputMode(str, enum.Enum):
     auto = "auto"
     pretty = "pretty"
     json = "json"
+    prometheus = "prometheus"  # status only: the Prometheus text format
 
 
 class Op(str, enum.Enum):

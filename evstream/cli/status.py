@@ -26,11 +26,16 @@ def status(
 
     Lag: how far the sessions projection and each saved watch checkpoint are behind the log.
 
+    With -o prometheus: the log's size and newest age, and each consumer's and projection's
+    lag, rate, dead letters and liveness in the Prometheus text format, from a few cheap
+    queries (for node_exporter's textfile collector or a sidecar).
+
     Examples:
 
     \b
       evstream status
       evstream --db shop status --output json | jq .counts
+      evstream status -o prometheus > /var/lib/node_exporter/evstream.prom
     """
     with running(ctx) as env:
         from evstream.overview import DEFAULT_BUCKETS, gather
@@ -38,6 +43,12 @@ def status(
 
         out = env.output
         store = env.store()
+        if out.mode == "prometheus":  # the cheap figures only: no scan of the log
+            from evstream.monitor import Monitor
+            from evstream.top_view import prometheus_text, top_view
+
+            out.result(Monitor(store).snapshot(), top_view, prometheus=prometheus_text)
+            return
         # The activity chart takes one column per bucket beside labels and notes.
         width = out.width
         buckets = DEFAULT_BUCKETS if width is None else max(12, min(60, width - 34))

@@ -255,6 +255,7 @@ def watch(
                 warning=out.warning,
                 log=store.log_name,
             )
+            executor.beat = lambda: hooks.beat()  # the watch's liveness while CMD runs
         try:
             follow(store, options, hooks)
         finally:

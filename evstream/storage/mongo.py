@@ -395,6 +395,23 @@ class MongoStore(OverviewQueries):
             query["$or"] = [{path: {"$gt": stored}}, {path: stored, "_id": {"$gt": raw}}]
         return int(self.events.count_documents(query))
 
+    def log_size(self) -> int:
+        """The log's document count from collection metadata (non-events included): no scan."""
+        return int(self.events.estimated_document_count())
+
+    def count_log_after_capped(
+        self, query: Doc, ts: datetime, ident: Any, cap: int, *, size: int | None = None
+    ) -> int | None:
+        """count_log_after, counting at most `cap` (the ts index walks that many keys at
+        most); None where even that would scan the log (`size`: the log's, if known)."""
+        path, stored = self.fieldmap.ts, self.fieldmap.ts_value(ts)
+        if ident is None:
+            query[path] = {"$gt": stored}
+        else:
+            raw = ident[-1] if isinstance(ident, list) else ident
+            query["$or"] = [{path: {"$gt": stored}}, {path: stored, "_id": {"$gt": raw}}]
+        return int(self.events.count_documents(query, limit=cap))
+
     def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
         """The log's documents inserted after the one whose _id is `marker`, newest first; the
         newest one's _id (the next marker); whether `marker` was reached within `limit`.

@@ -27,6 +27,8 @@ from evstream.storage.mongo import Doc, MongoStore
 from evstream.storage.overview import EDGE_PROJECTION, LogFigures, Planner, scan_figures
 
 PROCESS_NAMES = ("nx_27017", "nx-27017")
+# Documents looked at, newest (or oldest) by ts first, for the log's edge event.
+EDGE_LOOK = 100
 
 
 def is_nx27017(build_info: Mapping[str, Any]) -> bool:
@@ -139,13 +141,23 @@ class Nx27017Store(MongoStore):
 
     def edge_event(self, *, newest: bool) -> Doc | None:
         """The oldest (or newest) event: the first document by `ts` that is an event, looked
-        for here (nx-27017 sorts string dates among real ones and cannot filter them out)."""
+        for here (nx-27017 sorts string dates among real ones and cannot filter them out).
+
+        A sort without a limit sorts the whole log there (a minute at 1,000,000 events); one
+        with a limit answers at once: the first EDGE_LOOK documents, then, only when none of
+        them is an event, all of them."""
         fm = self.fieldmap
         hidden = fm.hidden_payload() if fm.shaped else EDGE_PROJECTION
-        cursor = self.events.find({}, hidden).sort(fm.ts, -1 if newest else 1)
-        with cursor.batch_size(100) as docs:
-            events = self.canonical_all(docs)
-            return next((doc for doc in events if event_problem(doc, fm.versioned) is None), None)
+        for limit in (EDGE_LOOK, 0):
+            cursor = self.events.find({}, hidden).sort(fm.ts, -1 if newest else 1).limit(limit)
+            with cursor.batch_size(EDGE_LOOK) as docs:
+                events = self.canonical_all(docs)
+                found = next(
+                    (doc for doc in events if event_problem(doc, fm.versioned) is None), None
+                )
+            if found is not None or limit == 0:
+                return found
+        return None
 
     def bucket_counts(
         self, collection: Collection[Doc], path: str, edges: list[datetime]
@@ -270,6 +282,24 @@ class Nx27017Store(MongoStore):
             if (at >= ts) if inclusive else ((at, id_key(doc.get("_id"))) > after):
                 total += 1
         return total
+
+    # Up to this many log documents, counting what lies after a position (a scan there) is
+    # cheap enough for a live view's refresh; above it, lags are estimated (docs/operating.md).
+    SCAN_FOR_LAG_MAX: ClassVar[int] = 20_000
+
+    def log_size(self) -> int:
+        """estimated_document_count takes ~1 µs per document there; the `count` command is SQL
+        and ten times faster."""
+        return self.count(self.events, {})
+
+    def count_log_after_capped(
+        self, query: Doc, ts: datetime, ident: Any, cap: int, *, size: int | None = None
+    ) -> int | None:
+        """Nothing is index-served there: an exact count is a scan of the whole log, done only
+        while the log is small."""
+        if (self.log_size() if size is None else size) > self.SCAN_FOR_LAG_MAX:
+            return None
+        return min(cap, self.count_log_after(query, ts, ident, inclusive=False))
 
     def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
         """A $natural sort is ignored there (documents come in storage order either way), so
