@@ -95,6 +95,7 @@ class CheckReport:
     streams: int = 0
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
+    starts: dict[str, Any] | None = None  # where the log starts after archives
 
     @property
     def healthy(self) -> bool:
@@ -113,6 +114,7 @@ class CheckReport:
             "seconds": round(self.seconds, 3),
             "problems": sum(f.count for f in self.findings),
             "findings": [f.as_dict() for f in self.findings],
+            **({"log_starts": self.starts} if self.starts else {}),
         }
 
 
@@ -123,8 +125,10 @@ def _aware(moment: datetime) -> datetime:
 class LogScan:
     """Fold the log's documents, in (stream, version) order, into findings. Pure: no I/O."""
 
-    def __init__(self, samples: int = SAMPLES) -> None:
+    def __init__(self, samples: int = SAMPLES, starts: Mapping[str, int] | None = None) -> None:
         self.samples = samples
+        # Each archived stream's last archived version: its versions start after it.
+        self.starts = starts or {}
         self.documents = 0
         self.events = 0
         self.streams = 0
@@ -160,8 +164,9 @@ class LogScan:
         if stream != self.stream:
             self.streams += 1
             self.stream, self._gap_seen, self._dup_seen = stream, False, False
-            if version != 1:
-                self._gap(stream, 0, version)
+            start = self.starts.get(stream, 0) if self.starts else 0
+            if version != 1 and version > start + 1:
+                self._gap(stream, start, version)
         else:
             if version == self.version:
                 self.duplicates += 1
@@ -431,7 +436,10 @@ class Check:
         """Read the log once and evstream's own collections; return the findings."""
         started = time.perf_counter()
         report = CheckReport(self.store.db.name, log_exists=self.exists)
-        scan = LogScan()
+        from evstream.archiving import archive_findings, archived_edges, log_starts
+
+        edges = archived_edges(self.store)
+        scan = LogScan(starts=edges)
         if self.exists:
             pending = 0
             for doc in scan_log(self.store):
@@ -446,6 +454,11 @@ class Check:
         report.findings += own_problems(
             checkpoint_documents(self.store), projection_documents(self.store)
         )
+        if edges or self.exists:
+            starts = log_starts(self.store)
+            if starts["archives"] or starts["unfinished"]:
+                report.starts = starts
+                report.findings += archive_findings(starts)
         report.documents, report.events, report.streams = scan.documents, scan.events, scan.streams
         report.seconds = time.perf_counter() - started
         return report

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError
 from evstream.events import Skipped, event_problem, partition_of
@@ -24,6 +24,9 @@ from evstream.projections import Projection, builtin_projection
 from evstream.storage import Store, now_utc
 from evstream.storage import projections as db
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
+
+if TYPE_CHECKING:
+    from evstream.archiving import Starts
 
 __all__ = [
     "EVENT_FIELDS",
@@ -366,9 +369,12 @@ def _full(
 ) -> None:
     """Fold every stream (of this part) and merge the result into the projection's collection."""
     proj, part = plan.projection, plan.part
+    starts = archive_starts(store, proj)
     log = db.read_log(store, proj.types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
-    for stream, state in fold_streams(proj, log, report, progress, part, plan.next_since):
+    for stream, state in fold_streams(
+        proj, log, report, progress, part, plan.next_since, starts=starts
+    ):
         report.streams += 1
         for gone in existing.before(stream):
             if in_part(gone["_id"], part):
@@ -386,6 +392,8 @@ def fold_streams(
     progress: Callable[[int], None],
     part: Part | None = None,
     before: datetime | None = None,
+    *,
+    starts: Starts | None = None,
 ) -> Iterator[tuple[str, Doc]]:
     """(stream, state) for each stream of a log read in (stream, version) order.
 
@@ -393,6 +401,11 @@ def fold_streams(
     parts are passed over. A stream's events are folded a batch at a time, so a long stream
     never sits in memory whole. Every document read with a date `ts` before `before` is counted
     in `report.counted`, as the server's count would count it.
+
+    With `starts` (after an archive, docs/lifecycle.md), a stream's fold starts from its
+    snapshot at the archive's edge, versions up to the edge are passed over (they are in the
+    snapshot, whether or not still in the log), and a stream whose events were all archived is
+    its snapshot.
     """
     stream: str | None = None
     state: Doc | None = None
@@ -402,6 +415,7 @@ def fold_streams(
     skipped = report.skipped
     mine: dict[str, bool] = {}
     counted = 0
+    edge = 0
     for event in log:
         read += 1
         if read == FOLD_BATCH:
@@ -426,8 +440,17 @@ def fold_streams(
             stream, state, pending = name, None, []
             if part is not None:
                 mine = {name: in_part(name, part)}
+            if starts is not None:
+                for snap in starts.before(name):
+                    if in_part(snap["stream"], part):
+                        yield snap["stream"], snap["state"]
+                snap = starts.take(name)
+                state = dict(snap["state"]) if snap is not None else None
+                edge = int(snap["through"]) if snap is not None else 0
         if part is not None and not mine[name]:
             continue
+        if starts is not None and event["version"] <= edge:
+            continue  # in the snapshot (archived, or restored from an archive)
         if len(pending) == FOLD_BATCH:
             state, pending = proj.fold(pending, state), []
         pending.append(event)
@@ -441,6 +464,24 @@ def fold_streams(
     report.last_event_ts = newest
     if stream is not None and (pending or state is not None):
         yield stream, proj.fold(pending, state)
+    if starts is not None:
+        for snap in starts.before(None):
+            if in_part(snap["stream"], part):
+                yield snap["stream"], snap["state"]
+
+
+def archive_starts(
+    store: Store, proj: Projection, streams: list[str] | None = None
+) -> Starts | None:
+    """Where full folds start after an archive (None for a log never archived); refuses (exit 4)
+    a projection that archived events are missing from (docs/lifecycle.md)."""
+    from evstream.archiving import Starts, require_snapshots
+    from evstream.storage import lifecycle
+
+    if not lifecycle.archive_runs_exist(store):
+        return None
+    require_snapshots(store, proj)
+    return Starts(store, proj, streams)
 
 
 def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
@@ -578,7 +619,11 @@ def update_streams(
     if from_log:
         ignored = RebuildReport(mode="incremental")  # counted once, in the window
         for stream, state in fold_streams(
-            proj, db.read_streams(store, from_log, proj.types), ignored, lambda n: None
+            proj,
+            db.read_streams(store, from_log, proj.types),
+            ignored,
+            lambda n: None,
+            starts=archive_starts(store, proj, from_log),
         ):
             report.streams += 1
             report.applied += state["events"]

@@ -243,6 +243,7 @@ def publish_checked(
     keep_secrets: bool = False,
     batch_size: int = BATCH_SIZE,
     hooks: Hooks | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append a file `validate_all` found valid: its kept events, then the lines beyond them."""
     hooks = hooks or Hooks()
@@ -261,6 +262,7 @@ def publish_checked(
         batch_size=batch_size,
         hooks=hooks,
         report=report,
+        guard=guard,
     )
 
 
@@ -279,6 +281,7 @@ def publish_stream(
     skip_invalid: bool = False,
     batch_size: int = BATCH_SIZE,
     hooks: Hooks | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append the NDJSON events of `source` in batches; stops at the first bad line unless skipping.
 
@@ -293,6 +296,7 @@ def publish_stream(
         batch_size=batch_size,
         hooks=hooks,
         report=report,
+        guard=guard,
     )
 
 
@@ -305,8 +309,12 @@ def publish_events(
     batch_size: int = BATCH_SIZE,
     hooks: Hooks | None = None,
     report: PublishReport | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append events in batches of one insert each; items may be (bytes read, event) pairs.
+
+    `guard` sees each batch before it is written and may refuse it by raising (erased streams:
+    evstream.erasing.ErasedGuard); the batches before it are stored first.
 
     Reading and checking the input happens here while a writer thread stores the previous batch,
     so the server is kept busy; at most two batches wait in between, so memory stays flat.
@@ -336,6 +344,7 @@ def publish_events(
                 event.stored = build_document(event, 0, ts)
                 batch.append(event)
                 if len(batch) >= batch_size:
+                    _guarded(guard, batch, writer)
                     writer.submit(batch)
                     batch = []
         except InvalidEvent as exc:
@@ -344,6 +353,7 @@ def publish_events(
             raise InvalidEvent(
                 f"{exc.reason}; {report.written_so_far()}", line=exc.lineno
             ) from None
+        _guarded(guard, batch, writer)
         writer.submit(batch)
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
@@ -365,6 +375,19 @@ def publish_events(
             "use --keep-secrets to store them as given"
         )
     return report
+
+
+def _guarded(
+    guard: Callable[[list[EventInput]], None] | None, batch: list[EventInput], writer: _BatchWriter
+) -> None:
+    """Let the guard see a batch; when it refuses, what was submitted before is stored first."""
+    if guard is None or not batch:
+        return
+    try:
+        guard(batch)
+    except ConcurrencyConflict:
+        writer.finish()
+        raise
 
 
 class _BatchWriter:

@@ -152,6 +152,20 @@ class Output:
         """Whether stdout is a terminal (a person reads each line as it comes)."""
         return _isatty(self.stdout)
 
+    def result(
+        self, data: Mapping[str, Any], view: str | Callable[[Mapping[str, Any]], Any]
+    ) -> None:
+        """A command's result: `data` as one JSON line, or pretty through `view` (a function of
+        `data`, or the name of one in evstream.output, `NAME_view`, imported only when shown)."""
+        if self.json:
+            self.emit(data)
+            return
+        if isinstance(view, str):
+            import importlib
+
+            view = getattr(importlib.import_module("evstream.output"), f"{view}_view")
+        self.show(view(data))
+
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""
         self.out.print(renderable)

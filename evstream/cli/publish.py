@@ -68,6 +68,10 @@ def publish(
     keep_secrets: Annotated[
         bool, typer.Option("--keep-secrets", help="Store secret-looking fields as given.")
     ] = False,
+    allow_erased: Annotated[
+        bool,
+        typer.Option("--allow-erased", help="Publish to streams erased with 'evstream erase'."),
+    ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
     ] = 1000,
@@ -103,13 +107,24 @@ def publish(
                 skip_invalid=skip_invalid,
                 keep_secrets=keep_secrets,
                 batch_size=batch_size,
+                allow_erased=allow_erased,
             )
             return
         if skip_invalid:
             raise InvalidInput("--skip-invalid applies to --file only")
         if event_type is None or stream is None:
             raise InvalidInput("give an event TYPE and --stream, or --file PATH")
-        _publish_one(env, event_type, stream, data, meta, event_id, expected_version, keep_secrets)
+        _publish_one(
+            env,
+            event_type,
+            stream,
+            data,
+            meta,
+            event_id,
+            expected_version,
+            keep_secrets,
+            allow_erased,
+        )
 
 
 def _publish_one(
@@ -121,6 +136,7 @@ def _publish_one(
     event_id: str | None,
     expected_version: int | None,
     keep_secrets: bool,
+    allow_erased: bool = False,
 ) -> None:
     from evstream.events import event_from_object, parse_json_object, redact_event
     from evstream.storage import append_one, ensure_indexes
@@ -150,6 +166,10 @@ def _publish_one(
     if reason:
         raise InvalidInput(f"{reason}; nothing was written")
     ensure_indexes(store)
+    if not allow_erased:
+        from evstream.erasing import ErasedGuard
+
+        ErasedGuard(store)([event])
     result = append_one(store, event)
     if result.duplicate:
         out.notice(f"event {result.doc['_id']} was already stored; nothing was written")
@@ -233,7 +253,13 @@ def plural_text(n: int, noun: str) -> str:
 
 
 def _publish_file(
-    env: Env, path: str, *, skip_invalid: bool, keep_secrets: bool, batch_size: int
+    env: Env,
+    path: str,
+    *,
+    skip_invalid: bool,
+    keep_secrets: bool,
+    batch_size: int,
+    allow_erased: bool = False,
 ) -> None:
     from evstream.output import summary_text
     from evstream.publishing import Hooks, publish_checked, publish_stream, validate_all
@@ -243,6 +269,11 @@ def _publish_file(
     with _open_input(path) as (source, size):
         store = env.store()
         ensure_indexes(store)
+        guard = None
+        if not allow_erased:
+            from evstream.erasing import ErasedGuard
+
+            guard = ErasedGuard(store)
         seekable = path != "-" and source.seekable()
         parsed = None
         checked = [0]
@@ -274,6 +305,7 @@ def _publish_file(
                     keep_secrets=keep_secrets,
                     batch_size=batch_size,
                     hooks=hooks,
+                    guard=guard,
                 )
                 lines_read[0] = checked[0]
             else:
@@ -284,6 +316,7 @@ def _publish_file(
                     skip_invalid=skip_invalid,
                     batch_size=batch_size,
                     hooks=hooks,
+                    guard=guard,
                 )
     if report.read == 0 and report.skipped == 0:
         out.warning("the input had no events")
@@ -313,11 +346,16 @@ def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
     if target.is_dir():
         raise InvalidInput(f"{path} is a directory, not an NDJSON file")
     try:
-        handle = open(target, "rb")  # noqa: SIM115
+        if target.suffix == ".gz":  # an archive (evstream archive --to PATH.gz)
+            import gzip
+
+            handle = gzip.open(target, "rb")  # noqa: SIM115
+        else:
+            handle = open(target, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        size = target.stat().st_size if target.is_file() else None
+        size = target.stat().st_size if target.is_file() and target.suffix != ".gz" else None
         yield handle, size
