@@ -197,7 +197,7 @@ def require_snapshots(store: Store, projection: Projection) -> None:
         known = {(p.get("name"), p.get("version")) for p in run.get("projections") or []}
         if (projection.name, projection.version) in known:
             continue
-        sample = list(run.get("sample_ids") or [])
+        sample = [item["id"] for item in run.get("sample") or []]
         if sample and len(db.existing_ids(store, sample)) == len(sample):
             continue  # restored: its events are back in the log
         missing.append(run)
@@ -335,7 +335,8 @@ def _write(
     selection = Selection(db.archived_versions(store))
     digest = hashlib.sha256()
     count = size = 0
-    sample: list[Any] = []
+    sample: list[Doc] = []
+    key = db.tombstone_key(store)
     with _open_write(partial, bool(run.get("gzip"))) as handle:
         for doc in selection.take(db.archive_candidates(store, run["before"], run.get("streams"))):
             line = (json_line(doc) + "\n").encode("utf-8")
@@ -344,7 +345,8 @@ def _write(
             count += 1
             size += len(line)
             if count % 997 == 1 and len(sample) < 100:
-                sample.append(doc["_id"])
+                # Known by the stream's keyed hash, so that erase can take it out again.
+                sample.append({"id": doc["_id"], "stream": db.stream_hash(key, doc["stream"])})
             progress(1)
         handle.flush()
         raw = getattr(handle, "fileobj", None) or handle
@@ -369,7 +371,7 @@ def _write(
         bytes=size,
         stream_count=selection.streams,
         held_back=selection.held_back,
-        sample_ids=sample,
+        sample=sample,
         written_at=datetime.now(timezone.utc),
     )
     db.save_archive(store, run)

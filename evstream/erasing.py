@@ -19,7 +19,7 @@ from typing import Any
 
 from evstream.errors import ConcurrencyConflict
 from evstream.events import EventInput, check_name
-from evstream.storage import EVENTS, Store
+from evstream.storage import CHECKPOINTS, EVENTS, Store
 from evstream.storage import lifecycle as db
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
@@ -56,12 +56,13 @@ def erase_stream(
 
     ids = db.stream_event_ids(store, stream)
     note(CHECKPOINT_WINDOW, db.delete_window_ids(store, ids))
+    note(CHECKPOINTS, db.forget_checkpoint_ids(store, ids))
     note(DEAD_LETTERS, db.delete_dead_letters(store, stream, ids))
     for collection in db.projection_collections(store):
         note(collection, db.delete_by(store, collection, {"_id": stream}))
     note(db.SNAPSHOTS, db.delete_by(store, db.SNAPSHOTS, {"stream": stream}))
     note(db.ARCHIVED_STREAMS, db.delete_by(store, db.ARCHIVED_STREAMS, {"_id": stream}))
-    runs = db.forget_archive_streams(store, stream, f"erased:{digest[:16]}")
+    runs = db.forget_archive_streams(store, stream, digest)
     note(EVENTS, db.delete_stream_events(store, stream))
     files = [str(r.get("path")) for r in runs if r.get("path")]
     total = dict(tombstone.get("removed") or {})

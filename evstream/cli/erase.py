@@ -56,6 +56,6 @@ def erase(
         for item in report["streams"]:
             if item.get("archive_files"):
                 out.warning(
-                    f"{len(item['archive_files'])} archive file(s) may still hold "
-                    f"{item['stream']}; evstream cannot erase files: delete or rewrite them"
+                    f"archive files may still hold {item['stream']}, and evstream cannot erase "
+                    f"files (delete or rewrite them): {', '.join(item['archive_files'])}"
                 )

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
 from evstream.storage.errors import translate_errors
-from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, MongoStore
+from evstream.storage.mongo import CHECKPOINTS, EVENTS, OWN_PREFIX, SESSIONS, MongoStore
 from evstream.storage.projections import PROJECTIONS
 
 ARCHIVES = OWN_PREFIX + "archives"
@@ -328,6 +328,27 @@ def delete_window_ids(store: MongoStore, ids: list[Any]) -> int:
     return gone
 
 
+def forget_checkpoint_ids(store: MongoStore, ids: list[Any]) -> int:
+    """Checkpoints whose position is one of these events keep its time and lose its id (the
+    empty string, below every id: a restarted watch shows the events of that millisecond again
+    rather than skip one); how many changed."""
+    changed = 0
+    wanted = set(ids)
+    coll = store.collection(CHECKPOINTS)
+    with translate_errors(store.uri):
+        for i in range(0, len(ids), DELETE_BATCH):
+            part = ids[i : i + DELETE_BATCH]
+            query = {"$or": [{"position.id": {"$in": part}}, {"settled.id": {"$in": part}}]}
+            for doc in list(coll.find(query)):
+                for key in ("position", "settled"):
+                    mark = doc.get(key)
+                    if isinstance(mark, dict) and mark.get("id") in wanted:
+                        mark["id"] = ""
+                coll.replace_one({"_id": doc["_id"]}, doc)
+                changed += 1
+    return changed
+
+
 def delete_dead_letters(store: MongoStore, stream: str, ids: list[Any]) -> int:
     """Delete the dead letters of a stream's changes (by the stream's name or its event ids)."""
     ops: list[Any] = [
@@ -345,15 +366,23 @@ def delete_dead_letters(store: MongoStore, stream: str, ids: list[Any]) -> int:
         return int(store.collection(DEAD_LETTERS).bulk_write(ops, ordered=True).deleted_count)
 
 
-def forget_archive_streams(store: MongoStore, stream: str, mark: str) -> list[Doc]:
-    """Archive runs whose selection names the stream get `mark` in its place; returns every run
-    that may hold the stream's events (named, or run over every stream)."""
+def forget_archive_streams(store: MongoStore, stream: str, digest: str) -> list[Doc]:
+    """Archive runs whose selection names the stream get its hash in place of the name, and
+    lose the stream's event ids from their samples (known by the stream's hash); returns every
+    run that may hold the stream's events (named, or run over every stream)."""
     runs = archive_runs(store)
+    mark = f"erased:{digest[:16]}"
     with translate_errors(store.uri):
         for run in runs:
             names = run.get("streams")
-            if isinstance(names, list) and stream in names:
+            sample = run.get("sample") or []
+            named = isinstance(names, list) and stream in names
+            sampled = any(item.get("stream") == digest for item in sample)
+            if named:
                 run["streams"] = [mark if s == stream else s for s in names]
+            if sampled:
+                run["sample"] = [i for i in sample if i.get("stream") != digest]
+            if named or sampled:
                 store.collection(ARCHIVES).replace_one({"_id": run["_id"]}, run)
     return [r for r in runs if not isinstance(r.get("streams"), list) or mark in r["streams"]]
 
