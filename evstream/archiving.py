@@ -242,6 +242,15 @@ def archive(
         return _preview(store, before, streams, report)
     check_projections(store, projections)
     if run is None:
+        done = db.finished_archive(store, str(target))
+        if done is not None and _same(done, before, streams, target):
+            notice(f"this archive finished already (run {done['_id']}); nothing to do")
+            report.run, report.events = done["_id"], int(done.get("count") or 0)
+            report.streams, report.bytes = (
+                int(done.get("stream_count") or 0),
+                int(done.get("bytes") or 0),
+            )
+            return report
         if target.exists():
             raise InvalidInput(f"{target} exists already; archive to a new file")
         if not target.parent.is_dir():

@@ -143,6 +143,12 @@ def unfinished_archive(store: MongoStore) -> Doc | None:
         return store.collection(ARCHIVES).find_one({"state": {"$ne": "done"}})
 
 
+def finished_archive(store: MongoStore, path: str) -> Doc | None:
+    """The finished archive run that wrote this file, if any."""
+    with translate_errors(store.uri):
+        return store.collection(ARCHIVES).find_one({"path": path, "state": "done"})
+
+
 def archive_runs_exist(store: MongoStore) -> bool:
     """Whether an archive ever ran here (a log never archived has no record)."""
     with translate_errors(store.uri):
