@@ -35,11 +35,11 @@ from evstream.events import event_problem
 from evstream.projections import Projection
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
-from evstream.storage.codec import loads
+from evstream.storage.codec import line_id, loads_stored
 from evstream.storage.projections import all_checkpoints
 from evstream.writer import json_line
 
-SNAPSHOT_BATCH = 1000
+SNAPSHOT_BATCH = 5000
 Doc = dict[str, Any]
 
 
@@ -144,9 +144,9 @@ def read_back(path: Path) -> tuple[int, str, list[Any]]:
         for raw in _lines(path):
             if not raw.strip():
                 continue
-            doc = loads(raw.decode("utf-8"))
-            ids.append(doc["_id"])
-            digest.update(_id_text(doc["_id"]))
+            ident = line_id(raw.decode("utf-8"))
+            ids.append(ident)
+            digest.update(_id_text(ident))
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise EvstreamError(f"cannot read the archive {path} back: {exc}") from None
     return len(ids), digest.hexdigest(), ids
@@ -386,6 +386,13 @@ def _write(
     db.save_archive(store, run)
 
 
+def _entry(record: Doc | None, proj: Projection) -> Doc | None:
+    for snap in (record or {}).get("snapshots") or []:
+        if snap.get("projection") == proj.name and snap.get("fold_version") == proj.version:
+            return snap
+    return None
+
+
 def _snapshot(store: Store, run: Doc, target: Path, projections: list[Projection]) -> None:
     """State `written`: each projection's state of each archived stream at the edge, and the
     streams' edges, from the verified file (a second try skips what this run stored)."""
@@ -394,32 +401,43 @@ def _snapshot(store: Store, run: Doc, target: Path, projections: list[Projection
     def flush() -> None:
         if not batch:
             return
-        names = [s for s, _ in batch]
-        docs: list[Doc] = []
-        for proj in projections:
-            stored = db.snapshots_for(store, proj.name, proj.version, names)
-            for stream, events in batch:
-                before = stored.get(stream)
-                if before is not None and before.get("run") == run["_id"]:
-                    continue  # stored by this run before it was interrupted
+        stored = db.archived_streams(store, [s for s, _ in batch])
+        docs: list[tuple[Doc, bool]] = []
+        for stream, events in batch:
+            record = stored.get(stream)
+            if record is not None and record.get("run") == run["_id"]:
+                continue  # written by this run before it was interrupted
+            through = events[-1]["version"]
+            snapshots = []
+            for proj in projections:
+                before = _entry(record, proj)
                 mine = [e for e in events if proj.types is None or e["type"] in proj.types]
                 base = before.get("state") if before is not None else None
                 if not mine and base is None:
                     continue
-                state = proj.fold(mine, base) if mine else base
-                docs.append(
+                snapshots.append(
                     {
-                        "_id": db.snapshot_id(proj.name, proj.version, stream),
                         "projection": proj.name,
                         "fold_version": proj.version,
-                        "stream": stream,
-                        "through": events[-1]["version"],
-                        "state": state,
+                        "through": through,
+                        "state": proj.fold(mine, base) if mine else base,
                         "run": run["_id"],
                     }
                 )
-        db.save_snapshots(store, docs)
-        db.save_archived_versions(store, {s: ev[-1]["version"] for s, ev in batch}, run["_id"])
+            names = {(p.name, p.version) for p in projections}
+            kept = [
+                snap
+                for snap in (record or {}).get("snapshots") or []
+                if (snap.get("projection"), snap.get("fold_version")) not in names
+            ]
+            doc = {
+                "_id": stream,
+                "through": through,
+                "run": run["_id"],
+                "snapshots": kept + snapshots,
+            }
+            docs.append((doc, record is not None))
+        db.save_archived_streams(store, docs)
         batch.clear()
 
     current: str | None = None
@@ -427,7 +445,7 @@ def _snapshot(store: Store, run: Doc, target: Path, projections: list[Projection
     for raw in _lines(target):
         if not raw.strip():
             continue
-        doc = loads(raw.decode("utf-8"))
+        doc = loads_stored(raw.decode("utf-8"))
         if doc["stream"] != current:
             if current is not None:
                 batch.append((current, events))

@@ -60,7 +60,6 @@ def erase_stream(
     note(DEAD_LETTERS, db.delete_dead_letters(store, stream, ids))
     for collection in db.projection_collections(store):
         note(collection, db.delete_by(store, collection, {"_id": stream}))
-    note(db.SNAPSHOTS, db.delete_by(store, db.SNAPSHOTS, {"stream": stream}))
     note(db.ARCHIVED_STREAMS, db.delete_by(store, db.ARCHIVED_STREAMS, {"_id": stream}))
     runs = db.forget_archive_streams(store, stream, digest)
     note(EVENTS, db.delete_stream_events(store, stream))

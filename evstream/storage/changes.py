@@ -249,6 +249,7 @@ class ChangeFeed:
         gap = None if self.store.driver_resume_is_exact or self.rereads else self._gap()
         translated = ServerUnreachable(f"lost the connection to the server: {reason}")
         return StreamInterrupted(reason, translated, connection=True, gap=gap)
+
     def poll_batch(self, most: int = 1000) -> list[LiveChange]:
         """The next change and those after it that the driver already holds (no further round
         trip to the server), at most `most`, in commit order; empty when the server answered

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import DeleteMany, ReplaceOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
-from evstream.storage.errors import translate_errors
+from evstream.storage.errors import DUPLICATE_KEY, translate_errors
 from evstream.storage.mongo import CHECKPOINTS, EVENTS, OWN_PREFIX, SESSIONS, MongoStore
 from evstream.storage.projections import PROJECTIONS
 
@@ -27,13 +27,15 @@ ARCHIVES = OWN_PREFIX + "archives"
 TOMBSTONES = OWN_PREFIX + "tombstones"
 # The per-database secret key of the tombstones' keyed hashes.
 KEYS = OWN_PREFIX + "keys"
-# Each projection's state of each stream at the archive's edge (what the archived events folded to).
-SNAPSHOTS = OWN_PREFIX + "snapshots"
-# How far each stream was archived: its highest archived version.
+# One document per archived stream: how far it was archived (`through`, its highest archived
+# version) and each known projection's state of it at that edge (`snapshots`).
 ARCHIVED_STREAMS = OWN_PREFIX + "archived_streams"
 
 READ_BATCH = 2000
 DELETE_BATCH = 1000
+# An archive deletes by _id in batches this large: one round trip (and, on a server that scans,
+# one scan) per batch.
+ARCHIVE_DELETE_BATCH = 10_000
 
 Doc = dict[str, Any]
 
@@ -102,8 +104,8 @@ def delete_events_by_id(store: MongoStore, ids: list[Any]) -> int:
     """Delete these events (in batches); how many went."""
     gone = 0
     with translate_errors(store.uri):
-        for i in range(0, len(ids), DELETE_BATCH):
-            part = ids[i : i + DELETE_BATCH]
+        for i in range(0, len(ids), ARCHIVE_DELETE_BATCH):
+            part = ids[i : i + ARCHIVE_DELETE_BATCH]
             gone += int(store.events.delete_many({"_id": {"$in": part}}).deleted_count)
     return gone
 
@@ -187,63 +189,62 @@ def archived_versions(store: MongoStore) -> dict[str, int]:
         }
 
 
-def save_archived_versions(store: MongoStore, edges: dict[str, int], run: str) -> None:
-    """Record how far these streams are archived (never moving one back)."""
-    if not edges:
-        return
-    coll = store.collection(ARCHIVED_STREAMS)
-    with translate_errors(store.uri):
-        stored = archived_versions(store)
-        ops = [
-            ReplaceOne(
-                {"_id": stream}, {"_id": stream, "through": through, "run": run}, upsert=True
-            )
-            for stream, through in edges.items()
-            if stored.get(stream, 0) < through
-        ]
-        for i in range(0, len(ops), DELETE_BATCH):
-            coll.bulk_write(ops[i : i + DELETE_BATCH], ordered=False)
-
-
-def snapshot_id(projection: str, fold_version: int, stream: str) -> str:
-    """A snapshot's `_id`: one per projection (and fold version) and stream."""
-    return f"{projection}\x1f{fold_version}\x1f{stream}"
-
-
 def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Iterator[Doc]:
-    """A projection's snapshots, in stream order."""
+    """A projection's snapshots (`stream`, `through`, `state`, `run`), in stream order."""
     with translate_errors(store.uri):
-        yield from (
-            store.collection(SNAPSHOTS)
-            .find({"projection": projection, "fold_version": fold_version})
-            .sort("stream", 1)
-            .batch_size(READ_BATCH)
-        )
+        cursor = store.collection(ARCHIVED_STREAMS).find().sort("_id", 1).batch_size(READ_BATCH)
+        for doc in cursor:
+            snap = _snapshot_in(doc, projection, fold_version)
+            if snap is not None:
+                yield snap
 
 
 def snapshots_for(
     store: MongoStore, projection: str, fold_version: int, streams: list[str]
 ) -> dict[str, Doc]:
     """A projection's snapshots of these streams, by stream."""
-    ids = [snapshot_id(projection, fold_version, s) for s in streams]
+    found: dict[str, Doc] = {}
+    for doc in archived_streams(store, streams).values():
+        snap = _snapshot_in(doc, projection, fold_version)
+        if snap is not None:
+            found[doc["_id"]] = snap
+    return found
+
+
+def _snapshot_in(doc: Doc, projection: str, fold_version: int) -> Doc | None:
+    for snap in doc.get("snapshots") or []:
+        if snap.get("projection") == projection and snap.get("fold_version") == fold_version:
+            return {**snap, "stream": doc["_id"]}
+    return None
+
+
+def archived_streams(store: MongoStore, streams: list[str]) -> dict[str, Doc]:
+    """The archive records of these streams (edge and snapshots), by stream."""
     with translate_errors(store.uri):
-        return {d["stream"]: d for d in store.collection(SNAPSHOTS).find({"_id": {"$in": ids}})}
+        coll = store.collection(ARCHIVED_STREAMS)
+        return {d["_id"]: d for d in coll.find({"_id": {"$in": streams}})}
 
 
-def has_snapshots(store: MongoStore) -> bool:
-    """Whether any snapshot exists (a log that was never archived has none)."""
-    with translate_errors(store.uri):
-        return store.collection(SNAPSHOTS).find_one({}, {"_id": 1}) is not None
-
-
-def save_snapshots(store: MongoStore, docs: list[Doc]) -> None:
-    """Write snapshots whole, one unordered bulk write."""
+def save_archived_streams(store: MongoStore, docs: list[tuple[Doc, bool]]) -> None:
+    """Write archived streams' records whole `(doc, stored before)`, one unordered bulk write:
+    new ones inserted (cheaper than an upsert), stored ones replaced."""
     if not docs:
         return
+    coll = store.collection(ARCHIVED_STREAMS)
+    new = [d for d, stored in docs if not stored]
+    again = [d for d, stored in docs if stored]
     with translate_errors(store.uri):
-        store.collection(SNAPSHOTS).bulk_write(
-            [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
-        )
+        if new:
+            try:
+                coll.insert_many(new, ordered=False)
+            except BulkWriteError as exc:
+                # Written meanwhile (a second run racing this one): the same records again.
+                errors = (exc.details or {}).get("writeErrors") or []
+                if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                again += [new[int(e["index"])] for e in errors]
+        if again:
+            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again])
 
 
 # --- erasing -----------------------------------------------------------------------------------
