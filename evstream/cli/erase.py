@@ -21,9 +21,11 @@ def erase(
         bool, typer.Option("--yes", "-y", help="Do not ask (needed when stdin is not a terminal).")
     ] = False,
 ) -> None:
-    """Erase streams for good: their events, projection documents, checkpoint window ids and
-    dead letters, leaving a tombstone (a keyed hash of the name, not the name) that refuses
-    later publishes to them (exit 5, unless publish --allow-erased).
+    """Erase streams for good, everywhere evstream keeps them (an erasure request).
+
+    Deletes their events, projection documents, checkpoint window ids and dead letters, and
+    leaves a tombstone (a keyed hash of the name, not the name) that refuses later publishes to
+    them (exit 5, unless publish --allow-erased).
 
     Asks first on a terminal; elsewhere it needs --yes. Names the archive files that may still
     hold the streams: erasing those is beyond evstream's reach. Run it again after an
