@@ -10,14 +10,16 @@ stream's last event and a few samples of each finding are held.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from evstream.events import PROBLEM_KINDS, Skipped, event_problem
-from evstream.storage import LOG_INDEXES, STREAM_VERSION_INDEX, Store
+from evstream.events import PROBLEM_KINDS, TS_DISORDER, Skipped, event_problem
+from evstream.fieldmap import DEFAULT, FieldMap
+from evstream.storage import STREAM_VERSION_INDEX, Store
 from evstream.storage.check import (
     PROJECTIONS,
     checkpoint_documents,
@@ -27,7 +29,8 @@ from evstream.storage.check import (
     projection_documents,
     scan_log,
 )
-from evstream.storage.log import index_findings, index_keys
+from evstream.storage.log import db_collection, index_findings, index_keys
+from evstream.storage.log import log_indexes as index_specs
 from evstream.storage.mongo import CHECKPOINTS, EVENTS
 
 SAMPLES = 5
@@ -48,6 +51,23 @@ KIND_FILTERS = {
     "no ts": "{ts: null}",
     "ts not a date": '{ts: {$not: {$type: "date"}, $ne: null}}',
 }
+
+
+def kind_filter(kind: str, fm: FieldMap = DEFAULT) -> str:
+    """The mongosh filter of a kind of document, on the map's paths."""
+    text = KIND_FILTERS[kind]
+    if not fm.shaped:
+        return text
+    paths = fm.paths()
+
+    def moved(match: re.Match[str]) -> str:
+        path = paths.get(match.group(1), match.group(1))
+        return (path if path.isidentifier() else json.dumps(path)) + ":"
+
+    text = re.sub(r"\b(stream|version|type|ts):", moved, text)
+    if fm.ts_unit != "date" and kind.startswith("ts"):
+        text = text.replace('"date"', '"number"')
+    return text
 
 
 def mongosh_value(value: Any) -> str:
@@ -96,6 +116,9 @@ class CheckReport:
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
     starts: dict[str, Any] | None = None  # where the log starts after archives
+    # A log another application shaped: its map, and the first documents it does not fit.
+    fieldmap: str | None = None
+    misfits: list[Any] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -115,6 +138,18 @@ class CheckReport:
             "problems": sum(f.count for f in self.findings),
             "findings": [f.as_dict() for f in self.findings],
             **({"log_starts": self.starts} if self.starts else {}),
+            **(
+                {
+                    "map": {
+                        "log": self.fieldmap,
+                        "fits": self.events,
+                        "documents": self.documents,
+                        "misfits": list(self.misfits),
+                    }
+                }
+                if self.fieldmap is not None
+                else {}
+            ),
         }
 
 
@@ -123,12 +158,21 @@ def _aware(moment: datetime) -> datetime:
 
 
 class LogScan:
-    """Fold the log's documents, in (stream, version) order, into findings. Pure: no I/O."""
+    """Fold the log's documents (canonical events), in (stream, version) order, into findings
+    (on a log without versions, in (stream, ts, id) order: no version findings). Pure: no I/O."""
 
-    def __init__(self, samples: int = SAMPLES, starts: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        samples: int = SAMPLES,
+        starts: Mapping[str, int] | None = None,
+        fm: FieldMap = DEFAULT,
+    ) -> None:
         self.samples = samples
         # Each archived stream's last archived version: its versions start after it.
         self.starts = starts or {}
+        self.fm = fm
+        self.versioned = fm.versioned
+        self.misfits: list[Any] = []
         self.documents = 0
         self.events = 0
         self.streams = 0
@@ -144,6 +188,7 @@ class LogScan:
         self.duplicates = 0
         self.dups: list[dict[str, Any]] = []
         self.backwards = 0
+        self.skew = 0.0  # the largest step back, in seconds
         self.back: list[dict[str, Any]] = []
         self._gap_seen = False
         self._dup_seen = False
@@ -151,8 +196,10 @@ class LogScan:
     def add(self, doc: Mapping[str, Any]) -> None:
         """Take in the next document of the log."""
         self.documents += 1
-        kind = event_problem(doc)
+        kind = event_problem(doc, self.versioned)
         if kind is not None:
+            if len(self.misfits) < self.samples:
+                self.misfits.append(doc.get("_id"))
             skipped = self.foreign.get(kind)
             if skipped is None:
                 skipped = self.foreign[kind] = Skipped()
@@ -160,6 +207,11 @@ class LogScan:
             skipped.add(doc, kind)
             return
         self.events += 1
+        if not self.versioned:
+            if doc["stream"] != self.stream:
+                self.streams += 1
+                self.stream = doc["stream"]
+            return
         stream, version, ts = doc["stream"], doc["version"], _aware(doc["ts"])
         if stream != self.stream:
             self.streams += 1
@@ -178,8 +230,11 @@ class LogScan:
                         self.dups.append({"stream": stream, "version": version, "ids": ids})
             elif version > self.version + 1:
                 self._gap(stream, self.version, version)
-            if self.ts is not None and ts < self.ts:
+            if self.ts is not None and self.ts - ts > TS_DISORDER:
+                # Within TS_DISORDER is the disorder concurrent publishing may leave, which the
+                # watch handover and incremental rebuilds allow for: not a finding.
                 self.backwards += 1
+                self.skew = max(self.skew, (self.ts - ts).total_seconds())
                 if len(self.back) < self.samples:
                     self.back.append(
                         {"stream": stream, "version": version, "_id": doc["_id"], "ts": ts}
@@ -202,15 +257,24 @@ class LogScan:
             if skipped is None:
                 continue
             ids = ", ".join(mongosh_value(i) for i in skipped.sample)
+            db = db_collection(self.fm.collection)
+            mixed = ""
+            if kind == "no version" and self.events:
+                # The mixed case: evstream (or another writer) gave versions, an app did not.
+                mixed = (
+                    "; if an application writes this log without versions, fold it by "
+                    f"(ts, id) instead: set version = false in [log] ({self.fm.where()})"
+                )
             found.append(
                 Finding(
                     "not an event",
                     f"{skipped.total:,} document{'s' * (skipped.total != 1)} with {kind}: not "
-                    "events, so rebuilds, status and watch's pretty view skip them",
+                    "events, so rebuilds and status skip them, and watch shows them as "
+                    "[not an event: …]",
                     skipped.total,
-                    f"see them in mongosh: db.events.find({KIND_FILTERS[kind]}), or the first "
-                    f"ones: db.events.find({{_id: {{$in: [{ids}]}}}}); give them the missing "
-                    "fields, or move them to a collection of their own",
+                    f"see them in mongosh: {db}.find({kind_filter(kind, self.fm)}), or the "
+                    f"first ones: {db}.find({{_id: {{$in: [{ids}]}}}}); give them the missing "
+                    f"fields, or move them to a collection of their own{mixed}",
                     list(skipped.sample),
                 )
             )
@@ -229,7 +293,7 @@ class LogScan:
                     f"{mongosh_value(first['stream'])}, version: {first['version']}}}) and "
                     f"delete the extra one (db.events.deleteOne({{_id: "
                     f"{mongosh_value(first['ids'][1])}}})), then create the unique index: "
-                    f"{LOG_INDEXES[0].mongosh()}",
+                    f"{index_specs(self.fm)[0].mongosh(self.fm.collection)}",
                     self.dups,
                 )
             )
@@ -255,10 +319,11 @@ class LogScan:
                 Finding(
                     "ts backwards",
                     f"{self.backwards:,} event{'s' * (self.backwards != 1)} "
-                    f"ha{'s' if self.backwards == 1 else 've'} a ts before "
-                    "their stream's previous version: publishers' clocks disagree (ts is the "
-                    "publisher's time), and reads by time ('watch --from TIME', incremental "
-                    "rebuilds) see them out of version order",
+                    f"ha{'s' if self.backwards == 1 else 've'} a ts up to {self.skew:,.1f} s "
+                    "before their stream's previous version's, more than the "
+                    f"{TS_DISORDER.total_seconds():g} s the watch handover allows: publishers' "
+                    "clocks disagree (ts is the publisher's time), and reads by time ('watch "
+                    "--from TIME', incremental rebuilds) see them out of version order",
                     self.backwards,
                     "synchronise the publishers' clocks (NTP); meanwhile give incremental "
                     "rebuilds a margin as wide as the skew: "
@@ -269,13 +334,17 @@ class LogScan:
         return found
 
 
-def index_problems(indexes: Iterable[Mapping[str, Any]], findings: list[Finding]) -> list[Finding]:
+def index_problems(
+    indexes: Iterable[Mapping[str, Any]], findings: list[Finding], fm: FieldMap = DEFAULT
+) -> list[Finding]:
     """Missing or conflicting indexes of the log (`evstream.storage.log.index_findings`), and a
     unique {stream, version} index that holds for some documents only (partial or sparse)."""
     rows = [dict(ix) for ix in indexes]
     duplicates = any(f.kind == "duplicate version" for f in findings)
     found = []
-    for spec, problem, index in index_findings(rows):
+    specs = index_specs(fm)
+    db, coll = db_collection(fm.collection), fm.collection
+    for spec, problem, index in index_findings(rows, specs):
         if problem == "not-unique":
             assert index is not None
             name = index.get("name")
@@ -283,10 +352,10 @@ def index_problems(indexes: Iterable[Mapping[str, Any]], findings: list[Finding]
             found.append(
                 Finding(
                     "index",
-                    f"the index {name!r} on {{stream: 1, version: 1}} is not unique: concurrent "
+                    f"the index {name!r} on {spec.shape()} is not unique: concurrent "
                     "publishers could store one version twice, so publish and seed refuse to run",
                     1,
-                    f'{first}in mongosh: db.events.dropIndex("{name}"); {spec.mongosh()} '
+                    f'{first}in mongosh: {db}.dropIndex("{name}"); {spec.mongosh(coll)} '
                     "(or run 'evstream publish' or 'evstream seed' after the drop: they create it)",
                     [name],
                 )
@@ -300,24 +369,24 @@ def index_problems(indexes: Iterable[Mapping[str, Any]], findings: list[Finding]
                     "index",
                     f"the index {spec.name} is missing: it {spec.why}",
                     1,
-                    f"{first}in mongosh: {spec.mongosh()} (the next 'evstream publish' or "
+                    f"{first}in mongosh: {spec.mongosh(coll)} (the next 'evstream publish' or "
                     "'evstream seed' creates it too)",
                     [spec.name],
                 )
             )
-    keys = LOG_INDEXES[0].keys
+    keys = specs[0].keys
     for ix in rows:
-        if index_keys(ix) == keys and ix.get("unique"):
+        if specs[0].unique and index_keys(ix) == keys and ix.get("unique"):
             if ix.get("partialFilterExpression") or ix.get("sparse"):
                 name = ix.get("name", STREAM_VERSION_INDEX)
                 found.append(
                     Finding(
                         "index",
-                        f"the unique index {name!r} on {{stream: 1, version: 1}} is "
+                        f"the unique index {name!r} on {specs[0].shape()} is "
                         f"{'partial' if ix.get('partialFilterExpression') else 'sparse'}: "
                         "versions are unique only for the documents it covers",
                         1,
-                        f'in mongosh: db.events.dropIndex("{name}"); {LOG_INDEXES[0].mongosh()}',
+                        f'in mongosh: {db}.dropIndex("{name}"); {specs[0].mongosh(coll)}',
                         [name],
                     )
                 )
@@ -332,7 +401,7 @@ def _position_ok(value: Any) -> bool:
     return value is None or (isinstance(value, Mapping) and _is_date(value.get("ts")))
 
 
-def checkpoint_problem(doc: Mapping[str, Any]) -> str | None:
+def checkpoint_problem(doc: Mapping[str, Any], log: str = EVENTS) -> str | None:
     """What is wrong with a watch checkpoint document (evstream_checkpoints), or None."""
     collection = doc.get("collection")
     if not isinstance(collection, str) or not collection:
@@ -341,7 +410,7 @@ def checkpoint_problem(doc: Mapping[str, Any]) -> str | None:
         return "no updated_at date"
     if "filters" in doc and not isinstance(doc["filters"], Mapping):
         return "filters not an object"
-    if collection == EVENTS:
+    if collection == log:
         for name in ("position", "settled"):
             if not _position_ok(doc.get(name)):
                 return f"{name} without a ts date"
@@ -363,11 +432,13 @@ def projection_problem(doc: Mapping[str, Any]) -> str | None:
 
 
 def own_problems(
-    checkpoints: Iterable[Mapping[str, Any]], projections: Iterable[Mapping[str, Any]]
+    checkpoints: Iterable[Mapping[str, Any]],
+    projections: Iterable[Mapping[str, Any]],
+    log: str = EVENTS,
 ) -> list[Finding]:
     """Damaged documents in evstream's own collections, one finding per collection."""
     found = []
-    bad = [(doc.get("_id"), why) for doc in checkpoints if (why := checkpoint_problem(doc))]
+    bad = [(doc.get("_id"), why) for doc in checkpoints if (why := checkpoint_problem(doc, log))]
     if bad:
         name, why = bad[0]
         watch = f"evstream watch --checkpoint {_shell(name)} --reset-checkpoint --from start"
@@ -435,11 +506,14 @@ class Check:
     def run(self, progress: Callable[[int], None] = lambda n: None) -> CheckReport:
         """Read the log once and evstream's own collections; return the findings."""
         started = time.perf_counter()
+        fm = self.store.fieldmap
         report = CheckReport(self.store.db.name, log_exists=self.exists)
         from evstream.archiving import archive_findings, archived_edges, log_starts
 
+        if fm.shaped or fm.collection != EVENTS:
+            report.fieldmap = fm.describe()
         edges = archived_edges(self.store)
-        scan = LogScan(starts=edges)
+        scan = LogScan(starts=edges, fm=fm)
         if self.exists:
             pending = 0
             for doc in scan_log(self.store):
@@ -450,15 +524,16 @@ class Check:
                     pending = 0
             progress(pending)
             report.findings = scan.findings()
-            report.findings += index_problems(log_indexes(self.store), report.findings)
+            report.findings += index_problems(log_indexes(self.store), report.findings, fm)
         report.findings += own_problems(
-            checkpoint_documents(self.store), projection_documents(self.store)
+            checkpoint_documents(self.store), projection_documents(self.store), fm.collection
         )
         if edges or self.exists:
             starts = log_starts(self.store)
             if starts["archives"] or starts["unfinished"]:
                 report.starts = starts
                 report.findings += archive_findings(starts)
+        report.misfits = scan.misfits
         report.documents, report.events, report.streams = scan.documents, scan.events, scan.streams
         report.seconds = time.perf_counter() - started
         return report

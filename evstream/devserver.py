@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from evstream.embedded import DevStore
+from evstream.embedded import DevStore, ServerRecord
 
 
 def package_version(name: str) -> str | None:
@@ -26,16 +26,57 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def details(home: Path) -> dict[str, Any]:
-    """Whether the embedded dev store runs, where, and where and how big its data and log are."""
+def server_info(record: ServerRecord, started: bool, db: str | None = None) -> dict[str, Any]:
+    """What `server start` and `server restart` show: where the store runs, its URIs naming
+    the configured database (mongosh and mongoose would use `test` otherwise)."""
+    return {
+        "running": True,
+        "started": started,
+        "uri": record.client_uri(db),
+        "tcp_uri": record.tcp_client_uri(db),
+        "db": db,
+        "socket": record.socket,
+        "pid": record.pid,
+        "port": record.port,
+        "data_dir": record.data_dir,
+        "log_file": record.log_file,
+    }
+
+
+def start(
+    home: Path, tcp: bool | None, db: str | None = None
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """`server start`: start the store unless it runs, adding TCP to one running without it
+    when `tcp` is True; (what to show, notices, warnings)."""
+    from evstream.errors import InvalidInput
+
+    dev = DevStore(home)
+    saved = dev.read_record()
+    current = dev.running()
+    if current is not None and tcp is False and current.port:
+        raise InvalidInput(
+            "the embedded dev store already runs with TCP; closing it would cut off the "
+            "clients connected there",
+            hint="evstream server restart --no-tcp",
+        )
+    record, started = dev.start(tcp=tcp)
+    notes = list(dev.notes.lines)
+    if saved is not None and started and current is None:
+        notes.append(f"replaced a stale record of pid {saved.pid}, which had stopped")
+    return server_info(record, started, db), notes, list(dev.notes.warnings)
+
+
+def details(home: Path, db: str | None = None) -> dict[str, Any]:
+    """Whether the embedded dev store runs, where (URIs naming `db`), and where and how big
+    its data and log are."""
     dev = DevStore(home)
     record = dev.running()
     info: dict[str, Any] = {
         "running": record is not None,
         "pid": record.pid if record else None,
         "port": record.port if record else None,
-        "uri": record.uri if record else None,
-        "tcp_uri": record.tcp_uri if record else None,
+        "uri": record.client_uri(db) if record else None,
+        "tcp_uri": record.tcp_client_uri(db) if record else None,
         "socket": record.socket if record else None,
         "kept_port": dev.address().port,
         "kept_tcp": dev.address().tcp,

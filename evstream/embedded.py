@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from evstream.errors import EvstreamError, ServerUnreachable
+from evstream.errors import EvstreamError, ServerUnreachable, StorageFull
 
 RECORD_FILE = "server.json"
 ADDRESS_FILE = "address.json"
@@ -67,6 +68,17 @@ class ServerRecord:
         """The loopback TCP connection string, for clients that need a port; None without TCP."""
         return uri_for(self.port) if self.port else None
 
+    def client_uri(self, db: str | None = None) -> str:
+        """`uri` naming a database, for clients that default to `test` (mongosh, mongoose)."""
+        if self.socket:
+            return socket_uri(self.socket, db)
+        assert self.port is not None
+        return uri_for(self.port, db=db)
+
+    def tcp_client_uri(self, db: str | None = None) -> str | None:
+        """`tcp_uri` naming a database: what `server start --tcp` prints for Node clients."""
+        return uri_for(self.port, db=db) if self.port else None
+
     @property
     def where(self) -> str:
         """The address for a person: the socket's path, or 127.0.0.1:PORT."""
@@ -86,19 +98,30 @@ class Address:
 
 @dataclass
 class StartNotes:
-    """What a start has to say once (a taken port, a socket path too long)."""
+    """What a start has to say once: notices (a taken port, a socket path too long) and
+    warnings (TCP opened: any local user can reach the store)."""
 
     lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def uri_for(port: int, host: str = "127.0.0.1") -> str:
-    """A pymongo URI for an nx-27017 server on this machine."""
-    return f"mongodb://{host}:{port}/?directConnection=true"
+def uri_for(port: int, host: str = "127.0.0.1", db: str | None = None) -> str:
+    """A pymongo URI for an nx-27017 server on this machine, naming `db` if given."""
+    return f"mongodb://{host}:{port}/{quote(db or '', safe='')}?directConnection=true"
 
 
-def socket_uri(path: str) -> str:
+def socket_uri(path: str, db: str | None = None) -> str:
     """A pymongo URI for a server on a Unix domain socket (the path percent-encoded)."""
-    return f"mongodb://{quote(path, safe='')}/?directConnection=true"
+    return f"mongodb://{quote(path, safe='')}/{quote(db or '', safe='')}?directConnection=true"
+
+
+def tcp_warning(port: int, why: str) -> str:
+    """The warning said whenever the store opens TCP: the dev store has no authentication."""
+    return (
+        f"the embedded dev store listens on 127.0.0.1:{port} ({why}): any local user can "
+        "connect and read or change its data, as it has no authentication; "
+        "`evstream server restart --no-tcp` closes it"
+    )
 
 
 def free_port() -> int:
@@ -240,16 +263,61 @@ def wait_until_answering(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EvstreamError(
-                f"the embedded dev store exited at start (code {proc.returncode}): "
-                f"{last_log_line(log_file)}",
-                hint=f"see {log_file}",
-            )
+            raise start_failure(proc.returncode, log_file, Path(record.data_dir))
         if answers(record, 0.2) and (not record.port or port_answers(record.port, 0.2)):
             return
         time.sleep(0.05)
     proc.kill()
     raise ServerUnreachable(f"the embedded dev store did not answer within {timeout:.0f} s")
+
+
+# A Python exception's own line in a traceback ("sqlite3.OperationalError: disk I/O error"):
+# the cause, where the last line of the log is only a frame of the traceback.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b[^:\n]*: \S.*$")
+LOW_SPACE = 1024 * 1024  # bytes free below which a store that fails to start is called full
+
+
+def start_failure(code: int | None, log_file: Path, data_dir: Path) -> EvstreamError:
+    """Why the dev store exited at start, in one line: the exception it logged (the last
+    one), and when the disk of its data is full, that (docs/dev-store.md, "When it fails")."""
+    cause = last_exception_line(log_file) or last_log_line(log_file)
+    free = free_bytes(data_dir)
+    if free is not None and free < LOW_SPACE:
+        return StorageFull(
+            f"the embedded dev store cannot start: the disk holding {data_dir} is full "
+            f"({free // 1024:,} KiB free; the store said: {cause[:120]})",
+            hint="free disk space there, or set EVSTREAM_HOME to a directory on another disk",
+        )
+    return EvstreamError(
+        f"the embedded dev store exited at start (code {code}): {cause}",
+        hint=f"see {log_file}",
+    )
+
+
+def last_exception_line(log_file: Path, tail: int = 64 * 1024) -> str | None:
+    """The last exception line ("sqlite3.OperationalError: disk I/O error") near the end of a
+    log, or None."""
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(max(0, log_file.stat().st_size - tail))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = [ln.strip() for ln in text.splitlines() if _EXCEPTION_LINE.match(ln)]
+    return found[-1][:300] if found else None
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free for an unprivileged writer on the file system holding `path` (or its nearest
+    existing parent), or None when it cannot be told."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                stats = os.statvfs(candidate)
+            except OSError:
+                return None
+            return stats.f_bavail * stats.f_frsize
+    return None
 
 
 def last_log_line(log_file: Path) -> str:
@@ -351,6 +419,7 @@ class DevStore:
         make_private(self.home)
         kept = self.address()
         want_tcp = kept.tcp if tcp is None else tcp
+        why = "as asked with --tcp" if tcp else "kept from when you last started it with --tcp"
         sock: Path | None = self.socket_path
         if not sockets_supported(self.socket_path):
             self.notes.lines.append(
@@ -358,6 +427,7 @@ class DevStore:
                 "store listens on loopback TCP instead"
             )
             sock, want_tcp = None, True
+            why = "its socket path is too long"
         last_error: EvstreamError | None = None
         port = kept.port
         for attempt in range(3):  # a port can be taken between probing and binding
@@ -384,7 +454,11 @@ class DevStore:
                 continue
             record = ServerRecord(**{**asdict(record), "pid": proc.pid})
             write_private(self.record_path, json.dumps(asdict(record)))
-            write_private(self.address_path, json.dumps({"port": port, "tcp": want_tcp}))
+            # The owner's choice, kept for the next start (a forced fallback is not a choice).
+            chosen = want_tcp if sock is not None else bool(tcp if tcp is not None else kept.tcp)
+            write_private(self.address_path, json.dumps({"port": port, "tcp": chosen}))
+            if want_tcp:
+                self.notes.warnings.append(tcp_warning(port, why))
             return record
         assert last_error is not None
         raise last_error
@@ -402,8 +476,29 @@ class DevStore:
                 self.socket_path.unlink()
 
     def start(self, *, tcp: bool | None = None) -> tuple[ServerRecord, bool]:
-        """Start the server unless it runs; (record, started_now)."""
+        """Start the server unless it runs; (record, started_now).
+
+        `tcp` True on a server running without TCP restarts it at the same socket with TCP
+        (running watchers reconnect, as after `server restart`), and says so.
+        """
+        record = self.running()
+        if record is not None and tcp and not record.port:
+            with self._locked():
+                record = self.running()
+                if record is not None and not record.port:
+                    self._stop_record(record)
+                    started = self._start(True)
+                    self.notes.lines.append(
+                        f"the embedded dev store ran without TCP (pid {record.pid}); restarted "
+                        f"it at the same socket with TCP added (pid {started.pid}); running "
+                        "watchers reconnect by themselves"
+                    )
+                    return started, True
         return self.ensure_running(tcp=tcp)
+
+    def _stop_record(self, record: ServerRecord) -> None:
+        terminate(record.pid)
+        self._reap_stale()
 
     def stop(self) -> ServerRecord | None:
         """Stop the server; returns the record of what was stopped, None if nothing ran."""
@@ -420,7 +515,8 @@ class DevStore:
         with self._locked():
             old = self.read_record()
             alive = old is not None and pid_alive(old.pid)
-            if tcp is None and alive and old is not None:
+            # As it ran: the kept choice, unless the running server differs from it.
+            if tcp is None and alive and old is not None and bool(old.port) != self.address().tcp:
                 tcp = bool(old.port)
             return (old if alive else None), self._start(tcp)
 
@@ -482,7 +578,9 @@ def serve(argv: list[str]) -> int:
     logging.getLogger("neosqlite").setLevel(logging.ERROR)
     from nx_27017.handler import NeoSQLiteHandler
 
-    handler = NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    handler = CursorIdsAsInt64(
+        NeoSQLiteHandler(str(Path(args.data_dir) / "default.db"), data_dir=args.data_dir)
+    )
     pid_file = Path(args.pid_file)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
@@ -493,6 +591,42 @@ def serve(argv: list[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
     return 0
+
+
+def cursor_ids_as_int64(reply: Any) -> Any:
+    """A command's reply with its cursor id as a BSON int64, as MongoDB sends every cursor id.
+
+    nx-27017 quirk: a change stream's cursor id (numbered from 1000) and every exhausted cursor's
+    id 0 are Python ints that fit 32 bits, so they go out as int32. pymongo copes; mongosh 2.x
+    and the Node driver 6+ do not (`BSON element "id" is missing`) and cannot watch at all.
+    """
+    cursor = reply.get("cursor") if isinstance(reply, dict) else None
+    if isinstance(cursor, dict) and type(cursor.get("id")) is int:
+        from bson.int64 import Int64  # noqa: TID251 - the dev server process encodes its replies
+
+        cursor["id"] = Int64(cursor["id"])
+    return reply
+
+
+class CursorIdsAsInt64:
+    """nx-27017's command handler with every reply's cursor id sent as int64
+    (`cursor_ids_as_int64`); everything else is the handler's own."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+    def handle_command(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run a command; its cursor id as int64."""
+        request_id, reply = self._handler.handle_command(msg)
+        return request_id, cursor_ids_as_int64(reply)
+
+    def handle_insert(self, msg: dict[str, Any]) -> tuple[int, Any]:
+        """Run an insert (or a command with document sequences); its cursor id as int64."""
+        request_id, reply = self._handler.handle_insert(msg)
+        return request_id, cursor_ids_as_int64(reply)
 
 
 async def _serve(handler: Any, port: int | None, unix_socket: str | None) -> None:

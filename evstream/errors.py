@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     HANDLER_FAILED = 6
     PROBLEMS_FOUND = 7
     INTERRUPTED = 130
+    TERMINATED = 143  # 128 + SIGTERM, as shells report a process that SIGTERM ended
 
 
 class EvstreamError(Exception):
@@ -67,6 +68,20 @@ class Interrupted(EvstreamError):
     """The user pressed Ctrl-C: exit 130."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM (systemd, Docker, Kubernetes stopping it), handled as Ctrl-C is: exit 143."""
+
+    exit_code = ExitCode.TERMINATED
+
+
+class StorageFull(EvstreamError):
+    """The server is out of disk space (MongoDB's OutOfDiskSpace, SQLite's "database or disk is
+    full" on the dev store): exit 3, as for a server that cannot be reached. Nothing is wrong
+    with the input; the same command succeeds once space is freed (docs/storage.md, "Errors")."""
+
+    exit_code = ExitCode.UNREACHABLE
 
 
 class ConnectionLost(ServerUnreachable):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from evstream.errors import InvalidInput
@@ -26,6 +27,10 @@ INPUT_FIELDS = frozenset(
     {"type", "stream", "data", "meta", "id", "_id", "expected_version", "version", "ts"}
 )
 CHANGE_FIELDS = frozenset({"op", "collection", "key", "doc"})
+# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
+# batches, publishers' clocks): the watch handover's margin (docs/handover.md), and the skew
+# `check` lets pass before it reports "ts backwards".
+TS_DISORDER = timedelta(seconds=2)
 
 
 class InvalidEvent(InvalidInput):
@@ -134,6 +139,10 @@ def event_id_time_ms(event_id: str) -> int | None:
 # --- validation ------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone UTF-16 surrogate ("\ud800" in JSON, or a byte that is not UTF-8 in a command-line
+# argument) is not text: UTF-8, and so BSON, cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_REASON = "holds a lone UTF-16 surrogate (or bytes that are not UTF-8): not Unicode text"
 
 
 def _type_name(value: Any) -> str:
@@ -180,21 +189,29 @@ def check_name(kind: str, value: Any, limit: int = MAX_NAME_LENGTH) -> str:
         raise InvalidEvent(f"{kind} must not contain a NUL character")
     if _CONTROL.search(value):
         raise InvalidEvent(f"{kind} {value[:40]!r} must not contain control characters")
-    return value
-
-
-def check_version(kind: str, value: Any) -> int:
-    """Validate an expected version: an integer, 0 or more."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and value >= 0:
-            return int(value)
-        raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
-    if value < 0:
-        raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
+    if _SURROGATE.search(value):
+        raise InvalidEvent(f"{kind} {value[:40]!r} {SURROGATE_REASON}")
     return value
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the whole numbers BSON can store
+# The highest expected version: the event then becomes version INT64_MAX, the last one BSON holds.
+MAX_EXPECTED_VERSION = INT64_MAX - 1
+
+
+def check_version(kind: str, value: Any, limit: int = MAX_EXPECTED_VERSION) -> int:
+    """Validate a version or an expected version: a whole number from 0 to `limit`, which
+    keeps the stored version within MongoDB's 8-byte ints."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            value = int(value)
+        else:
+            raise InvalidEvent(f"{kind} must be a whole number 0 or more, not {_type_name(value)}")
+    if value < 0:
+        raise InvalidEvent(f"{kind} must be 0 or more, not {value}")
+    if value > limit:
+        raise InvalidEvent(f"{kind} {value} is beyond MongoDB's 8-byte ints (at most {limit})")
+    return value
 
 
 def _check_keys(value: Any, where: str, depth: int = 0) -> None:
@@ -224,6 +241,28 @@ def _check_keys(value: Any, where: str, depth: int = 0) -> None:
                 _check_keys(item, where, depth + 1)
             elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
                 raise InvalidEvent(f"{where} holds a whole number beyond MongoDB's 8-byte ints")
+
+
+def find_surrogate(value: Any, where: str, depth: int = 0) -> str | None:
+    """The path of the first string or field name holding a lone UTF-16 surrogate, or None."""
+    if depth > 200:
+        return None  # the nesting limit refuses it anyway
+    if isinstance(value, str):
+        return where if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return repr(path)
+            found = find_surrogate(item, path, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = find_surrogate(item, f"{where}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def check_object(kind: str, value: Any, *, optional: bool) -> dict[str, Any] | None:
@@ -256,12 +295,16 @@ def unwrap_change(obj: dict[str, Any]) -> Any:
     return obj["doc"]
 
 
-def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
+def event_from_object(
+    obj: Any, *, line: int | None = None, copy_extra: dict[str, Any] | None = None
+) -> EventInput:
     """Validate one decoded NDJSON line (or command-line options gathered into a dict).
 
     Besides the input fields, a stored event (`_id`, `version`, `ts`, as `watch --output json`
     or mongoexport print it) is accepted: its `version` becomes the expected version minus one,
-    so a copy keeps the same versions or stops with a conflict.
+    so a copy keeps the same versions or stops with a conflict. `copy_extra`: `obj` holds the
+    canonical fields of a stored document of a mapped log (`evstream.fieldmap`), and these are
+    the rest of it, kept as they were.
     """
     version: int | None = None
     try:
@@ -270,10 +313,14 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         obj = unwrap_change(obj)
         if not isinstance(obj, dict):
             raise InvalidEvent(f"expected the change's doc to be an object, got {_type_name(obj)}")
-        stored = obj.get("version") is not None and obj.get("ts") is not None
+        stored = copy_extra is not None or (
+            obj.get("version") is not None and obj.get("ts") is not None
+        )
         unknown = sorted(set(obj) - INPUT_FIELDS)
-        extra = None
-        if unknown and stored:
+        extra = copy_extra or None
+        if copy_extra is not None:
+            _check_keys(copy_extra, "the stored event")
+        elif unknown and stored:
             # A stored event another application wrote keeps its own fields in a copy.
             extra = {key: obj[key] for key in unknown}
             _check_keys(extra, "the stored event")
@@ -300,7 +347,7 @@ def event_from_object(obj: Any, *, line: int | None = None) -> EventInput:
         if expected is not None:
             expected = check_version("expected_version", expected)
         if obj.get("version") is not None:
-            version = check_version("version", obj["version"])
+            version = check_version("version", obj["version"], INT64_MAX)
             if version < 1:
                 raise InvalidEvent("version must be 1 or more")
             if expected is not None and expected != version - 1:
@@ -409,7 +456,9 @@ def event_from_plain(obj: Any, line: int | None = None) -> EventInput | None:
     if event_id is not None and not _plain_name(event_id, MAX_ID_LENGTH):
         return None
     expected = obj.get("expected_version")
-    if expected is not None and (type(expected) is not int or expected < 0):
+    if expected is not None and (
+        type(expected) is not int or not 0 <= expected <= MAX_EXPECTED_VERSION
+    ):
         return None
     data = obj.get("data")
     if data is None:
@@ -467,26 +516,63 @@ def decode_line(raw: bytes | None, line: int) -> str | None:
     return text or None
 
 
+class Idle(bytes):
+    """What a paced reader's `readline` answers when no whole line came in time."""
+
+
+# Not a line: `iter_lines` passes it on (without counting a line), and a caller that does not
+# look for it sees a blank line, which it skips.
+IDLE = Idle()
+
+# A line over LINE_LIMIT is read to its end to go on past it (`--skip-invalid`), but only this
+# much further: input with no line end in sight (/dev/zero) stops there.
+DRAIN_LIMIT = 4 * LINE_LIMIT
+
+
 def iter_lines(
     stream: Any, *, limit: int = LINE_LIMIT, first: int = 1
 ) -> Iterator[tuple[int, bytes | None]]:
     """Yield (line number, raw bytes) from a binary file, numbering from `first`; None for a
     line over `limit` bytes.
 
-    A line too long is skipped without being held in memory, so memory stays flat.
+    A line too long is reported as soon as it passes `limit`, without being held in memory;
+    its rest is read past only if the caller goes on, and only up to DRAIN_LIMIT bytes. An
+    input that cannot be read (EIO, /proc/self/mem) is one input error.
     """
     number = first - 1
     while True:
-        raw = stream.readline(limit + 1)
+        raw = _read(stream, limit + 1, number + 1)
+        if raw is IDLE:
+            yield number, raw
+            continue
         if not raw:
             return
         number += 1
         if len(raw) > limit and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):
-                raw = stream.readline(1024 * 1024)
             yield number, None
+            drained = 0
+            while True:
+                raw = _read(stream, 1024 * 1024, number)
+                if raw is IDLE:
+                    continue
+                if not raw or raw.endswith(b"\n"):
+                    break
+                drained += len(raw)
+                if drained > DRAIN_LIMIT:
+                    raise InvalidEvent(
+                        f"line has no end within {(limit + drained) // (1024 * 1024)} MB; "
+                        "stopped reading there",
+                        line=number,
+                    )
             continue
         yield number, raw
+
+
+def _read(stream: Any, size: int, line: int) -> bytes:
+    try:
+        return stream.readline(size)  # type: ignore[no-any-return]
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the input at line {line}: {exc.strerror or exc}") from None
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -662,9 +748,10 @@ PROBLEM_KINDS = (
 )
 
 
-def event_problem(doc: Mapping[str, Any]) -> str | None:
-    """Why a stored document is not an event of the log's schema (a `PROBLEM_KINDS` entry), or
-    None for one that is. An ObjectId `_id` and extra fields (`__v`) are fine.
+def event_problem(doc: Mapping[str, Any], versioned: bool = True) -> str | None:
+    """Why a stored document (as a canonical event, `evstream.fieldmap`) is not an event of the
+    log's schema (a `PROBLEM_KINDS` entry), or None for one that is. An ObjectId `_id` and extra
+    fields (`__v`) are fine. On a log without versions (`versioned` False) no version is asked.
 
     Every command that folds or counts events skips exactly the documents this names, so full
     and incremental rebuilds agree on them.
@@ -675,8 +762,7 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
     if (
         type(stream) is str
         and stream
-        and type(version) is int
-        and version >= 1
+        and ((type(version) is int and version >= 1) or not versioned)
         and type(doc.get("type")) is str
         and type(doc.get("ts")) is datetime
     ):
@@ -685,10 +771,11 @@ def event_problem(doc: Mapping[str, Any]) -> str | None:
         return "no stream"
     if not isinstance(stream, str) or not stream:
         return "stream not a string"
-    if version is _MISSING or version is None:
-        return "no version"
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        return "version not a positive integer"
+    if versioned:
+        if version is _MISSING or version is None:
+            return "no version"
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            return "version not a positive integer"
     kind = doc.get("type", _MISSING)
     if kind is _MISSING or kind is None:
         return "no type"
@@ -751,6 +838,10 @@ class Skipped:
 
 # --- partitions (docs/delivery.md, "Partitions") -------------------------------------------------
 
+# The part that owns what belongs to no stream: a foreign document without a `stream` field (or
+# with a null one), and a delete whose event's stream cannot be told (docs/delivery.md).
+NO_STREAM_PART = 1
+
 
 def partition_of(stream: str, parts: int) -> int:
     """The part (1 to `parts`) a stream belongs to: the first 8 bytes of the SHA-1 of its UTF-8
@@ -763,6 +854,87 @@ def partition_of(stream: str, parts: int) -> int:
         raise ValueError("parts must be at least 1")
     digest = hashlib.sha1(stream.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % parts + 1
+
+
+def part_of_stream(stream: Any, parts: int) -> int:
+    """The part (1 to `parts`) that owns a stream of any value: a string by `partition_of`; a
+    number, an object or any other value by the same hash of its canonical encoding
+    (`canonical_text`), so that one stream always lands in one part; none (missing or null)
+    in `NO_STREAM_PART`. The one rule for `watch --partition`, `rebuild --partition` and the API.
+    """
+    if isinstance(stream, str):
+        return partition_of(stream, parts)
+    if stream is None:
+        if parts < 1:
+            raise ValueError("parts must be at least 1")
+        return NO_STREAM_PART
+    # A leading NUL keeps these apart from the string streams of the same text.
+    return partition_of("\0" + canonical_text(stream), parts)
+
+
+def canonical_text(value: Any) -> str:
+    """One text for one value as MongoDB compares values: integers and integral doubles alike
+    (5, 5.0 and Int64(5) are one stream), an object's fields in their stored order (MongoDB
+    compares embedded documents field by field, in order), strings quoted. Any other type (an
+    ObjectId, a date …) by its type's name and its text, which are stable for a value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        fields = ",".join(f"{canonical_text(str(k))}:{canonical_text(v)}" for k, v in value.items())
+        return "{" + fields + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(canonical_text(v) for v in value) + "]"
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return f"date:{value.isoformat(timespec='milliseconds')}"
+    return f"{type(value).__name__}:{value}"
+
+
+def stream_of_change(
+    key: Mapping[str, Any], doc: Mapping[str, Any] | None, before: Mapping[str, Any] | None = None
+) -> Any:
+    """The stream a change belongs to, or None: the document's `stream`; for a delete (no
+    document), the document key's (a log sharded on `stream` carries it there) or the
+    pre-image's (`before`, where the server keeps them)."""
+    for source in (doc, key, before):
+        if source is not None:
+            stream = source.get("stream")
+            if stream is not None:
+                return stream
+    return None
+
+
+def part_of_change(
+    parts: int,
+    key: Mapping[str, Any],
+    doc: Mapping[str, Any] | None,
+    before: Mapping[str, Any] | None = None,
+    *,
+    seen: Any = None,
+    log: bool = True,
+) -> int:
+    """The part that owns a change, by its stream's part (`part_of_stream`).
+
+    In the log, the stream is `stream_of_change`'s, else `seen` (the stream the caller saw the
+    same event in before, as a watch remembers it for a delete), else none (NO_STREAM_PART).
+    In another collection (`log` False: a projection's, whose documents are keyed by their
+    stream, as `rebuild --partition` places them), the document key's `_id` is the stream.
+    """
+    if not log:
+        return part_of_stream(key.get("_id"), parts)
+    stream = stream_of_change(key, doc, before)
+    return part_of_stream(seen if stream is None else stream, parts)
 
 
 def parse_partition(text: str | None) -> tuple[int, int] | None:

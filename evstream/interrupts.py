@@ -6,6 +6,11 @@ collector frees one), Python prints "Exception ignored in ..." and drops the exc
 command runs on as if Ctrl-C had never been pressed. evstream's handler sees that case and
 delivers the interrupt again a moment later, once the finalizer is done.
 
+SIGTERM, which systemd, Docker and Kubernetes send to stop a process, is handled the same way
+(a KeyboardInterrupt where the command can act on it, held like Ctrl-C): a command stopped by it
+reports what it did, as after Ctrl-C, and exits 143 instead of 130 (`CtrlC.stopped`,
+`CtrlC.exit_code`).
+
 It also lets a command hold Ctrl-C over a few lines that must not be cut in two (watch prints a
 change and saves its checkpoint; `watch --exec` lets its handler finish a batch): the interrupt
 waits until they are done. A second Ctrl-C while one is held interrupts at once.
@@ -19,6 +24,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from evstream.errors import ExitCode, Interrupted, Terminated
+
 REDELIVER_AFTER = 0.02  # seconds: a finalizer is short; the interrupt comes again after it
 
 
@@ -30,6 +37,8 @@ class CtrlC:
         self.pending = False
         self.installs = 0
         self.previous: Any = None
+        self.previous_term: Any = None
+        self.terminated = False  # the last stop asked for was SIGTERM, not Ctrl-C
         # Called (in the main thread) when a Ctrl-C is held back, e.g. to say what it waits for.
         self.on_hold: Any = None
         # `with CTRL_C.held:` - Ctrl-C during the block waits until the block is done, then
@@ -44,6 +53,9 @@ class CtrlC:
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 self.previous = signal.signal(signal.SIGINT, self._handle)
                 self.installs = 1
+                self.terminated = False
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    self.previous_term = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -53,9 +65,25 @@ class CtrlC:
         if not self.installs:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+            if self.previous_term is not None:
+                signal.signal(signal.SIGTERM, self.previous_term)
+                self.previous_term = None
             self.pending = False
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """130 after Ctrl-C, 143 after SIGTERM."""
+        return ExitCode.TERMINATED if self.terminated else ExitCode.INTERRUPTED
+
+    def stopped(self, what: str) -> Interrupted:
+        """The error that ends a command stopped by Ctrl-C or SIGTERM, saying what was done."""
+        if self.terminated:
+            return Terminated(f"terminated (SIGTERM): {what}")
+        return Interrupted(f"interrupted: {what}")
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM:
+            self.terminated = True
         if self.holding:
             if self.pending:  # a second Ctrl-C while held: stop now
                 raise KeyboardInterrupt

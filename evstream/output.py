@@ -14,6 +14,7 @@ from bson import json_util
 from rich.text import Text
 
 from evstream.events import MASK, REDACTED, has_secret, redact
+from evstream.fieldmap import Canonical
 
 # Output and JSON lines live in evstream.writer, which needs rich only once something is printed
 # through it (the JSON path of `publish` never does); they are imported from here as before.
@@ -182,8 +183,13 @@ def watch_record(
     doc: Mapping[str, Any] | None,
     *,
     show_secrets: bool = False,
+    canonical: bool = False,
 ) -> dict[str, Any]:
-    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked."""
+    """A change as its JSON line: {"op", "collection", "key", "doc"}, secrets masked. A log
+    event read through a field map is printed as stored, or with `canonical` as the canonical
+    event (docs/adopting.md)."""
+    if type(doc) is Canonical:
+        doc = dict(doc) if canonical else doc.stored
     if doc is not None and not show_secrets and has_secret(doc):
         doc = redact(doc, mask=MASK)[0]  # else the document itself, as stored
     return {"op": op, "collection": collection, "key": dict(key), "doc": doc}
@@ -237,8 +243,9 @@ class WatchView:
         from evstream.events import event_problem
 
         body: Any = None
-        if collection == "events" and doc is not None:
-            problem = event_problem(doc)
+        mapped = type(doc) is Canonical
+        if doc is not None and (mapped or collection == "events"):
+            problem = event_problem(doc, doc.versioned if mapped else True)  # type: ignore[union-attr]
             if problem is None:
                 line = self._event_line(op, doc)
                 body = doc.get("data")
@@ -290,14 +297,17 @@ class WatchView:
         line.append_text(self._time(doc.get("ts")))
         if op != "insert":  # the log is appended to: an insert goes without saying
             line.append(f" {op:<7}", style=OP_STYLES.get(op, "bold"))
-        kind, where = str(doc["type"]), f"{doc['stream']}@{doc['version']}"
+        version = doc.get("version")
+        kind = str(doc["type"])
+        where = str(doc["stream"]) if version is None else f"{doc['stream']}@{version}"
         self.type_width = max(self.type_width, min(len(kind), TYPE_COLUMN_MAX))
         self.stream_width = max(self.stream_width, min(len(where), STREAM_COLUMN_MAX))
         line.append(" ")
         line.append(kind.ljust(self.type_width), style="bold")
         line.append(" ")
         line.append(str(doc["stream"]), style="bold blue")
-        line.append(f"@{doc['version']}", style="blue")
+        if version is not None:
+            line.append(f"@{version}", style="blue")
         line.append(" " * (self.stream_width - len(where)))
         data = doc.get("data")
         if data and not self.full:
@@ -390,6 +400,76 @@ def watch_line(
     return line
 
 
+class ChangePrinter:
+    """A watch's changes on stdout in the format asked for: each a JSON line as it is
+    (`watch_record`), or a line of the pretty view (`WatchView`)."""
+
+    def __init__(
+        self,
+        out: Output,
+        *,
+        show_secrets: bool = False,
+        full: bool = False,
+        canonical: bool = False,
+    ) -> None:
+        self.out = out
+        self.show_secrets = show_secrets
+        self.canonical = canonical  # a mapped log's events as canonical events (--canonical)
+        self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
+        # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
+        # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
+        self.buffered = out.json and not out.to_terminal
+
+    def __call__(self, change: Any) -> None:
+        """Print one change (`evstream.watching.Change`)."""
+        (self._json if self.out.json else self._pretty)(change)
+
+    def _json(self, change: Any) -> None:
+        record = watch_record(
+            change.op,
+            change.collection,
+            change.key,
+            change.doc,
+            show_secrets=self.show_secrets,
+            canonical=self.canonical,
+        )
+        self.out.emit(record, flush=not self.buffered)
+
+    def _pretty(self, change: Any) -> None:
+        update = change.update  # updateDescription, where the server gives one
+        self.out.show(
+            self.view.render(
+                change.op, change.collection, change.key, change.doc, change.when, update=update
+            )
+        )
+
+    def written(self) -> None:
+        """Every line printed so far reaches the reader of stdout (Hooks.written)."""
+        if self.buffered:
+            self.out.flush()
+
+    def close(self) -> None:
+        """Say how many documents of events were not events (the pretty view only)."""
+        summary = self.view.summary()
+        if summary and not self.out.json:
+            self.out.warning(summary)
+
+
+def handler_line(change: Any, *, show_secrets: bool = False) -> str:
+    """A change as the JSON line `watch --exec` hands its handler (as `-o json --canonical`
+    prints it: handlers receive canonical events whatever the field map, docs/adopting.md)."""
+    return json_line(
+        watch_record(
+            change.op,
+            change.collection,
+            change.key,
+            change.doc,
+            show_secrets=show_secrets,
+            canonical=True,
+        )
+    )
+
+
 def _key_text(key: Mapping[str, Any]) -> Text:
     """A document key: its _id alone when that is all it has, strings unquoted."""
     value: Any = key.get("_id") if list(key) == ["_id"] else dict(key)
@@ -445,7 +525,7 @@ def follow_summary_text(summary: Mapping[str, Any]) -> Text:
     live = summary["live"]
     fields: dict[str, Any] = {
         f"caught up ({summary['caught_up']['mode']})": summary["caught_up"]["applied"],
-        "live events": live["events"],
+        ("live event", "live events"): live["events"],
         "applied": live["applied"],
         f"{summary.get('collection', 'documents')} written": live["written"],
     }
@@ -755,6 +835,8 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     grid = Fields()
     grid.add_row("Server", _server_lines(status.get("server") or {}, now))
     grid.add_row("Database", Text(str(status.get("database", "?")), style="bold"))
+    if status.get("log"):
+        grid.add_row("Log", Text(str(status["log"]), style="") + Text(" · [log] map", "dim"))
     grid.add_row("Events", _counts_line(status))
     not_events = status.get("not_events")
     if not_events:
@@ -989,6 +1071,14 @@ def check_fixes(findings: list[Mapping[str, Any]]) -> Text:
     return text
 
 
+def _id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if type(value).__name__ == "ObjectId":
+        return f'ObjectId("{value}")'
+    return str(value)
+
+
 def check_view(report: Mapping[str, Any]) -> Any:
     """`evstream check` for a person: a summary line, then the findings table (if any)."""
     from rich.console import Group
@@ -1007,6 +1097,20 @@ def check_view(report: Mapping[str, Any]) -> Any:
     if report.get("log_starts"):
         head.append("\n")
         head.append_text(log_starts_text(report["log_starts"]))
+    mapped = report.get("map")
+    if mapped:
+        # A log another application shaped: how many documents its map fits, and the first
+        # ones it does not (docs/adopting.md).
+        head.append("\nMap ", style="bold")
+        head.append(str(mapped.get("log")))
+        fits, total = int(mapped.get("fits") or 0), int(mapped.get("documents") or 0)
+        head.append(" fits ")
+        head.append(f"{fits:,}", style="cyan" if fits == total else "bold yellow")
+        head.append(f" of {total:,} documents")
+        misfits = mapped.get("misfits") or []
+        if misfits:
+            head.append("; first that do not: ")
+            head.append(", ".join(_id_text(i) for i in misfits), style="yellow")
     findings = report.get("findings") or []
     if not findings:
         head.append(" · ")
@@ -1022,6 +1126,32 @@ def check_view(report: Mapping[str, Any]) -> Any:
         Text("How to fix them", style="bold"),
         check_fixes(findings),
     )
+
+
+def config_view(report: Mapping[str, Any]) -> Any:
+    """`evstream config` for a person: each setting, its value and where it came from."""
+    grid = Fields()
+    for key, row in report["settings"].items():
+        value = row["value"]
+        if value is None or value == [] or value == {}:
+            shown = Text("(none)", style="dim")
+        elif isinstance(value, Mapping):
+            shown = Text(", ".join(f"{k} = {v!r}" for k, v in value.items()))
+        elif isinstance(value, list):
+            shown = Text(", ".join(str(v) for v in value))
+        else:
+            shown = Text(str(value), style="blue" if key == "uri" else "")
+        shown.append(f"  ← {row['source']}", style="dim")
+        grid.add_row(key, shown)
+    files = Fields()
+    files.add_row("project file", report.get("project_file") or Text("(none found)", style="dim"))
+    user = Text(str(report.get("user_file")))
+    if not report.get("user_file_exists"):
+        user.append(" (absent)", style="dim")
+    elif report.get("contexts"):
+        user.append(f" · contexts: {', '.join(report['contexts'])}", style="dim")
+    files.add_row("user file", user)
+    return Text("\n").join([grid.text(), Text(""), files.text()])
 
 
 # --- the log's life: archive, erase, redact (docs/lifecycle.md) ------------------------------

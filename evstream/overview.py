@@ -91,7 +91,7 @@ def server_info(store: Store, home: Path | None = None) -> dict[str, Any]:
         info.update(kind="embedded", product="nx-27017", version=package_version("nx-27017"))
         info["topology"] = "single server on this machine"
         if home is not None:
-            info.update(details(home))
+            info.update(details(home, store.db.name))
     else:
         info["kind"] = "mongodb"
         info["product"] = store.product
@@ -202,11 +202,14 @@ def gather(
         buckets = plan_buckets(oldest, now, max_buckets)
         return None if buckets is None else buckets.boundaries()
 
-    if EVENTS not in names:
+    log = store.log_name
+    if store.fieldmap.shaped or log != EVENTS:
+        status["log"] = store.fieldmap.describe()
+    if log not in names:
         counts.update(events=0, streams=0)
         status["types"] = []
     elif estimate:
-        counts.update(events=queries.estimated_count(store, EVENTS), streams=None)
+        counts.update(events=queries.estimated_count(store, log), streams=None)
         status["types"] = None
     else:
         figures = store.log_figures(plan)
@@ -221,10 +224,14 @@ def gather(
     else:
         counts["sessions"] = queries.exact_count(store, SESSIONS)
     status["counts"] = counts
-    if figures is None and EVENTS in names:
-        oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
-        edges = plan(oldest["ts"] if oldest else None)
-        activity = store.bucket_counts(store.events, "ts", edges) if edges else None
+    if figures is None and log in names:
+        if store.fieldmap.ts_unit != "date":
+            oldest = newest = edges = activity = None  # --estimate: its buckets are dates
+        else:
+            oldest, newest = store.edge_event(newest=False), store.edge_event(newest=True)
+            edges = plan(oldest["ts"] if oldest else None)
+            ts = store.fieldmap.ts
+            activity = store.bucket_counts(store.events, ts, edges) if edges else None
     elif figures is not None:
         oldest, newest, edges, activity = (
             figures.oldest,

@@ -19,10 +19,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError
-from evstream.events import Skipped, event_problem, partition_of
+from evstream.events import TS_DISORDER, UNSORTED, Skipped, event_problem, part_of_stream
+from evstream.interrupts import CTRL_C
 from evstream.projections import Projection, builtin_projection
-from evstream.storage import Store, now_utc
+from evstream.reporting import Progress, Status, ignore, no_progress, no_status
+from evstream.storage import Store, ensure_indexes, now_utc
 from evstream.storage import projections as db
+from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
 
 if TYPE_CHECKING:
@@ -37,7 +40,9 @@ __all__ = [
     "plan_rebuild",
     "projection_status",
     "projections_status",
+    "follow_projection",
     "rebuild",
+    "run_rebuild",
 ]
 
 DEFAULT_MARGIN = 10.0
@@ -56,15 +61,9 @@ def checkpoint_key(projection: Projection, part: Part | None) -> str:
 
 
 def in_part(key: Any, part: Part | None) -> bool:
-    """Whether a stream (or a stored document's `_id`) belongs to this part.
-
-    Documents whose `_id` is not a string belong to no stream; part 1 removes them.
-    """
-    if part is None:
-        return True
-    if not isinstance(key, str):
-        return part[0] == 1
-    return partition_of(key, part[1]) == part[0]
+    """Whether a stream (or a stored document's `_id`, which is its stream) belongs to this
+    part, by the rule watch and the API use too (`evstream.events.part_of_stream`)."""
+    return part is None or part_of_stream(key, part[1]) == part[0]
 
 
 # --- what a run does and reports ---------------------------------------------------------------
@@ -301,8 +300,13 @@ def rebuild(
     dry_run: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    count_not_events: bool = True,
 ) -> RebuildReport:
     """Carry out a plan; then, unless it is a dry run, save the checkpoint.
+
+    An incremental run counts the log's documents that are not events with one more query
+    (a full run counts them as it reads), unless `count_not_events` is False (a follower's
+    periodic checkpoint, which reports none).
 
     The report's seconds count from the start of planning. A handler that raises stops the run
     (`HandlerFailed`) before anything of its stream is written, and no checkpoint is saved.
@@ -324,12 +328,24 @@ def rebuild(
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
-    if plan.mode == "full":
-        _full(store, plan, writer, report, progress)
-    else:
-        report.last_event_ts = plan.last_event_ts
-        _incremental(store, plan, writer, report, progress)
-    writer.finish()
+    try:
+        if plan.mode == "full":
+            _full(store, plan, writer, report, progress)
+        else:
+            report.last_event_ts = plan.last_event_ts
+            _incremental(store, plan, writer, report, progress, count_not_events)
+        writer.finish()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
+        done = (
+            "nothing was written (a dry run)"
+            if dry_run
+            else f"{report.written:,} document(s) written; no checkpoint saved, so the next "
+            "run (full or --incremental) finishes the job"
+        )
+        raise CTRL_C.stopped(
+            f"rebuilding {proj.name} ({plan.mode}): {report.applied:,} "
+            f"event{'s' * (report.applied != 1)} applied, {done}"
+        ) from None
     report.seconds = time.perf_counter() - plan.started
     if not dry_run:
         db.save_checkpoint(store, _checkpoint(plan, report))
@@ -372,8 +388,9 @@ def _full(
     starts = archive_starts(store, proj)
     log = db.read_log(store, proj.types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
+    versioned = store.fieldmap.versioned
     for stream, state in fold_streams(
-        proj, log, report, progress, part, plan.next_since, starts=starts
+        proj, log, report, progress, part, plan.next_since, starts=starts, versioned=versioned
     ):
         report.streams += 1
         for gone in existing.before(stream):
@@ -394,8 +411,10 @@ def fold_streams(
     before: datetime | None = None,
     *,
     starts: Starts | None = None,
+    versioned: bool = True,
 ) -> Iterator[tuple[str, Doc]]:
-    """(stream, state) for each stream of a log read in (stream, version) order.
+    """(stream, state) for each stream of a log read in (stream, version) order (on a log
+    without versions, `versioned` False: (stream, ts, id) order).
 
     Documents that are not events (`event_problem`) are skipped and counted; streams of other
     parts are passed over. A stream's events are folded a batch at a time, so a long stream
@@ -407,6 +426,7 @@ def fold_streams(
     snapshot, whether or not still in the log), and a stream whose events were all archived is
     its snapshot.
     """
+    fold = proj.fold if versioned else _unversioned_fold(proj)
     stream: str | None = None
     state: Doc | None = None
     pending: list[Doc] = []
@@ -426,7 +446,7 @@ def fold_streams(
             ts = event.get("ts")
             if isinstance(ts, datetime) and ts < before:
                 counted += 1
-        problem = event_problem(event)
+        problem = event_problem(event, versioned)
         if problem is not None:
             skipped.add(event, problem)
             continue
@@ -436,7 +456,7 @@ def fold_streams(
                 if not name > stream:
                     raise _order_error("events", stream, name)
                 if pending or state is not None:
-                    yield stream, proj.fold(pending, state)
+                    yield stream, fold(pending, state)
             stream, state, pending = name, None, []
             if part is not None:
                 mine = {name: in_part(name, part)}
@@ -452,7 +472,7 @@ def fold_streams(
         if starts is not None and event["version"] <= edge:
             continue  # in the snapshot (archived, or restored from an archive)
         if len(pending) == FOLD_BATCH:
-            state, pending = proj.fold(pending, state), []
+            state, pending = fold(pending, state), []
         pending.append(event)
         report.applied += 1
         ts = event["ts"]
@@ -463,7 +483,7 @@ def fold_streams(
     progress(read)
     report.last_event_ts = newest
     if stream is not None and (pending or state is not None):
-        yield stream, proj.fold(pending, state)
+        yield stream, fold(pending, state)
     if starts is not None:
         for snap in starts.before(None):
             if in_part(snap["stream"], part):
@@ -482,6 +502,19 @@ def archive_starts(
         return None
     require_snapshots(store, proj)
     return Starts(store, proj, streams)
+
+
+def _unversioned_fold(proj: Projection) -> Callable[[list[Doc], Doc | None], Doc]:
+    """The fold on a log without versions: events carry no version, and the document's
+    `version` counts the events applied (its `events`), so writes still never move it back
+    (docs/adopting.md, "Logs without versions")."""
+
+    def fold(events: list[Doc], state: Doc | None) -> Doc:
+        folded = proj.fold(events, state)
+        folded["version"] = folded["events"]
+        return folded
+
+    return fold
 
 
 def _order_error(what: str, before: Any, after: Any) -> EvstreamError:
@@ -535,6 +568,7 @@ def _incremental(
     writer: Writer,
     report: RebuildReport,
     progress: Callable[[int], None],
+    count_not_events: bool = True,
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
@@ -546,6 +580,14 @@ def _incremental(
             _apply_chunk(store, plan, chunk, writer, report, progress)
             chunk = []
     _apply_chunk(store, plan, chunk, writer, report, progress)
+    # The window holds only documents with a ts from `since` on: those that are not events
+    # are counted over the whole log instead, as a full run counts them (one rule).
+    report.skipped = Skipped()
+    if not count_not_events:
+        return
+    versioned = store.fieldmap.versioned
+    for doc in db.read_not_events(store, plan.projection.types):
+        report.skipped.add(doc, event_problem(doc, versioned) or UNSORTED)
 
 
 def _apply_chunk(
@@ -562,11 +604,12 @@ def _apply_chunk(
     proj, part = plan.projection, plan.part
     by_stream: dict[str, list[Doc]] = {}
     newest = report.last_event_ts
+    versioned = store.fieldmap.versioned
     for event in chunk:
         ts = event.get("ts")
         if isinstance(ts, datetime) and ts < plan.next_since:
             report.counted += 1
-        problem = event_problem(event)
+        problem = event_problem(event, versioned)
         if problem is not None:
             report.skipped.add(event, problem)
             continue
@@ -592,7 +635,10 @@ def update_streams(
     """Apply each stream's new events (valid ones, of this part) onto its stored document."""
     stored = db.find_documents(store, proj.collection, list(by_stream)) if by_stream else {}
     from_log: list[str] = []  # streams whose documents are refolded from the log
-    for stream, events in by_stream.items():
+    versioned = store.fieldmap.versioned
+    if not versioned:
+        _update_unversioned(store, proj, by_stream, stored, writer, report, from_log)
+    for stream, events in by_stream.items() if versioned else ():
         old = writer.preview_of(stream) or stored.get(stream)
         base = old if old is not None and proj.is_state(old) else None
         applied = base["version"] if base is not None else 0
@@ -624,10 +670,49 @@ def update_streams(
             ignored,
             lambda n: None,
             starts=archive_starts(store, proj, from_log),
+            versioned=versioned,
         ):
             report.streams += 1
             report.applied += state["events"]
             writer.put(stream, state, writer.preview_of(stream) or stored.get(stream))
+
+
+def _update_unversioned(
+    store: Store,
+    proj: Projection,
+    by_stream: dict[str, list[Doc]],
+    stored: dict[Any, Doc],
+    writer: Writer,
+    report: RebuildReport,
+    from_log: list[str],
+) -> None:
+    """`update_streams` on a log without versions, where a stream's order is (ts, id).
+
+    A document's events are those up to its `updated_at` (the ts of the last one applied). When
+    every event of the stream in the window is after it, those are exactly the events it lacks:
+    an event it lacks with an older ts would be in the window too (it was published after the
+    checkpoint's run, and one behind the checkpoint turns the run into a full one, by count).
+    Otherwise (an event at or before its ts: read again, or landed late) the stream is refolded
+    from the log, as is a stream without a document of this fold (its earlier events may lie
+    before the window). Either way it equals the full rebuild's fold.
+    """
+    order = store.fieldmap.order_key
+    fold = _unversioned_fold(proj)
+    for stream, events in by_stream.items():
+        old = writer.preview_of(stream) or stored.get(stream)
+        base = old if old is not None and proj.is_state(old) else None
+        last = base.get("updated_at") if base is not None else None
+        if not isinstance(last, datetime):
+            from_log.append(stream)
+            continue
+        last = aware(last)
+        if any(aware(e["ts"]) <= last for e in events):
+            from_log.append(stream)
+            continue
+        fresh = sorted(events, key=order)
+        report.streams += 1
+        report.applied += len(fresh)
+        writer.put(stream, fold(fresh, base), old)
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -747,6 +832,17 @@ class FollowReport:
         return doc
 
 
+def follow_stopped_line(name: str, report: FollowReport) -> str:
+    """What a `--follow` run stopped by Ctrl-C or SIGTERM did, in one line."""
+    live = report.live
+    return (
+        f"following {name}: caught up ({report.catch_up.mode}, {report.catch_up.applied:,} "
+        f"event{'s' * (report.catch_up.applied != 1)} applied), then {live.applied:,} live "
+        f"event{'s' * (live.applied != 1)} applied ({live.written:,} document(s) written); "
+        "checkpoint saved"
+    )
+
+
 class Follower:
     """`rebuild NAME --follow`: catch up (an incremental run), then apply events as they arrive.
 
@@ -785,9 +881,12 @@ class Follower:
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
         self.saved_at = clock()
         self.checkpoints = 0
+        self.started = now_utc() - TS_DISORDER  # set again by `run`
 
-    def catch_up(self) -> RebuildReport:
-        """An incremental run (a full one when it must be, saying why); saves the checkpoint."""
+    def catch_up(self, *, first: bool = False) -> RebuildReport:
+        """An incremental run (a full one when it must be, saying why); saves the checkpoint.
+        Only the `first` counts the log's documents that are not events (a query over the
+        whole log): the later ones save the checkpoint while events arrive."""
         plan = plan_rebuild(
             self.store,
             self.projection,
@@ -798,7 +897,7 @@ class Follower:
         )
         if plan.reason:
             self.notice(f"rebuilding in full: {plan.reason}")
-        report = rebuild(self.store, plan)
+        report = rebuild(self.store, plan, count_not_events=first)
         self.since = plan.next_since
         self.saved_at = self.clock()
         self.checkpoints += 1
@@ -808,10 +907,10 @@ class Follower:
         """Catch up, then follow until --idle-timeout or Ctrl-C."""
         from evstream.watching import Hooks, Watcher, WatchOptions
 
-        first = self.catch_up()
+        first = self.catch_up(first=True)
         self.notice(
             f"following {self.projection.name}: caught up ({first.mode}, {first.applied:,} "
-            "events applied); applying new events as they arrive"
+            f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
         )
         options = WatchOptions(
             types=list(self.projection.types or []),
@@ -819,20 +918,37 @@ class Follower:
             start_given=True,
             idle_timeout=idle_timeout,
         )
-        hooks = Hooks(deliver=self._deliver, notice=self.notice, warning=self.warning)
-        Watcher(self.store, options, hooks).run()
+        hooks = Hooks(
+            deliver=self._deliver,
+            notice=self.notice,
+            warning=self.warning,
+            late="it is applied now (once: an event applied before changes nothing)",
+        )
+        # Documents that are not events from before this start were the catch-up's to report.
+        self.started = now_utc() - TS_DISORDER
+        stopped = False
+        try:
+            Watcher(self.store, options, hooks).run()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: save the checkpoint, then say so
+            stopped = True
         if self.live.events:
             self.catch_up()  # the checkpoint, for status and the next --incremental
-        return FollowReport(first, self.live, self.checkpoints)
+        report = FollowReport(first, self.live, self.checkpoints)
+        if stopped:
+            raise CTRL_C.stopped(follow_stopped_line(self.projection.name, report))
+        return report
 
     def _deliver(self, change: Any) -> None:
         """One change of the log: apply it if it is an event of this projection and part."""
-        event = change.doc
+        event = change.doc  # a canonical event (a `Canonical` on a mapped log)
         if change.op != "insert" or event is None:
             return
         self.live.events += 1
-        problem = event_problem(event)
+        problem = event_problem(event, self.store.fieldmap.versioned)
         if problem is not None:
+            ts = event.get("ts")
+            if isinstance(ts, datetime) and aware(ts) < self.started:
+                return  # read again by the handover from before this start: not new
             self.live.skipped.add(event, problem)
             line = self.live.skipped.line("documents")
             if self.live.skipped.total == 1 and line:
@@ -852,3 +968,62 @@ class Follower:
             self.live.last_event_ts = ts
         if self.clock() - self.saved_at >= self.every:
             self.catch_up()
+
+
+# --- the use cases: `rebuild NAME` and `rebuild NAME --follow` (the CLI and the API) -----------
+
+
+def run_rebuild(
+    store: Store,
+    projection: Projection,
+    *,
+    incremental: bool = False,
+    dry_run: bool = False,
+    margin: float = DEFAULT_MARGIN,
+    part: Part | None = None,
+    batch_size: int | None = None,
+    with_total: bool = False,
+    progress: Progress = no_progress,
+    status: Status = no_status,
+    notice: Callable[[str], None] = ignore,
+    warning: Callable[[str], None] = ignore,
+) -> RebuildReport:
+    """Plan a rebuild, run it, and report: why it runs in full (a notice), the documents that
+    are not events (a warning). `with_total` counts the events first, for a progress bar."""
+    if not dry_run:
+        ensure_indexes(store)  # the (stream, version) order and the ts window use them
+    with status("planning the rebuild: the log's size and the last run"):
+        plan = plan_rebuild(
+            store,
+            projection,
+            incremental=incremental,
+            margin=margin,
+            part=part,
+            with_total=with_total,
+        )
+    if plan.reason:
+        notice(f"rebuilding in full: {plan.reason}")
+    label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"
+    with progress(label, total=plan.total or None, counts="events") as advance:
+        report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
+    skipped = report.skipped.line("documents")
+    if skipped:
+        warning(skipped)
+    return report
+
+
+def follow_projection(
+    store: Store,
+    projection: Projection,
+    *,
+    part: Part | None = None,
+    margin: float = DEFAULT_MARGIN,
+    idle_timeout: float | None = None,
+    notice: Callable[[str], None] = ignore,
+    warning: Callable[[str], None] = ignore,
+) -> FollowReport:
+    """Catch up, then keep the projection current from the change stream until `idle_timeout`
+    passes without an event (or Ctrl-C); what was applied."""
+    ensure_indexes(store)
+    follower = Follower(store, projection, part=part, margin=margin, notice=notice, warning=warning)
+    return follower.run(idle_timeout=idle_timeout)

@@ -166,10 +166,21 @@ def _clone(value: Any) -> Any:
 # --- finding projections -------------------------------------------------------------------------
 
 
-def modules_to_load(module: str | None, env: Mapping[str, str] | None = None) -> list[str]:
-    """The built-in modules, then those in EVSTREAM_PROJECTIONS, then `--module`."""
-    listed = (env if env is not None else os.environ).get(ENV_VAR, "")
-    names = [*BUILTIN_MODULES, *(m.strip() for m in listed.split(",") if m.strip())]
+def modules_to_load(
+    module: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    configured: Iterable[str] | None = None,
+) -> list[str]:
+    """The built-in modules, then the configured ones, then `--module`.
+
+    `configured` is the resolved `projections` setting (EVSTREAM_PROJECTIONS, else the project
+    file's or the context's list: docs/configuration.md); without it, EVSTREAM_PROJECTIONS.
+    """
+    if configured is None:
+        listed = (env if env is not None else os.environ).get(ENV_VAR, "")
+        configured = (m.strip() for m in listed.split(",") if m.strip())
+    names = [*BUILTIN_MODULES, *configured]
     if module:
         names.append(module)
     return list(dict.fromkeys(names))
@@ -245,9 +256,12 @@ def builtin_projection(name: str) -> Projection:
     return known[name][0]
 
 
-def load_projection(name: str, module: str | None = None) -> Projection:
-    """The projection called `name`, from the built-ins, EVSTREAM_PROJECTIONS and `module`."""
-    refs = modules_to_load(module)
+def load_projection(
+    name: str, module: str | None = None, configured: Iterable[str] | None = None
+) -> Projection:
+    """The projection called `name`, from the built-ins, the configured modules (the
+    `projections` setting; without it, EVSTREAM_PROJECTIONS) and `module`."""
+    refs = modules_to_load(module, configured=configured)
     known = known_projections(refs)
     if name in known:
         return known[name][0]
@@ -258,5 +272,6 @@ def load_projection(name: str, module: str | None = None) -> Projection:
     raise InvalidInput(
         f"no projection named {name!r} in {where} (it defines: "
         f"{', '.join(defined) if defined else 'none'})",
-        hint="give its module with --module PATH or in EVSTREAM_PROJECTIONS",
+        hint="give its module with --module PATH, in EVSTREAM_PROJECTIONS or in the "
+        "projections of evstream.toml",
     )

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import os
 import queue
+import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from evstream.errors import (
     ConcurrencyConflict,
     ConnectionLost,
     EventRefused,
-    Interrupted,
     InvalidInput,
     ServerUnreachable,
+    StorageFull,
 )
 from evstream.events import (
+    IDLE,
     LINE_LIMIT,
     EventInput,
     InvalidEvent,
@@ -28,28 +35,63 @@ from evstream.events import (
     event_from_plain,
     iter_lines,
     redact_event,
+    unwrap_change,
 )
+from evstream.fieldmap import DEFAULT, FieldMap
+from evstream.interrupts import CTRL_C
+from evstream.reporting import Progress, ignore, no_progress
 from evstream.runtime import fewer_collections
-from evstream.storage import Appender, Store, build_document, check_size, now_utc
+from evstream.storage import (
+    Appender,
+    AppendResult,
+    Store,
+    append_one,
+    build_document,
+    check_size,
+    now_utc,
+)
 from evstream.storage.codec import loads, loads_plain
+from evstream.storage.log import no_versions
 
 BATCH_SIZE = 1000
+# The longest an event read from a pipe waits for its batch to fill before it is stored
+# (`publish --batch-wait`; docs/publish.md, "Batches").
+BATCH_WAIT = 0.1
 # Lines this long get their exact BSON size checked; shorter ones cannot reach 16 MB.
 SIZE_CHECK_FROM = 4 * 1024 * 1024
 
+
+# Said once per run: ids are what make publishing the same input twice safe.
+NO_ID_WARNING = (
+    "line {line} has no id (nor may others): an event without one gets a new id each time it "
+    "is published, so if this run is stopped (Ctrl-C, SIGTERM, a crash) and the input "
+    "published again, the events stored before the stop are stored twice; give each line an "
+    '"id" to make a re-run safe'
+)
+
+# What `_events` yields while a paced input waits: a moment to send a batch that is due.
+IDLE_ITEM: tuple[int, EventInput | None] = (0, None)
 
 # Why the server cannot store an event though it is valid (Store.unstorable), or None.
 Refusal = Callable[[EventInput, str], str | None]
 
 
 def parse_line(
-    raw: bytes | None, line: int, refuse: Refusal | None = None, *, keep_secrets: bool = False
+    raw: bytes | None,
+    line: int,
+    refuse: Refusal | None = None,
+    *,
+    keep_secrets: bool = False,
+    fieldmap: FieldMap | None = None,
 ) -> EventInput | None:
     """One NDJSON line to a validated event (None for a blank line).
 
     `refuse` names values the server cannot store, so they count as bad lines before anything
     is written. A copy of a stored event whose secrets `watch` masked is a bad line unless
-    `keep_secrets` (evstream.events.check_copy)."""
+    `keep_secrets` (evstream.events.check_copy). On a mapped log (`fieldmap`, else the map of
+    the store `refuse` belongs to) a line may be a stored document of the map's shape (a copy,
+    `watch -o json`): it is read through the map, and kept whole (docs/adopting.md)."""
+    fm = fieldmap or map_of(refuse)
     text = decode_line(raw, line)
     if text is None:
         return None
@@ -60,9 +102,17 @@ def parse_line(
             obj = loads(text)
         except ValueError as exc:
             raise InvalidEvent(f"not valid JSON: {exc}", line=line) from None
-        event = event_from_object(obj, line=line)
+        if fm.shaped and isinstance(obj, dict):
+            inner = unwrap_change(obj) if "op" in obj else obj
+            if isinstance(inner, dict) and fm.looks_stored(inner):
+                fields, rest = fm.split_stored(inner)
+                event = event_from_object(fields, line=line, copy_extra=rest)
+        if event is None:
+            event = event_from_object(obj, line=line)
+    if not fm.versioned and event.expected_version is not None:
+        raise no_versions(event, fm)
     if raw is not None and len(raw) >= SIZE_CHECK_FROM:
-        check_size(build_document(event, 1, now_utc()), line)
+        check_size(build_document(event, 1, now_utc(), fm), line)
     if refuse is not None:
         reason = refuse(event, text)
         if reason:
@@ -70,6 +120,12 @@ def parse_line(
     if not keep_secrets:
         check_copy(event)
     return event
+
+
+def map_of(refuse: Refusal | None) -> FieldMap:
+    """The field map of the store whose `unstorable` is `refuse` (the default map without)."""
+    fm = getattr(getattr(refuse, "__self__", None), "fieldmap", None)
+    return fm if isinstance(fm, FieldMap) else DEFAULT
 
 
 SORT_ADVICE = (
@@ -138,6 +194,7 @@ class PublishReport:
     read: int = 0
     seconds: float = 0.0
     redacted: int = 0
+    unnamed: bool = False  # an event without an id was read (and the warning given)
 
     @property
     def rate(self) -> float:
@@ -209,6 +266,7 @@ def validate_all(
     """
     first: InvalidEvent | None = None
     bad = 0
+    fm = map_of(refuse)  # once, not per line
     order = VersionOrder()
     checked = Checked([])
     read = 0
@@ -216,12 +274,14 @@ def validate_all(
         size = len(raw) if raw is not None else LINE_LIMIT
         progress(size)
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
+            if raw is None:
+                break  # nothing will be written: no need to find where a line too long ends
             continue
         if checked.offset is None:
             if read + size > keep_bytes:
@@ -280,24 +340,104 @@ def publish_stream(
     keep_secrets: bool = False,
     skip_invalid: bool = False,
     batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = BATCH_WAIT,
     hooks: Hooks | None = None,
     guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append the NDJSON events of `source` in batches; stops at the first bad line unless skipping.
 
-    Everything before a bad line is stored, and the error says exactly how much that was.
+    Everything before a bad line is stored, and the error says exactly how much that was. From
+    a pipe (anything but a regular file), an event waits at most about `batch_wait` seconds for
+    its batch to fill: a slow producer's events are stored as they come.
     """
     hooks = hooks or Hooks()
     report = PublishReport()
+    if batch_wait is not None and not _regular_file(source):
+        source = PacedReader(source, tick=_tick(batch_wait))  # type: ignore[assignment]
+    else:
+        batch_wait = None
     return publish_events(
         store,
         _events(source, report, skip_invalid, hooks, store.unstorable, keep_secrets),
         keep_secrets=keep_secrets,
         batch_size=batch_size,
+        batch_wait=batch_wait,
         hooks=hooks,
         report=report,
         guard=guard,
     )
+
+
+def _regular_file(source: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # an in-memory stream: pacing it costs a thread, nothing more
+
+
+def _tick(batch_wait: float) -> float:
+    """How long a paced read waits before it lets the publisher look at the clock."""
+    return min(max(batch_wait / 4, 0.002), 0.025)
+
+
+class PacedReader:
+    """A pipe read on a thread of its own, so that waiting for input has a timeout: `readline`
+    answers `IDLE` when no whole line came within `tick` seconds, and the publisher can store
+    what it holds meanwhile. Reads in chunks (one hand-over per 64 KiB, not per line); at most
+    MAX_CHUNKS wait, so memory stays bounded."""
+
+    CHUNK = 64 * 1024
+    MAX_CHUNKS = 64
+
+    def __init__(self, source: IO[bytes], tick: float) -> None:
+        self.source = source
+        self.tick = tick
+        self.buffer = bytearray()
+        self.scanned = 0  # the buffer holds no newline before this offset
+        self.eof = False
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=self.MAX_CHUNKS)
+        thread = threading.Thread(target=self._run, name="evstream-reader", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        read = getattr(self.source, "read1", None) or self.source.read
+        try:
+            while True:
+                chunk = read(self.CHUNK)
+                self.chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which reports it
+            self.chunks.put(exc)
+
+    def readline(self, size: int = -1) -> bytes:
+        """The next line (at most `size` bytes, as io's readline), b"" at the end, or IDLE."""
+        buffer = self.buffer
+        limit = size if size >= 0 else 1 << 62
+        while True:
+            end = buffer.find(b"\n", self.scanned)
+            if 0 <= end < limit:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                self.scanned = 0
+                return line
+            if len(buffer) >= limit or self.eof:
+                line = bytes(buffer[:limit])
+                del buffer[:limit]
+                self.scanned = 0
+                return line
+            self.scanned = len(buffer)
+            try:
+                chunk = self.chunks.get(timeout=self.tick)
+            except queue.Empty:
+                return IDLE
+            if isinstance(chunk, BaseException):
+                self.eof = True
+                raise chunk
+            if chunk:
+                buffer += chunk
+            else:
+                self.eof = True
 
 
 @fewer_collections()
@@ -307,6 +447,7 @@ def publish_events(
     *,
     keep_secrets: bool = False,
     batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = None,
     hooks: Hooks | None = None,
     report: PublishReport | None = None,
     guard: Callable[[list[EventInput]], None] | None = None,
@@ -318,15 +459,26 @@ def publish_events(
 
     Reading and checking the input happens here while a writer thread stores the previous batch,
     so the server is kept busy; at most two batches wait in between, so memory stays flat.
+    With `batch_wait`, a batch is sent once its first event has waited that long (checked at
+    each event, and at each `IDLE_ITEM` a paced input yields while it waits).
     """
     hooks = hooks or Hooks()
     report = report or PublishReport()
     writer = _BatchWriter(Appender(store), report)
+    fm = store.fieldmap
     started = time.perf_counter()
     batch: list[EventInput] = []
+    due = float("inf")  # when the batch must be sent, whether full or not
+    clock = time.monotonic
     try:
         try:
             for item in events:
+                if item is IDLE_ITEM:
+                    if batch and clock() >= due:
+                        _guarded(guard, batch, writer)
+                        writer.submit(batch)
+                        batch = []
+                    continue
                 if isinstance(item, tuple):
                     size, event = item
                     hooks.progress(size)
@@ -336,14 +488,19 @@ def publish_events(
                 if event is None:
                     continue
                 report.read += 1
+                if event.id is None and not report.unnamed:
+                    report.unnamed = True
+                    hooks.warning(NO_ID_WARNING.format(line=event.line or report.read))
                 if not keep_secrets and redact_event(event):
                     report.redacted += 1
                 if not batch:
-                    ts = now_utc()
+                    ts = now_utc()  # a stand-in: the writer sets ts as it writes (Appender)
+                    if batch_wait is not None:
+                        due = clock() + batch_wait
                 # Built here, beside the parsing, so the writer thread only assigns versions.
-                event.stored = build_document(event, 0, ts)
+                event.stored = build_document(event, 0, ts, fm)
                 batch.append(event)
-                if len(batch) >= batch_size:
+                if len(batch) >= batch_size or (batch_wait is not None and clock() >= due):
                     _guarded(guard, batch, writer)
                     writer.submit(batch)
                     batch = []
@@ -358,9 +515,15 @@ def publish_events(
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
         raise type(exc)(f"{exc.message}; {report.written_so_far()}") from None
-    except KeyboardInterrupt:
+    except StorageFull as exc:
+        raise StorageFull(
+            f"{exc.message}; {report.written_so_far()}",
+            hint="free disk space on the server, then run it again: events with ids are "
+            "stored once",
+        ) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (evstream.interrupts)
         writer.abandon()
-        raise Interrupted(f"interrupted: {report.stored_so_far()}") from None
+        raise CTRL_C.stopped(report.stored_so_far()) from None
     except ConnectionLost as exc:
         raise ServerUnreachable(
             f"lost the connection to the server ({exc.message}): {report.stored_so_far()}",
@@ -438,6 +601,41 @@ class _BatchWriter:
             raise self.error
 
 
+def publish_one(
+    store: Store,
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> AppendResult:
+    """Append one event given by its fields (type, stream, data, meta, id, expected_version;
+    None for one not given), checked, its secrets redacted unless `keep_secrets`."""
+    return append_checked(store, checked_event(fields, keep_secrets=keep_secrets, warning=warning))
+
+
+def checked_event(
+    fields: dict[str, Any],
+    *,
+    keep_secrets: bool = False,
+    warning: Callable[[str], None] = lambda message: None,
+) -> EventInput:
+    """One event from its fields, checked (before any server is asked), its secrets redacted
+    unless `keep_secrets`."""
+    event = event_from_object({k: v for k, v in fields.items() if v is not None})
+    redacted = [] if keep_secrets else redact_event(event)
+    if redacted:
+        warning(f"redacted {', '.join(redacted)}; use --keep-secrets to store them as given")
+    return event
+
+
+def append_checked(store: Store, event: EventInput) -> AppendResult:
+    """Append a checked event, unless this server cannot store one of its values."""
+    reason = store.unstorable(event)
+    if reason:
+        raise InvalidInput(f"{reason}; nothing was written")
+    return append_one(store, event)
+
+
 def _events(
     source: IO[bytes],
     report: PublishReport,
@@ -451,10 +649,14 @@ def _events(
     """(bytes read, event or None) for each line (numbered from `first_line`); bad lines raise
     unless skipped."""
     order = VersionOrder()
+    fm = map_of(refuse)  # once, not per line
     for number, raw in iter_lines(source, first=first_line):
+        if raw is IDLE:
+            yield IDLE_ITEM
+            continue
         size = len(raw) if raw is not None else LINE_LIMIT
         try:
-            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets)
+            event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
         except InvalidEvent as exc:
@@ -464,3 +666,138 @@ def _events(
             hooks.warning(f"skipped {exc}")
             event = None
         yield size, event
+
+
+# --- NDJSON input: a file or standard input (`publish --file`) ---------------------------------
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    """The NDJSON input at `path` (- for standard input) and its size in bytes when it is a
+    file; a missing or unreadable path is an input error."""
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInput(f"{path} is a directory, not an NDJSON file")
+    try:
+        if target.suffix == ".gz":  # an archive (evstream archive --to PATH.gz)
+            import gzip
+
+            handle: IO[bytes] = gzip.open(target, "rb")  # noqa: SIM115
+        else:
+            handle = open(target, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        size = target.stat().st_size if target.is_file() and target.suffix != ".gz" else None
+        yield handle, size
+
+
+@dataclass
+class InputCheck:
+    """What checking an input found (`publish --file --check`): nothing is written."""
+
+    lines: int = 0
+    events: int = 0
+    bad: list[str] = field(default_factory=list)  # each bad line's error, in input order
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object."""
+        return {"lines": self.lines, "events": self.events, "bad": len(self.bad), "written": 0}
+
+
+def check_input(
+    store: Store, source: IO[bytes], size: int | None, *, progress: Progress = no_progress
+) -> InputCheck:
+    """Check every line of `source`, as publishing would, and say which are bad; what this
+    server cannot store (NaN on nx-27017 …) is bad too. Writes nothing."""
+    found = InputCheck()
+    with progress("checking", total=size, unit="bytes" if size else "") as advance:
+        for number, raw in iter_lines(source):
+            found.lines += 1
+            advance(len(raw) if raw is not None and size else 1)
+            try:
+                found.events += parse_line(raw, number, store.unstorable) is not None
+            except InvalidEvent as exc:
+                found.bad.append(str(exc))
+    return found
+
+
+@dataclass
+class InputPublished:
+    """What publishing an input did: the report, and the lines read (events, blank and bad)."""
+
+    report: PublishReport
+    lines: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready object; `read` counts lines."""
+        return {**self.report.as_dict(), "read": self.lines}
+
+
+def publish_input(
+    store: Store,
+    source: IO[bytes],
+    size: int | None,
+    *,
+    seekable: bool,
+    skip_invalid: bool = False,
+    keep_secrets: bool = False,
+    batch_size: int = BATCH_SIZE,
+    batch_wait: float | None = BATCH_WAIT,
+    progress: Progress = no_progress,
+    warning: Callable[[str], None] = ignore,
+    guard: Callable[[list[EventInput]], None] | None = None,
+) -> InputPublished:
+    """Append the events of an NDJSON input. A file that can be read twice (`seekable`) is
+    checked whole first, so a bad line writes nothing (unless `skip_invalid`); a stream is
+    written as it comes, and a bad line stops it with what was stored before it."""
+    parsed = None
+    checked = [0]
+    if seekable and not skip_invalid:
+        with progress("checking", total=size, unit="bytes", counts="lines") as advance:
+
+            def check_line(n: int) -> None:
+                checked[0] += 1  # once per line, blank and bad ones included
+                advance(n)
+
+            parsed = validate_all(source, check_line, store.unstorable, keep_secrets=keep_secrets)
+        source.seek(0)
+    total, unit = (size, "bytes") if seekable else (None, "")
+    lines_read = [0]
+    with progress("publishing", total=total, unit=unit) as advance:
+
+        def count_lines(n: int) -> None:
+            lines_read[0] += 1  # called once per line read, events and bad lines alike
+            advance(n if seekable else 1)
+
+        hooks = Hooks(progress=count_lines, warning=warning)
+        if parsed is not None:  # checked: what was kept is not parsed again
+            report = publish_checked(
+                store,
+                source,
+                parsed,
+                keep_secrets=keep_secrets,
+                batch_size=batch_size,
+                hooks=hooks,
+                guard=guard,
+            )
+            lines_read[0] = checked[0]
+        else:
+            report = publish_stream(
+                store,
+                source,
+                keep_secrets=keep_secrets,
+                skip_invalid=skip_invalid,
+                batch_size=batch_size,
+                batch_wait=batch_wait,
+                hooks=hooks,
+                guard=guard,
+            )
+    if report.read == 0 and report.skipped == 0:
+        warning("the input had no events")
+    return InputPublished(report, lines_read[0])

@@ -1,15 +1,53 @@
-"""Resolved configuration: command-line options first, then environment variables, then defaults."""
+"""Resolved configuration: what every command needs, and where each value came from.
+
+The layers (options, environment variables, the project file, a context, defaults) are read by
+`evstream.config.resolve_settings` (docs/configuration.md).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 DEFAULT_DB = "evstream"
 OUTPUT_MODES = ("auto", "pretty", "json")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a setting's value came from: an option, an environment variable, the project file,
+    a context of the user file, or the built-in default."""
+
+    kind: str  # "option" | "env" | "file" | "context" | "default"
+    name: str | None = None  # the option, the variable or the context
+    file: str | None = None
+    line: int | None = None
+    via: str | None = None  # uri_env: the variable the file named
+    note: str | None = None  # what a default means ("the URI's database")
+
+    def describe(self) -> str:
+        """For a person: `env EVSTREAM_DB`, `/p/evstream.toml:3`, `context prod (…:5)`."""
+        place = f"{self.file}:{self.line}" if self.file and self.line else self.file or ""
+        if self.via:
+            place += f", through ${self.via}"
+        if self.kind == "option":
+            return f"option {self.name}"
+        if self.kind == "env":
+            return f"env {self.name}"
+        if self.kind == "file":
+            return f"file {place}"
+        if self.kind == "context":
+            return f"context {self.name} ({place})"
+        return f"default ({self.note})" if self.note else "default"
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON output: only what is known."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -23,6 +61,16 @@ class Settings:
     home: Path | None = None
     verbose: bool = False  # say which store is used on every command, not only when started
     quiet: bool = False  # no notices on stderr (warnings and errors still)
+    # The log's `[log]` table as written (the field map), and the file it came from.
+    log: dict[str, Any] | None = field(default=None, compare=False)
+    log_source: str | None = None
+    projections: tuple[str, ...] = ()  # modules that rebuild loads, after the built-ins
+    context: str | None = None  # the selected context of the user file
+    # Where each setting came from (`evstream config`), and the files that were read.
+    origins: dict[str, Origin] = field(default_factory=dict, compare=False)
+    project_file: str | None = None
+    user_file: str | None = None
+    contexts: tuple[str, ...] = ()  # the contexts the user file defines
 
     @property
     def data_home(self) -> Path:
@@ -37,6 +85,21 @@ def resolve_uri(option: str | None, env: dict[str, str] | None = None) -> str | 
         if value:
             return value
     return None
+
+
+def resolve_settings(
+    uri: str | None = None,
+    db: str | None = None,
+    *,
+    context: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings for `evstream.connect(uri, db, context=)`: these as the options, then the
+    environment, the project file, the context and the defaults, exactly as the CLI resolves
+    them (`evstream.config.resolve_settings`, docs/configuration.md)."""
+    from evstream.config import resolve_settings as resolve
+
+    return resolve({"uri": uri, "db": db, "context": context}, env)
 
 
 def uri_database(uri: str | None) -> str | None:

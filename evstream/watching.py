@@ -15,14 +15,17 @@ import contextlib
 import heapq
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError, ExitCode, InvalidInput
+from evstream.events import TS_DISORDER, canonical_text, part_of_change
+from evstream.fieldmap import DEFAULT, Canonical, FieldMap
 from evstream.interrupts import CTRL_C
 from evstream.runtime import fewer_collections
 from evstream.storage import EVENTS, Store
@@ -54,13 +57,15 @@ from evstream.storage.changes import (
 )
 from evstream.storage.changes import list_checkpoints as _list_checkpoints
 from evstream.storage.codec import aware, doc_hash, id_key, key_text
+
+if TYPE_CHECKING:
+    from evstream.delivery import ExecOptions, Executor
 from evstream.storage.mongo import WATCH_AWAIT_MS as AWAIT_MS
 
 UTC = timezone.utc
 OPS = ("insert", "update", "replace", "delete")
-# How far an event's `ts` may lag behind events committed before it (in-flight inserts, slow
-# batches, publishers' clocks). The ledger keeps exact ids for twice this below the newest `ts`.
-MARGIN = timedelta(seconds=2)
+# The ledger keeps exact ids for twice this below the newest `ts`.
+MARGIN = TS_DISORDER
 # When the server answers at once with nothing (nx-27017 does), wait before asking again:
 # a tenth of the quiet time so far, between these bounds. An event after a quiet spell is
 # printed at most ~10% of that spell (and at most PACE_MAX) later; an idle watcher asks ~10/s.
@@ -198,11 +203,13 @@ class WatchOptions:
     idle_timeout: float | None = None
     poll: bool = False  # follow the log by polling even where change streams work
     follow: bool = True  # False (--no-follow): what matches up to now, then exit 0
+    # The event log's collection (the field map's, docs/adopting.md): the Watcher sets it.
+    log_collection: str = EVENTS
 
     @property
     def is_log(self) -> bool:
         """Whether the watched collection is the event log."""
-        return self.collection == EVENTS
+        return self.collection == self.log_collection
 
     def filters(self) -> dict[str, list[str]]:
         """The filters, as saved with a checkpoint."""
@@ -288,6 +295,8 @@ class Hooks:
     # before it saves a checkpoint, and when it ends: a reader of a quiet stream sees every
     # line at once, and a change is saved only once written.
     written: Callable[[], None] = lambda: None
+    # What happens to an event that lands late, for the warning that says so.
+    late: str = "it is shown, and may have been shown before"
 
 
 # --- the ledger: what of the log has been shown --------------------------------------------------
@@ -488,15 +497,16 @@ def list_checkpoints(store: Store) -> list[dict[str, Any]]:
     return _list_checkpoints(store)
 
 
-def change_match(options: WatchOptions) -> dict[str, Any]:
-    """--op, --type and --stream as a change stream's $match (empty: no filter)."""
+def change_match(options: WatchOptions, fm: FieldMap = DEFAULT) -> dict[str, Any]:
+    """--op, --type and --stream as a change stream's $match (empty: no filter), on the map's
+    paths."""
     match: dict[str, Any] = {}
     if options.ops:
         match["operationType"] = {"$in": list(options.ops)}
     if options.types:
-        match["fullDocument.type"] = {"$in": list(options.types)}
+        match[f"fullDocument.{fm.type}"] = {"$in": list(options.types)}
     if options.streams:
-        match["fullDocument.stream"] = {"$in": list(options.streams)}
+        match[f"fullDocument.{fm.stream}"] = {"$in": list(options.streams)}
     return match
 
 
@@ -521,6 +531,11 @@ class Watcher:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
+        log = store.log_name
+        if options.log_collection != log:
+            # `watch` with no collection named follows the log, wherever the map keeps it.
+            collection = log if options.collection == EVENTS else options.collection
+            options = replace(options, collection=collection, log_collection=log)
         self.options = options
         self.hooks = hooks
         self.clock = clock
@@ -574,7 +589,7 @@ class Watcher:
             )
         self.fields = key_fields(self.store, opts.collection)
         if self.ledger is not None:
-            self.ledger.fields = self.fields
+            self.ledger.fields = self._event_fields()
         saved = None
         if opts.checkpoint is not None:
             if not opts.checkpoint.strip() or len(opts.checkpoint) > 200:
@@ -639,11 +654,20 @@ class Watcher:
         }
         self.resumed_from = saved.get("updated_at")
         if opts.is_log:
-            self.ledger = Ledger.from_snapshot(saved, fields=self.fields)
+            self.ledger = Ledger.from_snapshot(saved, fields=self._event_fields())
             self.needs_read = True
         else:
             self.token = saved.get("token")
             self.position_ts = saved.get("position_ts")
+
+    def _event_fields(self) -> tuple[str, ...]:
+        """The document key's fields as a canonical event names them (a log sharded on a
+        mapped stream path: `stream`), for the ledger, which reads canonical events."""
+        fm = self.store.fieldmap
+        if self.fields == ID_ONLY or not fm.translates:
+            return self.fields
+        canonical = {path: name for name, path in fm.paths().items()}
+        return tuple(canonical.get(name, name) for name in self.fields)
 
     def _baseline(self) -> None:
         """--from now on the log: remember what is already there near now, shown or not.
@@ -654,7 +678,7 @@ class Watcher:
         assert self.ledger is not None
         origin = utcnow() - self.ledger.margin
         self.ledger.origin = origin
-        fields = {name: 1 for name in (*self.fields, "ts")}
+        fields = {name: 1 for name in (*self._event_fields(), "ts")}
         for doc in LogRead(self.store, self.options.filters(), origin, projection=fields):
             self.ledger.admit_read(doc)
 
@@ -786,7 +810,7 @@ class Watcher:
     # --- change streams ---
 
     def _open(self) -> ChangeFeed:
-        match = change_match(self.options)
+        match = change_match(self.options, self.store.fieldmap)
         pipeline = self.store.watch_pipeline(match, INVALIDATING_OPS)
         resume = self.token if not self.options.is_log else None
         rereads = self.ledger is not None  # the log is read again after an interruption
@@ -1009,8 +1033,9 @@ class Watcher:
                 self.shown_by_read += 1
                 ts = doc.get("ts")
                 when = ts if isinstance(ts, datetime) else None
-                key = {name: doc.get(name) for name in self.fields}
-                change = Change("insert", EVENTS, key, doc, when)
+                stored = doc.stored if type(doc) is Canonical else doc
+                key = {name: stored.get(name) for name in self.fields}
+                change = Change("insert", self.options.collection, key, doc, when)
                 entry = (event_ts(doc), self.ledger.ident(doc)) if self._checkpoint_base else None
                 if self.polling:
                     self.shown_lately.add(self.ledger.position(doc)[1])
@@ -1105,19 +1130,22 @@ class Watcher:
             self._warn_late(doc)
             ts = doc.get("ts")
             when = ts if isinstance(ts, datetime) else None
-            key = {name: doc.get(name) for name in self.fields}
+            stored = doc.stored if type(doc) is Canonical else doc
+            key = {name: stored.get(name) for name in self.fields}
             entry = (event_ts(doc), ledger.ident(doc)) if self._checkpoint_base else None
             self.shown_lately.add(pos[1])
-            self._deliver(Change("insert", EVENTS, key, doc, when), entry)
+            self._deliver(Change("insert", self.options.collection, key, doc, when), entry)
 
     def _warn_late(self, doc: Mapping[str, Any]) -> None:
-        if self.warned_late:
+        if self.warned_late or type(doc.get("ts")) is not datetime:
+            # A document without a date ts is not an event (shown as one, or skipped): it has
+            # no place in time order to be late from.
             return
         self.warned_late = True
         self.hooks.warning(
             f"event {doc.get('_id')!r} has a ts more than {MARGIN.total_seconds():g} s "
             "older than events already shown (imported, or a publisher's clock is off); "
-            "it is shown, and may have been shown before"
+            f"{self.hooks.late}"
         )
 
     # --- showing and saving ---
@@ -1218,3 +1246,114 @@ def _describe(filters: Any) -> str:
 def watch(store: Store, options: WatchOptions, hooks: Hooks) -> int:
     """Follow a collection as `evstream watch` does; returns the number of changes shown."""
     return Watcher(store, options, hooks).run()
+
+
+# --- what `watch` and the API's `follow` put around a watch: parts, handlers -------------------
+
+# How many events' streams a partitioned watch remembers, so that a delete (which carries no
+# document) goes to the part of the stream its event was in: about 100 bytes each.
+REMEMBERED_STREAMS = 100_000
+
+
+class PartOwner:
+    """Which changes belong to one part of N (`evstream.events.part_of_change`): for
+    `watch --partition` and the API's `follow(partition=…)` (docs/delivery.md, "Partitions").
+
+    A change goes to its stream's part, whatever the stream's type. A delete carries no
+    document: on a log sharded on `stream` its document key names the stream; otherwise the
+    stream is the one this watch saw that event in (every part is handed every change, and
+    remembers the streams of the last REMEMBERED_STREAMS), and the delete of an event it never
+    saw goes to NO_STREAM_PART, as a document without a stream does. In another collection (a
+    projection's), a document's `_id` is its stream.
+    """
+
+    def __init__(
+        self, part: tuple[int, int], remember: int = REMEMBERED_STREAMS, log: str = EVENTS
+    ) -> None:
+        self.part = part
+        self.log = log  # the event log's collection (the field map's, docs/adopting.md)
+        self.remember = remember
+        self.streams: dict[str, Any] = {}  # an event's _id (as text) → its stream, oldest first
+
+    def owns(self, change: Change) -> bool:
+        """Whether `change` is this part's; remembers the stream of a change with a document."""
+        if change.collection != self.log:  # a projection's documents: keyed by their stream
+            return part_of_change(self.part[1], change.key, change.doc, log=False) == self.part[0]
+        ident = change.key.get("_id")
+        mark = ident if type(ident) is str else "\0" + canonical_text(ident)
+        seen = None
+        stream = None if change.doc is None else change.doc.get("stream")
+        if stream is not None:
+            streams = self.streams
+            if mark not in streams and len(streams) >= self.remember:
+                del streams[next(iter(streams))]
+            streams[mark] = stream
+        elif change.op == "delete":
+            seen = self.streams.pop(mark, None)
+        else:
+            seen = self.streams.get(mark)
+        return part_of_change(self.part[1], change.key, change.doc, seen=seen) == self.part[0]
+
+
+def exec_handler(
+    store: Store,
+    options: ExecOptions,
+    *,
+    notice: Callable[[str], None] = lambda message: None,
+    stderr: IO[str] | None = None,
+) -> Executor:
+    """The `watch --exec` executor, its dead letters kept in the store under the checkpoint's
+    name (`ExecOptions.check` makes sure there is one)."""
+    from evstream.delivery import Executor
+    from evstream.storage.delivery import dead_letter
+
+    checkpoint = options.checkpoint or ""
+
+    def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
+        dead_letter(store, checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr)
+
+    return Executor(options, stderr=stderr or sys.stderr, notice=notice, dead_letter=set_aside)
+
+
+def delivery_hooks(
+    show: Callable[[Change], bool | None],
+    *,
+    part: tuple[int, int] | None = None,
+    executor: Executor | None = None,
+    notice: Callable[[str], None] = lambda message: None,
+    warning: Callable[[str], None] = lambda message: None,
+    written: Callable[[], None] = lambda: None,
+    log: str = EVENTS,
+) -> Hooks:
+    """Where a watch's changes go: each to `show` (printed; or handed to `executor`, which
+    acknowledges them a batch at a time); with `part`, only that part's (`PartOwner`; `log`:
+    the event log's collection)."""
+    if executor is None:
+        pending: Callable[[], bool] = lambda: False  # noqa: E731
+    else:
+        pending = lambda: executor.pending  # noqa: E731
+    deliver = show
+    if part is not None:
+        owner = PartOwner(part, log=log)
+
+        def deliver(change: Change) -> bool | None:
+            if not owner.owns(change):
+                return not pending()  # another part's: nothing to do, nothing to wait for
+            return show(change)
+
+    def flush(everything: bool) -> bool:
+        if executor is None:
+            return True
+        if everything or executor.due():
+            executor.flush()
+        return not executor.pending
+
+    return Hooks(
+        deliver=deliver,
+        notice=notice,
+        warning=warning,
+        pending=pending,
+        flush=flush,
+        batched=executor is not None,
+        written=written,
+    )

@@ -12,13 +12,15 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
 from bson import json_util
 from bson.json_util import RELAXED_JSON_OPTIONS
+
+from evstream.fieldmap import Canonical
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,11 +84,30 @@ def json_line(doc: Mapping[str, Any]) -> str:
     The same bytes as json_util.dumps, several times faster: json_util.dumps first copies the
     whole document in Python, while here the C encoder walks it and only BSON types (dates,
     ObjectIds …) go through `_bson_default`. Anything unusual (NaN, sets …) takes json_util.
+    A canonical event read through a field map prints as stored (docs/adopting.md).
     """
+    if type(doc) is Canonical:
+        doc = doc.stored
     try:
         return _encode(doc)
     except (TypeError, ValueError, RecursionError):
         return json_util.dumps(doc, json_options=JSON_OPTIONS, ensure_ascii=False)
+
+
+def renderer(name: str, **options: Any) -> Callable[[Any], Any]:
+    """The view `evstream.output.<name>(data, **options)`, for `Output.result`: imported only
+    when pretty output needs it, so JSON lines never load rich."""
+
+    def view(data: Any) -> Any:
+        from evstream import output
+
+        return getattr(output, name)(data, **options)
+
+    return view
+
+
+class Plain(str):
+    """A line for stdout written as it is: no markup, no highlighting (a server log line)."""
 
 
 class Output:
@@ -153,18 +174,34 @@ class Output:
         return _isatty(self.stdout)
 
     def result(
-        self, data: Mapping[str, Any], view: str | Callable[[Mapping[str, Any]], Any]
+        self,
+        data: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+        view: Callable[[Any], Any] | None = None,
     ) -> None:
-        """A command's result: `data` as one JSON line, or pretty through `view` (a function of
-        `data`, or the name of one in evstream.output, `NAME_view`, imported only when shown)."""
-        if self.json:
-            self.emit(data)
-            return
-        if isinstance(view, str):
-            import importlib
+        """A command's result, in the format asked for; commands never choose it themselves.
 
-            view = getattr(importlib.import_module("evstream.output"), f"{view}_view")
-        self.show(view(data))
+        With JSON output, `data` as JSON lines: an object, or each object of a list. Otherwise
+        what `view(data)` builds: a rich renderable, a `Plain` line, a list of those (printed
+        one after another), or None for nothing more (a view may also say things on stderr, as
+        publish --check lists the bad lines there).
+        """
+        if self.json:
+            for doc in (data,) if isinstance(data, Mapping) else data:
+                self.emit(doc)
+            return
+        shown = None if view is None else view(data)
+        for item in shown if isinstance(shown, list) else () if shown is None else (shown,):
+            if isinstance(item, Plain):
+                self.stdout.write(item + "\n")
+                self.stdout.flush()
+            else:
+                self.show(item)
+
+    @property
+    def width(self) -> int | None:
+        """The columns pretty output may fill (the terminal's, else rich's default); None when
+        the output is JSON lines, which have no width."""
+        return None if self.json else self.out.width
 
     def show(self, renderable: Any) -> None:
         """Print a rich renderable (pretty mode) to stdout."""

@@ -29,6 +29,8 @@ ENV_VARS = (
     "EVSTREAM_DB",
     "EVSTREAM_OUTPUT",
     "EVSTREAM_HOME",
+    "EVSTREAM_CONTEXT",
+    "EVSTREAM_PROJECTIONS",
     "NO_COLOR",
     "FORCE_COLOR",
 )
@@ -40,6 +42,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EVSTREAM_HOME", str(tmp_path_factory.mktemp("home")))
+    # Nor the developer's own contexts (docs/configuration.md).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
 
 
 @pytest.fixture(scope="session")

@@ -253,7 +253,7 @@ def test_the_scan_compares_ts_within_a_stream_only() -> None:
     docs = [
         event("a", 1, ts=T0 + timedelta(days=1)),
         event("b", 1, ts=T0),  # earlier than a's, but another stream
-        event("b", 2, ts=T0 - timedelta(seconds=1)),
+        event("b", 2, ts=T0 - timedelta(seconds=3)),  # past the 2 s allowed
         {**event("c", 1), "ts": datetime(2026, 1, 1)},  # a naive date compares as UTC
         event("c", 2, ts=T0 + timedelta(seconds=2)),
     ]

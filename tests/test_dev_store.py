@@ -110,7 +110,7 @@ def publish(event_type: str, **env: str) -> None:
 def test_the_store_listens_on_a_socket_in_its_home_by_default(home: Path) -> None:  # noqa: F811
     info = start()
     assert info["socket"] == str(home / "server.sock")
-    assert info["uri"] == socket_uri(str(home / "server.sock"))
+    assert info["uri"] == socket_uri(str(home / "server.sock"), "evstream")  # names the db
     assert info["port"] is None and info["tcp_uri"] is None  # no TCP unless asked for
     assert stat.S_ISSOCK((home / "server.sock").stat().st_mode)
 
@@ -118,7 +118,7 @@ def test_the_store_listens_on_a_socket_in_its_home_by_default(home: Path) -> Non
 def test_the_tcp_port_is_the_homes_default_and_kept_across_restarts(home: Path) -> None:  # noqa: F811
     first = start("--tcp")
     assert first["port"] == default_port(home)
-    assert first["tcp_uri"] == f"mongodb://127.0.0.1:{first['port']}/?directConnection=true"
+    assert first["tcp_uri"] == f"mongodb://127.0.0.1:{first['port']}/evstream?directConnection=true"
     assert evstream("server", "stop").returncode == 0
     stopped = evstream("server", "status", "-o", "pretty")
     assert stopped.returncode == 3
@@ -154,12 +154,20 @@ def test_a_taken_default_port_falls_back_once_and_is_kept(home: Path) -> None:  
     assert "taken" not in again.stderr  # said once
 
 
-def test_tcp_cannot_be_switched_on_a_running_store_without_a_restart(home: Path) -> None:  # noqa: F811
-    start()
-    r = evstream("server", "start", "--tcp")
-    assert r.returncode == 2
-    assert "already runs without TCP" in r.stderr and "server restart --tcp" in r.stderr
+def test_start_tcp_adds_tcp_to_a_running_store_and_no_tcp_says_what_to_run(home: Path) -> None:  # noqa: F811
+    first = start()
     assert start("--no-tcp")["started"] is False
+    r = evstream("server", "start", "--tcp", "-o", "json", "--db", "shop")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["socket"] == first["socket"] and info["pid"] != first["pid"]
+    assert info["tcp_uri"] == f"mongodb://127.0.0.1:{info['port']}/shop?directConnection=true"
+    assert "restarted it at the same socket with TCP added" in r.stderr
+    assert f"warning: the embedded dev store listens on 127.0.0.1:{info['port']}" in r.stderr
+    assert "any local user can connect" in r.stderr
+    r = evstream("server", "start", "--no-tcp")
+    assert r.returncode == 2
+    assert "already runs with TCP" in r.stderr and "evstream server restart --no-tcp" in r.stderr
 
 
 # --- running watchers ----------------------------------------------------------------------------

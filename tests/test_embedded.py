@@ -165,7 +165,7 @@ def test_server_status_says_where_the_data_lives_and_how_big_it_is(home: Path):
     assert info["data_bytes"] > 0
     assert "evstream" in {db["name"] for db in info["databases"]}
     sock = str(home / "server.sock").replace("/", "%2F")
-    assert info["uri"] == f"mongodb://{sock}/?directConnection=true"
+    assert info["uri"] == f"mongodb://{sock}/evstream?directConnection=true"
 
     pretty = evstream("server", "status", "-o", "pretty")
     assert pretty.returncode == 0

@@ -48,7 +48,9 @@ fields = st.fixed_dictionaries(
         "data": values,
         "meta": values,
         "id": st.sampled_from(["evt-1", "", "$id", 5, None, "i" * 300]),
-        "expected_version": st.sampled_from([0, 3, -1, 2.0, True, "1", None, 2**64]),
+        "expected_version": st.sampled_from(
+            [0, 3, -1, 2.0, True, "1", None, 2**64, 2**63 - 1, 2**63 - 2, 1e30]
+        ),
         "version": st.sampled_from([1, 2]),
         "other": st.just(1),
     },
@@ -176,3 +178,27 @@ def test_nesting_is_limited_the_same_way_on_both_paths(depth: int) -> None:
         data = {"a": data}
     text = json.dumps({"type": "login", "stream": "alice", "data": data})
     assert verdict(lambda: parse_line(text.encode(), 1)) == verdict(lambda: field_by_field(text, 1))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type": "t", "stream": "a", "data": {"a": 1e400}}',
+        '{"type": "t", "stream": "a", "data": {"a": 1e308}}',
+        '{"type": "t", "stream": "a", "meta": {"a": [-1E999]}}',
+        '{"type": "t", "stream": "a", "data": {"a": "\\ud800"}}',
+        '{"type": "t", "stream": "a", "data": {"a": "\\ud83d\\ude00"}}',
+        '{"type": "t", "stream": "a", "data": {"\\udc00": 1}}',
+        '{"type": "t", "stream": "\\udc00"}',
+        '{"type": "t", "stream": "a", "expected_version": 9223372036854775806}',
+        '{"type": "t", "stream": "a", "expected_version": 9223372036854775807}',
+        '{"type": "t", "stream": "a", "expected_version": 99999999999999999999}',
+    ],
+)
+def test_values_no_server_stores_get_one_verdict_on_both_paths(line: str) -> None:
+    found = verdict(lambda: parse_line(line.encode(), 1))
+    assert found == verdict(lambda: field_by_field(line, 1))
+    if "1e308" in line or "ude00" in line or "775806" in line:
+        assert found[0] == "ok"
+    else:
+        assert found[0] == "error"

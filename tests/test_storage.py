@@ -293,7 +293,12 @@ def test_an_index_conflict_is_reported_not_ignored(monkeypatch: pytest.MonkeyPat
 
 def test_stream_heads_sort_in_the_exact_reverse_of_the_index() -> None:
     """Only the index's order or its exact reverse lets MongoDB use a DISTINCT_SCAN."""
-    pipeline = MongoStore.heads_pipeline(None, ["a", "b"])  # type: ignore[arg-type]
+    from types import SimpleNamespace
+
+    from evstream.fieldmap import DEFAULT
+
+    store = SimpleNamespace(fieldmap=DEFAULT)
+    pipeline = MongoStore.heads_pipeline(store, ["a", "b"])  # type: ignore[arg-type]
     sort = next(stage["$sort"] for stage in pipeline if "$sort" in stage)
     assert list(sort.items()) == [("stream", -1), ("version", -1)]
     group = next(stage["$group"] for stage in pipeline if "$group" in stage)

@@ -15,9 +15,8 @@ from evstream.cli.options import OutputMode
 from evstream.cli.values import plain_values
 from evstream.errors import ExitCode
 from evstream.interrupts import CTRL_C
-from evstream.settings import Settings, resolve_db
 
-GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o"})
+GLOBAL_VALUE_OPTIONS = frozenset({"--uri", "--db", "--output", "-o", "--context"})
 GLOBAL_FLAGS = frozenset({"--debug", "--verbose", "--quiet", "-q"})
 
 
@@ -166,12 +165,15 @@ class EvstreamGroup(HelpGroup):
             sys.stderr.write("\n")
             sys.exit(ExitCode.INTERRUPTED)
         except KeyboardInterrupt:
-            sys.exit(ExitCode.INTERRUPTED)
+            sys.exit(CTRL_C.exit_code)
         except typer.TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `evstream`: the help, as is
                 sys.stderr.write(exc.format_message() + "\n")
                 sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "evstream"
+            named = usage_command(self, argv)  # the ctx may be a group's, not its command's
+            if named and len(named) > len(command):
+                command = named
             # Typer's wording adds "Value error, " and names the env var even for a value given
             # on the command line.
             message = exc.format_message().replace("Value error, ", "")
@@ -179,6 +181,22 @@ class EvstreamGroup(HelpGroup):
             sys.stderr.write(f"error: {message} (see '{command} --help')\n")
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_command(group: Any, argv: list[str]) -> str | None:
+    """'evstream NAME [SUBNAME]' for the (sub)command named in `argv`: its help is the one a
+    usage error should point to. None when no command is named."""
+    path: list[str] = []
+    for token in argv:
+        if token == "--":
+            break
+        commands = getattr(group, "commands", None)
+        if commands is None:
+            break
+        if not token.startswith("-") and token in commands:
+            path.append(token)
+            group = commands[token]
+    return " ".join(["evstream", *path]) if path else None
 
 
 app = typer.Typer(
@@ -239,6 +257,17 @@ def main_options(
             case_sensitive=False,
         ),
     ] = OutputMode.auto,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            envvar="EVSTREAM_CONTEXT",
+            metavar="NAME",
+            help="Use this context of ~/.config/evstream/config.toml "
+            "[default: the project file's, if it names one].",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     verbose: Annotated[
         bool,
@@ -258,13 +287,31 @@ def main_options(
     """Event streams in MongoDB: publish, watch, replay, and rebuild read models."""
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet contradict each other")
-    ctx.obj = Env(
-        Settings(
-            uri=uri or None,
-            db=resolve_db(db, uri or None),
-            output=OutputMode(output).value,
-            debug=debug,
-            verbose=verbose,
-            quiet=quiet,
-        )
-    )
+    from evstream.config import ConfigError, resolve_settings
+
+    def given(name: str, value: Any) -> Any:
+        """A value typed on the command line; one from a variable is resolve_settings' to
+        read, so that `evstream config` can tell the two apart."""
+        source = getattr(ctx.get_parameter_source(name), "name", None)
+        return value if source == "COMMANDLINE" else None
+
+    options = {
+        "uri": given("uri", uri) or None,
+        "db": given("db", db),
+        "output": given("output", output),
+        "context": given("context", context) or None,
+        "debug": debug,
+        "verbose": verbose,
+        "quiet": quiet,
+    }
+    warnings: list[str] = []
+    try:
+        settings = resolve_settings(options, warn=warnings.append)
+    except ConfigError as exc:
+        from evstream.writer import Output
+
+        Output("auto", quiet=quiet).error(exc.line())
+        raise typer.Exit(exc.exit_code) from None
+    ctx.obj = Env(settings)
+    for warning in warnings:  # a configuration file that others may change
+        ctx.obj.output.warning(warning)

@@ -67,6 +67,7 @@ def archive(
         from evstream.archiving import parse_before
         from evstream.projections import known_projections, modules_to_load
         from evstream.storage import ensure_indexes
+        from evstream.writer import renderer
 
         moment = parse_before(before)
         projections = [p for p, _ in known_projections(modules_to_load(module)).values()]
@@ -85,4 +86,4 @@ def archive(
                 progress=advance,
                 notice=out.notice,
             )
-        out.result(report.as_dict(), "archive")
+        out.result(report.as_dict(), renderer("archive_view"))

@@ -1,7 +1,7 @@
 """evstream bench: evstream against raw pymongo doing the same work."""
 
 import enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,10 @@ def bench(
             results = run(
                 env.settings, names, events, streams, keep, progress, rounds, out.notice, processes
             )
-        if out.json:
-            for result in results:
-                out.emit(result.as_dict())
-            return
+
+        def view(_: Any) -> Any:
+            from evstream.output import bench_table
+
+            return bench_table(results)
+
+        out.result([result.as_dict() for result in results], view)

@@ -22,16 +22,12 @@ def check(ctx: typer.Context) -> None:
     """
     with running(ctx) as env:
         from evstream.check import Check
+        from evstream.writer import renderer
 
         out = env.output
         checking = Check(env.store())
         with out.progress("checking the log", total=checking.total or None) as advance:
             report = checking.run(advance)
-        if out.json:
-            out.emit(report.as_dict())
-        else:
-            from evstream.output import check_view
-
-            out.show(check_view(report.as_dict()))
+        out.result(report.as_dict(), renderer("check_view"))
         if not report.healthy:
             raise typer.Exit(ExitCode.PROBLEMS_FOUND)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from evstream.errors import EvstreamError, ExitCode, Interrupted
+from evstream.interrupts import CTRL_C
 from evstream.settings import Settings, scrub
 
 if TYPE_CHECKING:
@@ -37,12 +38,15 @@ class Env:
             self._output = Output(self.settings.output, quiet=self.settings.quiet)
         return self._output
 
-    def store(self) -> "Store":
-        """Connect (starting the embedded dev store if no URI is configured)."""
+    def store(self, *, verify: bool = True) -> "Store":
+        """Connect (starting the embedded dev store if no URI is configured); `verify`: refuse
+        a field map whose paths the log's documents lack (`evstream init` asks without)."""
         if self._store is None:
             from evstream.storage import connect
 
-            self._store = connect(self.settings, self.output.notice)
+            self._store = connect(
+                self.settings, self.output.notice, self.output.warning, verify=verify
+            )
         return self._store
 
     def close(self, *, interrupted: bool = False) -> None:
@@ -78,9 +82,9 @@ def running(ctx: typer.Context) -> Iterator[Env]:
             raise
         env.output.error(scrub(exc.line(), env.settings.uri))
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (evstream.interrupts): 130 or 143
         interrupted = True
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        raise typer.Exit(CTRL_C.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other Unix tools do, unless the
         # command said that this loses something.

@@ -50,11 +50,12 @@ def erase(
                 env.output.notice("nothing was erased")
                 raise typer.Exit(1)
         from evstream.erasing import erase_streams
+        from evstream.writer import renderer
 
         store = env.store()
         report = erase_streams(store, streams, notice=env.output.notice)
         out = env.output
-        out.result(report, "erase")
+        out.result(report, renderer("erase_view"))
         for item in report["streams"]:
             if item.get("archive_files"):
                 out.warning(

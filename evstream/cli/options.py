@@ -19,7 +19,7 @@ class Op(str, enum.Enum):
 
     insert = "insert"
     update = "update"
-    replace = "replace"
+    replace = "replace"  # type: ignore[assignment]  # the member, not str.replace
     delete = "delete"
 
 
@@ -90,12 +90,15 @@ BatchSizeOption = Annotated[
 
 
 def complete_projections(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Projection names for shell completion: the built-ins, EVSTREAM_PROJECTIONS' and
+    """Projection names for shell completion: the built-ins, the configured modules' and
     --module's (their modules are imported; a module that fails to import offers nothing)."""
     try:
+        from evstream.config import resolve_settings
         from evstream.projections import known_projections, modules_to_load
 
-        names = known_projections(modules_to_load(ctx.params.get("module")))
+        context = ctx.find_root().params.get("context")
+        configured = resolve_settings({"context": context}, warn=lambda _: None).projections
+        names = known_projections(modules_to_load(ctx.params.get("module"), configured=configured))
     except Exception:  # noqa: BLE001 - completion never fails loudly
         return []
     return sorted(name for name in names if name.startswith(incomplete))
@@ -104,23 +107,22 @@ def complete_projections(ctx: typer.Context, incomplete: str) -> list[str]:
 def complete_checkpoints(ctx: typer.Context, incomplete: str) -> list[str]:
     """Saved checkpoint names for shell completion, from the configured server, or from the
     embedded dev store if it runs (never started for this); nothing within half a second."""
-    import os
-
-    from evstream.settings import default_home, resolve_db
+    from evstream.config import resolve_settings
 
     root = ctx.find_root()
-    uri = root.params.get("uri") or os.environ.get("EVSTREAM_URI") or os.environ.get("MONGODB_URI")
+    given = {key: root.params.get(key) for key in ("uri", "db", "context")}
     try:
+        settings = resolve_settings(given, warn=lambda _: None)  # as the command will run
+        uri = settings.uri
         if not uri:
             from evstream.embedded import current_uri
 
-            uri = current_uri(default_home())
+            uri = current_uri(settings.data_home)
         if not uri:
             return []
         from evstream.storage.delivery import checkpoint_names_at
 
-        db = resolve_db(root.params.get("db") or os.environ.get("EVSTREAM_DB"), uri)
-        names = checkpoint_names_at(uri, db, timeout_ms=500)
+        names = checkpoint_names_at(uri, settings.db, timeout_ms=500)
     except Exception:  # noqa: BLE001 - completion never fails loudly
         return []
     return sorted(name for name in names if name.startswith(incomplete))

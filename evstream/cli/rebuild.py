@@ -68,7 +68,7 @@ def rebuild_projection(
 
         _run_projection(
             env,
-            load_projection(name, module),
+            load_projection(name, module, configured=env.settings.projections),
             incremental,
             dry_run,
             margin,
@@ -139,24 +139,23 @@ def _follow(
 ) -> None:
     """Catch up, follow the change stream, and show what was applied when it stops."""
     from evstream.events import parse_partition
-    from evstream.output import follow_summary_text
-    from evstream.projection import Follower
-    from evstream.storage import ensure_indexes
+    from evstream.projection import follow_projection
+    from evstream.writer import renderer
 
     if dry_run:
         raise InvalidInput("--follow writes as events arrive; --dry-run is for a single run")
     part = parse_partition(partition)
     out = env.output
-    store = env.store()
-    ensure_indexes(store)
-    follower = Follower(
-        store, projection, part=part, margin=margin, notice=out.notice, warning=out.warning
+    report = follow_projection(
+        env.store(),
+        projection,
+        part=part,
+        margin=margin,
+        idle_timeout=idle_timeout,
+        notice=out.notice,
+        warning=out.warning,
     )
-    report = follower.run(idle_timeout=idle_timeout)
-    if out.json:
-        out.emit(report.as_dict())
-    else:
-        out.show(follow_summary_text(report.as_dict()))
+    out.result(report.as_dict(), renderer("follow_summary_text"))
 
 
 def _rebuild(
@@ -170,33 +169,23 @@ def _rebuild(
 ) -> None:
     """Plan, run with progress, and show the summary of a rebuild."""
     from evstream.events import parse_partition
-    from evstream.output import rebuild_summary_text
-    from evstream.projection import plan_rebuild, rebuild
-    from evstream.storage import ensure_indexes
+    from evstream.projection import run_rebuild
+    from evstream.writer import renderer
 
     part = parse_partition(partition)
     out = env.output
-    store = env.store()
-    if not dry_run:
-        ensure_indexes(store)  # the (stream, version) order and the ts window use them
-    with out.status("planning the rebuild: the log's size and the last run"):
-        plan = plan_rebuild(
-            store,
-            projection,
-            incremental=incremental,
-            margin=margin,
-            part=part,
-            with_total=out.interactive,  # only a progress bar needs it
-        )
-    if plan.reason:
-        out.notice(f"rebuilding in full: {plan.reason}")
-    label = "applying new events" if plan.mode == "incremental" else f"rebuilding {projection.name}"
-    with out.progress(label, total=plan.total or None, counts="events") as advance:
-        report = rebuild(store, plan, dry_run=dry_run, batch_size=batch_size, progress=advance)
-    skipped = report.skipped.line("documents")
-    if skipped:
-        out.warning(skipped)
-    if out.json:
-        out.emit(report.as_dict())
-    else:
-        out.show(rebuild_summary_text(report.as_dict()))
+    report = run_rebuild(
+        env.store(),
+        projection,
+        incremental=incremental,
+        dry_run=dry_run,
+        margin=margin,
+        part=part,
+        batch_size=batch_size,
+        with_total=out.interactive,  # only a progress bar needs it
+        progress=out.progress,
+        status=out.status,
+        notice=out.notice,
+        warning=out.warning,
+    )
+    out.result(report.as_dict(), renderer("rebuild_summary_text"))

@@ -60,6 +60,7 @@ def redact(
     """
     with running(ctx) as env:
         from evstream.redacting import Rules, redact_log
+        from evstream.writer import renderer
 
         rules = Rules.parse(keys or [], path or [])
         out = env.output
@@ -68,4 +69,4 @@ def redact(
             report = redact_log(
                 store, rules, streams=stream, types=event_type, dry_run=dry_run, progress=advance
             )
-        out.result(report.as_dict(), "redact")
+        out.result(report.as_dict(), renderer("redact_view"))

@@ -1,7 +1,7 @@
 """evstream seed: the sample data, or a large synthetic log."""
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,13 +55,12 @@ def seed(
     with running(ctx) as env:
         out = env.output
         if drop and not _confirm_drop(env, yes):
-            if out.json:
-                out.emit({"dropped": [], "published": 0, "duplicates": 0})
-            else:
-                out.show("Nothing was dropped and nothing seeded.")
+            out.result(
+                {"dropped": [], "published": 0, "duplicates": 0},
+                lambda _: "Nothing was dropped and nothing seeded.",
+            )
             return
         store = env.store()
-        from evstream.output import summary_text
         from evstream.publishing import Hooks, publish_events
         from evstream.storage import drop_owned, ensure_indexes, events_by_id
 
@@ -79,20 +78,23 @@ def seed(
             report = publish_events(
                 store, events, hooks=Hooks(progress=advance, warning=out.warning)
             )
-        if users is None and not out.json:
-            from evstream.output import WatchView
+        sample = users is None
 
-            view = WatchView()  # in columns, as watch shows them; four lines, not cut
-            for doc in events_by_id(store, [e.id for e in sample_events()]):
-                out.show(view.render("insert", "events", {"_id": doc["_id"]}, doc))
-        fields = {
-            ("event published", "events published"): report.published,
-            "already stored": report.duplicates,
-        }
-        if out.json:
-            out.emit({"published": report.published, "duplicates": report.duplicates})
-        else:
-            out.show(summary_text("Seeded", fields))
+        def view(_: Any) -> Any:
+            from evstream.output import WatchView, summary_text
+
+            lines = []
+            if sample:
+                columns = WatchView()  # in columns, as watch shows them; four lines, not cut
+                for doc in events_by_id(store, [e.id for e in sample_events()]):
+                    lines.append(columns.render("insert", "events", {"_id": doc["_id"]}, doc))
+            fields = {
+                ("event published", "events published"): report.published,
+                "already stored": report.duplicates,
+            }
+            return [*lines, summary_text("Seeded", fields)]
+
+        out.result({"published": report.published, "duplicates": report.duplicates}, view)
 
 
 def _confirm_drop(env: Env, yes: bool) -> bool:

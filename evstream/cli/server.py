@@ -7,7 +7,7 @@ import typer
 from evstream.cli.app import HelpGroup, app
 from evstream.cli.env import Env, running
 from evstream.cli.options import TcpOption
-from evstream.errors import ExitCode, InvalidInput
+from evstream.errors import ExitCode
 
 server_app = typer.Typer(cls=HelpGroup, no_args_is_help=True)
 app.add_typer(server_app, name="server")
@@ -31,27 +31,17 @@ def server_options() -> None:
     """
 
 
-def _server_info(record: Any, started: bool) -> dict[str, Any]:
-    return {
-        "running": True,
-        "started": started,
-        "uri": record.uri,
-        "tcp_uri": record.tcp_uri,
-        "socket": record.socket,
-        "pid": record.pid,
-        "port": record.port,
-        "data_dir": record.data_dir,
-        "log_file": record.log_file,
-    }
-
-
 def _show_server(env: Env, info: dict[str, Any]) -> None:
-    if env.output.json:
-        env.output.emit(info)
-    else:
-        from evstream.output import server_view
+    from evstream.writer import renderer
 
-        env.output.show(server_view(info))
+    env.output.result(info, renderer("server_view"))
+
+
+def _say(env: Env, notices: list[str], warnings: list[str]) -> None:
+    for line in notices:
+        env.output.notice(line)
+    for line in warnings:  # TCP opened: said even with --quiet
+        env.output.warning(line)
 
 
 @server_app.command("start")
@@ -59,7 +49,8 @@ def server_start(ctx: typer.Context, tcp: TcpOption = None) -> None:
     """Start the embedded dev store, or say where it already runs.
 
     It listens on a Unix socket in its data directory, which only you can open; --tcp adds a
-    loopback port (the same one on every start) for clients that need one.
+    loopback port (the same one on every start) for clients that need one, restarting a store
+    that runs without it at the same socket. Any local user can reach that port.
 
     Examples:
 
@@ -68,23 +59,11 @@ def server_start(ctx: typer.Context, tcp: TcpOption = None) -> None:
       evstream server start --tcp
     """
     with running(ctx) as env:
-        from evstream.embedded import DevStore
+        from evstream.devserver import start
 
-        dev = DevStore(env.settings.data_home)
-        saved = dev.read_record()
-        current = dev.running()
-        if current is not None and tcp is not None and bool(current.port) != tcp:
-            which = "with" if current.port else "without"
-            raise InvalidInput(
-                f"the embedded dev store already runs {which} TCP",
-                hint=f"evstream server restart --{'' if tcp else 'no-'}tcp",
-            )
-        record, started = dev.start(tcp=tcp)
-        for line in dev.notes.lines:
-            env.output.notice(line)
-        if saved is not None and started:
-            env.output.notice(f"replaced a stale record of pid {saved.pid}, which had stopped")
-        _show_server(env, _server_info(record, started))
+        info, notices, warnings = start(env.settings.data_home, tcp, env.settings.db)
+        _say(env, notices, warnings)
+        _show_server(env, info)
 
 
 @server_app.command("restart")
@@ -100,15 +79,14 @@ def server_restart(ctx: typer.Context, tcp: TcpOption = None) -> None:
       evstream server restart --tcp
     """
     with running(ctx) as env:
+        from evstream.devserver import server_info
         from evstream.embedded import DevStore
 
         dev = DevStore(env.settings.data_home)
         old, record = dev.restart(tcp=tcp)
-        for line in dev.notes.lines:
-            env.output.notice(line)
-        if old is not None:
-            env.output.notice(f"stopped the embedded dev store (pid {old.pid})")
-        _show_server(env, _server_info(record, True))
+        stopped = [f"stopped the embedded dev store (pid {old.pid})"] if old is not None else []
+        _say(env, [*dev.notes.lines, *stopped], dev.notes.warnings)
+        _show_server(env, server_info(record, True, env.settings.db))
 
 
 @server_app.command("stop")
@@ -125,15 +103,15 @@ def server_stop(ctx: typer.Context) -> None:
 
         dev = DevStore(env.settings.data_home)
         record = dev.stop()
-        if env.output.json:
-            env.output.emit({"stopped": record is not None, "pid": record.pid if record else None})
-        elif record:
-            env.output.show(
+        env.output.result(
+            {"stopped": record is not None, "pid": record.pid if record else None},
+            lambda _: (
                 f"stopped the embedded dev store (pid {record.pid}); "
                 f"its data stays in {record.data_dir}"
-            )
-        else:
-            env.output.show("the embedded dev store was not running; nothing to stop")
+                if record
+                else "the embedded dev store was not running; nothing to stop"
+            ),
+        )
 
 
 @server_app.command("status")
@@ -151,13 +129,8 @@ def server_status(ctx: typer.Context) -> None:
     with running(ctx) as env:
         from evstream.devserver import details
 
-        info = details(env.settings.data_home)
-        if env.output.json:
-            env.output.emit(info)
-        else:
-            from evstream.output import server_view
-
-            env.output.show(server_view(info))
+        info = details(env.settings.data_home, env.settings.db)
+        _show_server(env, info)
         if not info["running"]:
             raise typer.Exit(ExitCode.UNREACHABLE)
 
@@ -184,16 +157,13 @@ def server_logs(
     with running(ctx) as env:
         from evstream.devserver import follow_lines, tail_lines
         from evstream.embedded import DevStore
+        from evstream.writer import Plain
 
         out = env.output
         log_file = DevStore(env.settings.data_home).log_file
 
         def show(line: str) -> None:
-            if out.json:
-                out.emit({"line": line})
-            else:
-                out.stdout.write(line + "\n")
-                out.stdout.flush()
+            out.result({"line": line}, lambda row: Plain(row["line"]))
 
         last, offset = tail_lines(log_file, lines)
         if not log_file.exists():

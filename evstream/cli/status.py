@@ -34,21 +34,15 @@ def status(
     """
     with running(ctx) as env:
         from evstream.overview import DEFAULT_BUCKETS, gather
+        from evstream.writer import renderer
 
         out = env.output
         store = env.store()
         # The activity chart takes one column per bucket beside labels and notes.
-        buckets = DEFAULT_BUCKETS if out.json else max(12, min(60, out.out.width - 34))
+        width = out.width
+        buckets = DEFAULT_BUCKETS if width is None else max(12, min(60, width - 34))
         home = env.settings.data_home if store.embedded else None
         info = gather(store, home=home, estimate=estimate, max_buckets=buckets)
-        if info.get("not_events"):
-            from evstream.events import Skipped
-
-            skipped = Skipped(dict(info["not_events"]["kinds"]), info["not_events"]["sample_ids"])
-            out.warning(skipped.line() or "")
-        if out.json:
-            out.emit(info)
-        else:
-            from evstream.output import status_view
-
-            out.show(status_view(info))
+        # Documents that are not events: the view's "Not events" row (JSON: not_events), not
+        # a warning on stderr as well.
+        out.result(info, renderer("status_view"))

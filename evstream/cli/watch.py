@@ -1,19 +1,13 @@
 """evstream watch: follow a collection's changes, printed or handed to --exec."""
 
-import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from evstream.cli.app import app
-from evstream.cli.env import Env, running
+from evstream.cli.env import running
 from evstream.cli.options import Op, complete_checkpoints
 from evstream.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from evstream.storage import Store
-    from evstream.writer import Output
 
 
 @app.command()
@@ -152,6 +146,14 @@ def watch(
         ),
     ] = False,
     poll: Annotated[bool, typer.Option("--poll", hidden=True)] = False,
+    canonical: Annotated[
+        bool,
+        typer.Option(
+            "--canonical",
+            help="JSON output: a mapped log's events as canonical events (_id, stream, version, "
+            "type, data, meta, ts), not as stored (docs/adopting.md).",
+        ),
+    ] = False,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
 
@@ -171,8 +173,16 @@ def watch(
     with running(ctx) as env:
         from evstream.delivery import ExecOptions, check_parts, partition_checkpoint
         from evstream.events import parse_partition
+        from evstream.output import ChangePrinter, handler_line
         from evstream.storage.delivery import checkpoint_names
-        from evstream.watching import WatchOptions, check_ops, parse_start
+        from evstream.watching import (
+            Change,
+            WatchOptions,
+            check_ops,
+            delivery_hooks,
+            exec_handler,
+            parse_start,
+        )
         from evstream.watching import watch as follow
 
         options = WatchOptions(
@@ -195,7 +205,6 @@ def watch(
         if part is not None:
             assert checkpoint is not None
             options.checkpoint = partition_checkpoint(checkpoint, part)
-        executor = None
         if exec_command is not None:
             exec_options = ExecOptions(
                 command=exec_command,
@@ -218,121 +227,35 @@ def watch(
         store = env.store()
         if checkpoint is not None:
             check_parts(checkpoint, part, checkpoint_names(store))
-        if exec_command is not None:
-            executor = _executor(env, store, exec_options)
-        printer = _WatchPrinter(env.output, show_secrets=show_secrets, full=full)
+        printer = ChangePrinter(
+            env.output, show_secrets=show_secrets, full=full, canonical=canonical
+        )
+        out = env.output
+        if exec_command is None:
+            hooks = delivery_hooks(
+                printer,
+                part=part,
+                notice=out.notice,
+                warning=out.warning,
+                written=printer.written,
+                log=store.log_name,
+            )
+        else:
+            executor = exec_handler(store, exec_options, notice=out.notice)
+
+            def hand_over(change: Change) -> bool:
+                ident = (change.doc or {}).get("_id", change.key.get("_id"))
+                return executor.add(handler_line(change, show_secrets=show_secrets), ident)
+
+            hooks = delivery_hooks(
+                hand_over,
+                part=part,
+                executor=executor,
+                notice=out.notice,
+                warning=out.warning,
+                log=store.log_name,
+            )
         try:
-            follow(store, options, _watch_hooks(env, printer, show_secrets, executor, part))
+            follow(store, options, hooks)
         finally:
             printer.close()
-
-
-def _executor(env: Env, store: "Store", options: Any) -> Any:
-    """The --exec executor, its dead letters kept in the store."""
-    from evstream.delivery import Executor
-    from evstream.storage.delivery import dead_letter
-
-    def set_aside(lines: list[str], ids: list[Any], attempt: Any, attempts: int) -> None:
-        dead_letter(
-            store, options.checkpoint, lines, ids, attempt.reason, attempts, attempt.last_stderr
-        )
-
-    return Executor(options, stderr=sys.stderr, notice=env.output.notice, dead_letter=set_aside)
-
-
-def _watch_hooks(env: Env, printer: Any, show_secrets: bool, executor: Any, part: Any) -> Any:
-    """Where watch's changes go: printed, or handed to --exec; only one part's with
-    --partition."""
-    from evstream.events import partition_of
-    from evstream.output import json_line, watch_record
-    from evstream.watching import Hooks
-
-    out = env.output
-    written: Callable[[], None] = lambda: None  # noqa: E731
-    if executor is None:
-        show = printer
-        pending = lambda: False  # noqa: E731
-        written = printer.written
-    else:
-
-        def show(c: Any) -> bool:
-            record = watch_record(c.op, c.collection, c.key, c.doc, show_secrets=show_secrets)
-            ident = (c.doc or {}).get("_id", c.key.get("_id"))
-            return bool(executor.add(json_line(record), ident))
-
-        pending = lambda: executor.pending  # noqa: E731
-
-    if part is None:
-        deliver = show
-    else:
-
-        def deliver(c: Any) -> bool | None:
-            stream = (c.doc or {}).get("stream")
-            owner = stream if isinstance(stream, str) else str(c.key.get("_id"))
-            if partition_of(owner, part[1]) != part[0]:
-                return not pending()  # another part's: nothing to do, nothing to wait for
-            return show(c)
-
-    def flush(everything: bool) -> bool:
-        if executor is None:
-            return True
-        if everything or executor.due():
-            executor.flush()
-        return not executor.pending
-
-    return Hooks(
-        deliver=deliver,
-        notice=out.notice,
-        warning=out.warning,
-        pending=pending,
-        flush=flush,
-        batched=executor is not None,
-        written=written,
-    )
-
-
-class _WatchPrinter:
-    """Each change to stdout: a JSON line as it is, or a line of the pretty view."""
-
-    def __init__(self, out: "Output", *, show_secrets: bool, full: bool) -> None:
-        from evstream.output import WatchView, watch_record
-
-        self.record = watch_record
-        self.out = out
-        self.show_secrets = show_secrets
-        self.view = WatchView(show_secrets=show_secrets, full=full, width=out.out.width)
-        # JSON lines into a file or pipe are flushed by `written`, which the watch calls before
-        # it waits for anything (Hooks.written); on a terminal each line is flushed as written.
-        self.buffered = out.json and not out.to_terminal
-
-    def __call__(self, change: Any) -> None:
-        out = self.out
-        if out.json:
-            out.emit(
-                self.record(
-                    change.op,
-                    change.collection,
-                    change.key,
-                    change.doc,
-                    show_secrets=self.show_secrets,
-                ),
-                flush=not self.buffered,
-            )
-            return
-        update = change.update  # updateDescription, where the server gives one
-        out.show(
-            self.view.render(
-                change.op, change.collection, change.key, change.doc, change.when, update=update
-            )
-        )
-
-    def written(self) -> None:
-        """Every line printed so far reaches the reader of stdout (Hooks.written)."""
-        if self.buffered:
-            self.out.flush()
-
-    def close(self) -> None:
-        """Say how many documents of events were not events (the pretty view only)."""
-        summary = self.view.summary()
-        if summary and not self.out.json:
-            self.out.warning(summary)

@@ -25,6 +25,7 @@ from evstream.errors import (
     ServerUnreachable,
     Transient,
 )
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.storage.codec import aware, id_key
 from evstream.storage.errors import (
     NO_CHANGE_STREAMS_CODES,
@@ -35,7 +36,7 @@ from evstream.storage.errors import (
     server_message,
     translate_errors,
 )
-from evstream.storage.mongo import CHECKPOINTS, EVENTS, OWN_PREFIX, Doc, MongoStore
+from evstream.storage.mongo import CHECKPOINTS, OWN_PREFIX, Doc, MongoStore
 
 UTC = timezone.utc
 # The ids of a log checkpoint's window: one small document per printed event, so that saving
@@ -195,11 +196,17 @@ class ChangeFeed:
     does not re-read, `HistoryGap` says what may be missing and the stream goes on.
     """
 
+    # Turns the log's stored documents into canonical events on a mapped log; None elsewhere.
+    _watched: Callable[[dict[str, Any]], Any] | None = None
+
     def __init__(self, store: MongoStore, name: str, pipeline: list[dict[str, Any]],
                  resume_after: Any = None, *, rereads: bool = False) -> None:  # fmt: skip
         self.store = store
         self.name = name
         self.rereads = rereads
+        fm = store.fieldmap
+        # The log's documents as canonical events, where another application shaped it.
+        self._watched = fm.watched if fm.translates and name == fm.collection else None
         # The client's lost connections when the stream opened, where a driver resume is not
         # exact: one more later means pymongo may have resumed it by itself since.
         self._losses = None if store.driver_resume_is_exact else store.losses
@@ -279,6 +286,8 @@ class ChangeFeed:
         store = self.store
         op = str(raw.get("operationType"))
         doc = store.change_document(raw)
+        if self._watched is not None and doc is not None:
+            doc = self._watched(doc)
         key = store.change_key(raw, doc)
         wall = raw.get("wallTime")
         to = (raw.get("to") or {}).get("coll") if op == "rename" else None
@@ -322,13 +331,13 @@ def _holds_more(stream: Any) -> bool:
 # --- the log, read in ts order -----------------------------------------------------------------
 
 
-def log_query(filters: Mapping[str, Any]) -> dict[str, Any]:
-    """--type and --stream as a query on the log."""
+def log_query(filters: Mapping[str, Any], fm: FieldMap = DEFAULT) -> dict[str, Any]:
+    """--type and --stream as a query on the log (on the map's paths)."""
     query: dict[str, Any] = {}
     if filters.get("types"):
-        query["type"] = {"$in": list(filters["types"])}
+        query[fm.type] = {"$in": list(filters["types"])}
     if filters.get("streams"):
-        query["stream"] = {"$in": list(filters["streams"])}
+        query[fm.stream] = {"$in": list(filters["streams"])}
     return query
 
 
@@ -370,16 +379,22 @@ class LogRead:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         store = self.store
-        query = log_query(self.filters)
+        fm = store.fieldmap
+        query = log_query(self.filters, fm)
         lower = self.lower
         if lower is not None:
-            query["ts"] = store.ts_since(lower)
+            query[fm.ts] = store.ts_since(lower)
         collection = store.handover_log() if self.handover else store.events
+        projection = self.projection
+        if projection is not None and fm.translates:
+            projection = {fm.paths().get(name, name): 1 for name in projection}
         with guarded(store.uri):
             session = store.log_session() if self.handover else None
             try:
-                cursor = collection.find(query, self.projection, session=session)
-                with cursor.sort("ts", 1).batch_size(1000) as docs:
+                cursor = collection.find(query, projection, session=session)
+                if fm.translates:
+                    cursor = _Watched(cursor, fm.watched)
+                with cursor.sort(fm.ts, 1).batch_size(1000) as docs:
                     if self.before_fetch is None:
                         for doc in docs:
                             if lower is None or event_ts(doc) >= lower:
@@ -391,6 +406,35 @@ class LogRead:
             finally:
                 if session is not None:
                     session.end_session()
+
+
+class _Watched:
+    """A log cursor whose documents come out as `Canonical` events (a mapped log)."""
+
+    def __init__(self, cursor: Any, convert: Callable[[dict[str, Any]], Any]) -> None:
+        self.cursor = cursor
+        self.convert = convert
+
+    def sort(self, *args: Any) -> _Watched:
+        self.cursor.sort(*args)
+        return self
+
+    def batch_size(self, n: int) -> _Watched:
+        self.cursor.batch_size(n)
+        return self
+
+    @property
+    def retrieved(self) -> Any:
+        return self.cursor.retrieved
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.convert, self.cursor)
+
+    def __enter__(self) -> _Watched:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cursor.close()
 
 
 def _fetching(
@@ -457,7 +501,7 @@ def load_checkpoint(store: MongoStore, name: str) -> dict[str, Any] | None:
     """The saved checkpoint of this name, or None; a log checkpoint with its window as `recent`."""
     with guarded(store.uri):
         doc = store.db[CHECKPOINTS].find_one({"_id": name})
-        if doc is not None and doc.get("collection") == EVENTS:
+        if doc is not None and doc.get("collection") == store.log_name:
             window = store.db[CHECKPOINT_WINDOW].find({"c": name}, {"_id": 0, "ts": 1, "id": 1})
             doc["recent"] = [
                 [w["ts"], w.get("id")] for w in window if isinstance(w.get("ts"), datetime)
@@ -526,7 +570,7 @@ def list_checkpoints(store: MongoStore) -> list[dict[str, Any]]:
             "position_ts": None,
             "behind": None,
         }
-        if collection == EVENTS:
+        if collection == store.log_name:
             pos = doc.get("position") or {}
             ts = pos.get("ts")
             row["position_ts"] = ts if isinstance(ts, datetime) else None
@@ -555,14 +599,18 @@ def count_after(
     """How many of the log's events (with these filters) come after (ts, ident) in log order
     (at or after `ts` when inclusive; all of them without a ts)."""
     with guarded(store.uri):
-        return store.count_log_after(log_query(filters), ts, ident, inclusive=inclusive)
+        query = log_query(filters, store.fieldmap)
+        return store.count_log_after(query, ts, ident, inclusive=inclusive)
 
 
 def inserted_since(store: MongoStore, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:
     """The log's documents inserted after the one whose _id is `marker`, newest first; the
     next marker; whether `marker` was reached (MongoStore.inserted_since)."""
     with guarded(store.uri):
-        return store.inserted_since(marker, limit)
+        docs, newest, reached = store.inserted_since(marker, limit)
+    if store.fieldmap.translates:
+        docs = [store.fieldmap.watched(doc) for doc in docs]
+    return docs, newest, reached
 
 
 def position_key(ts: datetime, ident: Any) -> tuple[datetime, tuple[int, Any]]:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 from pymongo.errors import OperationFailure
 
-from evstream.storage.mongo import CHECKPOINTS, EVENTS, Doc, MongoStore
-from evstream.storage.projections import PROJECTIONS
+from evstream.storage.mongo import CHECKPOINTS, Doc, MongoStore
+from evstream.storage.projections import PROJECTIONS, stream_order
 
 # The fields the check looks at: the whole payload (`data`, `meta`) is never read.
 CHECK_FIELDS = {"_id": 1, "stream": 1, "version": 1, "type": 1, "ts": 1}
@@ -22,7 +22,7 @@ NAMESPACE_NOT_FOUND = 26
 def log_exists(store: MongoStore) -> bool:
     """Whether the database has an `events` collection at all."""
     # nx-27017 ignores a listCollections name filter: compare the names here.
-    return EVENTS in store.db.list_collection_names()
+    return store.log_name in store.db.list_collection_names()
 
 
 def estimated_documents(store: MongoStore) -> int:
@@ -38,15 +38,19 @@ def scan_log(store: MongoStore, batch_size: int = SCAN_BATCH) -> Iterator[Doc]:
     for this order; without it (the case `check` reports) the server sorts, spilling to disk
     rather than failing at its in-memory sort limit.
     """
+    fm = store.fieldmap
+    fields = CHECK_FIELDS
+    if fm.shaped:
+        fields = {path: 1 for name, path in fm.paths().items() if name not in ("data", "meta")}
     cursor = store.events.find(
         {},
-        CHECK_FIELDS if store.cheap_projection else None,
-        sort=[("stream", 1), ("version", 1)],
+        fields if store.cheap_projection else None,
+        sort=stream_order(store),
         batch_size=batch_size,
         allow_disk_use=True,
     )
     with cursor:
-        yield from cursor
+        yield from store.canonical_all(cursor)
 
 
 def log_indexes(store: MongoStore) -> list[Doc]:

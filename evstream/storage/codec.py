@@ -14,8 +14,24 @@ from bson import ObjectId, json_util
 from bson.errors import BSONError
 from bson.tz_util import utc as bson_utc
 
+from evstream.events import SURROGATE_REASON, find_surrogate
+
 UTC = timezone.utc
 _LONG_DIGITS = re.compile(r"\d{19}")
+# Where a lone UTF-16 surrogate could come from: a JSON escape of one, or one already in the text
+# (a command-line argument that was not UTF-8). orjson refuses both; the standard parser keeps them.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INFINITY = float("inf")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one beyond an 8-byte float's range (1e400) is refused, not
+    turned into infinity (docs/data-model.md, "Validation")."""
+    value = float(text)
+    if value == _INFINITY or value == -_INFINITY:
+        raise ValueError(f"the number {text[:40]} is beyond the range of an 8-byte float")
+    return value
 
 
 def loads(text: str) -> Any:
@@ -25,17 +41,25 @@ def loads(text: str) -> Any:
     orjson turns whole numbers beyond 64 bits into floats without a word, so text with a run
     of 19 digits or more (where such a number could be) goes to the standard library, which
     keeps them whole for validation to refuse; so does what orjson refuses (NaN, Infinity).
-    Both paths accept the same inputs and give the same values.
+    Both paths accept the same inputs and give the same values, and refuse what no server can
+    store: a number beyond an 8-byte float (1e400, which would become infinity) and a lone
+    UTF-16 surrogate in a string or a field name.
     """
     try:
         if '"$' in text:
-            return json_util.loads(text)
-        if _LONG_DIGITS.search(text) is None:
-            try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                pass
-        return json.loads(text)
+            value = json_util.loads(text, parse_float=_finite)
+        else:
+            if _LONG_DIGITS.search(text) is None:
+                try:
+                    return orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    pass
+            value = json.loads(text, parse_float=_finite)
+        if _SURROGATE_ESCAPE.search(text) or (not text.isascii() and _SURROGATE.search(text)):
+            where = find_surrogate(value, "")
+            if where is not None:
+                raise ValueError(f"{where or 'the value'} {SURROGATE_REASON}")
+        return value
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except (TypeError, ArithmeticError, BSONError) as exc:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 from pymongo import MongoClient, uri_parser
 
 from evstream.errors import InvalidInput, ServerUnreachable
+from evstream.fieldmap import FieldMap, from_table
 from evstream.settings import Settings, mask_uri, scrub
 from evstream.storage.errors import translate_errors
 from evstream.storage.mongo import ConnectionLosses, MongoStore
@@ -76,9 +78,39 @@ def refused_at_once(hosts: list[tuple[str, int | None]], timeout: float) -> str 
     return None
 
 
-def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
-    """Open the configured store (or the embedded dev store), choosing the adapter for it."""
+# A `[log]` table as JSON, for tests and scripts that have no config file to put it in.
+LOG_MAP_ENV = "EVSTREAM_LOG_MAP"
+
+
+def settings_map(settings: Settings) -> FieldMap:
+    """The field map of the settings' `[log]` table (else of $EVSTREAM_LOG_MAP, a JSON table),
+    validated: InvalidInput naming the file on a bad one."""
+    table, source = settings.log, settings.log_source
+    if table is None and os.environ.get(LOG_MAP_ENV):
+        try:
+            table = json.loads(os.environ[LOG_MAP_ENV])
+        except ValueError as exc:
+            raise InvalidInput(f"${LOG_MAP_ENV} is not a JSON object: {exc}") from None
+        source = f"${LOG_MAP_ENV}"
+    return from_table(table, source)
+
+
+def connect(
+    settings: Settings,
+    notice: Callable[[str], None],
+    warning: Callable[[str], None] | None = None,
+    *,
+    verify: bool = True,
+) -> MongoStore:
+    """Open the configured store (or the embedded dev store), choosing the adapter for it.
+
+    `warning` gets what is said even with --quiet (TCP opened by an auto-start); else `notice`.
+    The field map (`settings.log`, docs/adopting.md) is checked before anything is reached: a
+    bad `[log]` table is a usage error naming its file (exit 2); with `verify`, so is one whose
+    paths the log's newest documents do not have (`evstream init` asks without).
+    """
     check_db_name(settings.db)
+    fieldmap = settings_map(settings)
     embedded = settings.uri is None
     if embedded:
         from evstream.embedded import DevStore
@@ -89,6 +121,8 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         description = f"embedded dev store at {record.where} (data in {record.data_dir})"
         for line in dev.notes.lines:  # a taken port, a socket path too long: said once
             notice(line)
+        for line in dev.notes.warnings:  # TCP opened: any local user can reach the store
+            (warning or notice)(line)
         if started or settings.verbose:  # not on every command (docs/dev-store.md)
             notice(f"{'started' if started else 'using'} the {description}")
     else:
@@ -134,7 +168,17 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> MongoStore:
         version=str(info["version"]) if info.get("version") else None,
         timeout_s=timeout / 1000,
         losses=losses,
+        fieldmap=fieldmap,
     )
+    if verify and fieldmap.shaped:
+        from evstream.storage.log import verify_map
+
+        try:
+            with translate_errors(uri):
+                verify_map(store)
+        except BaseException:
+            store.close()
+            raise
     if not embedded and settings.verbose:  # not on every command: it clutters scripts
         notice(f"using {description}, database {settings.db}")
     return store

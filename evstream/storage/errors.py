@@ -10,12 +10,14 @@ import contextlib
 import re
 from collections.abc import Iterator
 
+from bson.errors import BSONError
 from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
     InvalidName,
     InvalidURI,
     OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 
@@ -27,6 +29,7 @@ from evstream.errors import (
     InvalidInput,
     NotAuthorized,
     ServerUnreachable,
+    StorageFull,
 )
 from evstream.settings import mask_uri, scrub
 
@@ -55,6 +58,10 @@ RETRYABLE_CODES = {
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 13388, 234, 133,
     43, 134,
 }  # fmt: skip
+# Out of disk space: MongoDB's OutOfDiskSpace (14031), and the words a server's storage engine
+# uses when its disk fills (SQLite on the dev store: "database or disk is full").
+OUT_OF_SPACE_CODES = {14031}
+OUT_OF_SPACE_WORDS = ("database or disk is full", "no space left on device", "outofdiskspace")
 _COMMAND = re.compile(r"execute command \{\s*(\w+):\s*\"([^\"]*)\"")
 _ON_DB = re.compile(r"not authorized on (\S+)")
 
@@ -103,6 +110,13 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
         raise ServerUnreachable(f"lost the connection to the server: {reason}") from None
     except OperationFailure as exc:
         raise translate_operation_failure(exc, uri) from None
+    except BSONError as exc:
+        # bson's messages can quote the value it could not encode: only its kind is said.
+        raise EvstreamError(
+            f"the driver could not encode or decode a document ({type(exc).__name__})"
+        ) from None
+    except PyMongoError as exc:
+        raise EvstreamError(f"the driver failed: {scrub(driver_message(exc, 300), uri)}") from None
     except KeyError as exc:
         from evstream.storage.nx27017 import no_authentication
 
@@ -117,6 +131,8 @@ def translate_errors(uri: str | None = None) -> Iterator[None]:
 def translate_operation_failure(exc: OperationFailure, uri: str | None = None) -> EvstreamError:
     """The evstream error for a command the server refused."""
     message = scrub(server_message(exc), uri)
+    if is_out_of_space(server_code(exc), message):
+        return out_of_space(message)
     if exc.code in AUTHENTICATION_CODES:
         return ServerUnreachable(
             f"authentication failed: {message}",
@@ -155,17 +171,45 @@ def not_authorized(message: str) -> NotAuthorized:
 
 
 def driver_message(exc: BaseException, limit: int = 200) -> str:
-    """pymongo's message without the timeout settings and topology dump it appends."""
+    """pymongo's message without the timeout settings, topology and full-reply dumps it appends
+    (a reply can hold the documents of a write: never printed)."""
     text = str(exc)
-    for cut in (", Timeout:", " (configured timeouts", ", Topology Description:"):
+    for cut in (", Timeout:", " (configured timeouts", ", Topology Description:", ", full error:"):
         text = text.split(cut)[0]
     return text[:limit]
 
 
 def server_message(exc: OperationFailure) -> str:
-    """The server's own errmsg, without pymongo's full-reply dump."""
+    """The server's own errmsg, without pymongo's full-reply dump: a bulk write's reply holds
+    the documents it failed to write (`op`), which may hold secrets, so only the first write
+    error's errmsg is taken from it."""
     details = exc.details or {}
-    return str(details.get("errmsg") or exc)
+    message = details.get("errmsg")
+    if not message:
+        first = (details.get("writeErrors") or [{}])[0]
+        concern = details.get("writeConcernError") or {}
+        message = first.get("errmsg") or concern.get("errmsg")
+    return " ".join(str(message or driver_message(exc)).split())
+
+
+def server_code(exc: OperationFailure) -> int | None:
+    """The error's code; for a bulk write, its first write error's (pymongo's own is 65)."""
+    first = ((exc.details or {}).get("writeErrors") or [{}])[0]
+    return first.get("code", exc.code)
+
+
+def is_out_of_space(code: int | None, message: str) -> bool:
+    """Whether a server error says its disk is full."""
+    lowered = message.lower()
+    return code in OUT_OF_SPACE_CODES or any(words in lowered for words in OUT_OF_SPACE_WORDS)
+
+
+def out_of_space(message: str) -> StorageFull:
+    """The one line for a server out of disk space (docs/storage.md, "Errors")."""
+    return StorageFull(
+        f"the server is out of disk space ({message[:120]})",
+        hint="free disk space on the disk that holds the server's data, then run the command again",
+    )
 
 
 __all__ = [
@@ -174,6 +218,8 @@ __all__ = [
     "NO_CHANGE_STREAMS_CODES",
     "driver_message",
     "history_lost_name",
+    "is_out_of_space",
     "is_retryable",
+    "out_of_space",
     "translate_errors",
 ]

@@ -20,13 +20,23 @@ from pymongo.errors import (
     WriteError,
 )
 
-from evstream.errors import ConcurrencyConflict, ConnectionLost, EventRefused, IndexProblem
+from evstream.errors import (
+    ConcurrencyConflict,
+    ConnectionLost,
+    EventRefused,
+    FeatureUnsupported,
+    IndexProblem,
+    StorageFull,
+)
 from evstream.events import MAX_DOCUMENT_BYTES, EventInput, InvalidEvent, new_event_id
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.storage.errors import (
     DUPLICATE_KEY,
     INDEX_CONFLICT_CODES,
     driver_message,
+    is_out_of_space,
     is_retryable,
+    out_of_space,
     server_message,
 )
 from evstream.storage.mongo import EVENTS, OWN_PREFIX, SESSIONS, Doc, MongoStore
@@ -46,11 +56,26 @@ class IndexSpec:
     unique: bool = False
     why: str = ""
 
-    def mongosh(self) -> str:
+    def mongosh(self, collection: str = EVENTS) -> str:
         """The mongosh line that creates it."""
-        keys = ", ".join(f"{k}: {d}" for k, d in self.keys)
+        keys = ", ".join(f"{_key_name(k)}: {d}" for k, d in self.keys)
         options = f', {{name: "{self.name}"{", unique: true" if self.unique else ""}}}'
-        return f"db.events.createIndex({{{keys}}}{options})"
+        return f"{db_collection(collection)}.createIndex({{{keys}}}{options})"
+
+    def shape(self) -> str:
+        """Its keys as mongosh writes them: {stream: 1, version: 1}."""
+        return "{" + ", ".join(f"{_key_name(k)}: {d}" for k, d in self.keys) + "}"
+
+
+def _key_name(path: str) -> str:
+    return path if path.isidentifier() else f'"{path}"'
+
+
+def db_collection(name: str) -> str:
+    """How mongosh names a collection: db.events, or db.getCollection("domain-events")."""
+    if name.replace("_", "a").isalnum() and not name[:1].isdigit():
+        return f"db.{name}"
+    return f'db.getCollection("{name}")'
 
 
 STREAM_VERSION_INDEX = "stream_1_version_1"
@@ -65,6 +90,28 @@ LOG_INDEXES = (
 )
 
 
+def log_indexes(fm: FieldMap = DEFAULT) -> tuple[IndexSpec, ...]:
+    """The indexes the log needs, on the map's paths: the unique {stream, version} index (on a
+    log without versions, {stream, ts}, not unique: a stream's order) and the ts index."""
+    if fm is DEFAULT or not fm.shaped:
+        return LOG_INDEXES
+    first = (
+        IndexSpec(
+            f"{fm.stream}_1_{fm.version}_1",
+            ((fm.stream, 1), (fm.version, 1)),
+            unique=True,
+            why=LOG_INDEXES[0].why,
+        )
+        if fm.version is not None
+        else IndexSpec(
+            f"{fm.stream}_1_{fm.ts}_1",
+            ((fm.stream, 1), (fm.ts, 1)),
+            why="serves a stream's events in (ts, id) order (rebuilds)",
+        )
+    )
+    return (first, IndexSpec(f"{fm.ts}_1", ((fm.ts, 1),), why=LOG_INDEXES[1].why))
+
+
 def index_keys(index: Doc) -> tuple[tuple[str, int], ...]:
     """An index's key pattern as a comparable tuple."""
     return tuple(
@@ -72,11 +119,13 @@ def index_keys(index: Doc) -> tuple[tuple[str, int], ...]:
     )
 
 
-def index_findings(existing: Iterable[Doc]) -> list[tuple[IndexSpec, str, Doc | None]]:
+def index_findings(
+    existing: Iterable[Doc], specs: tuple[IndexSpec, ...] = LOG_INDEXES
+) -> list[tuple[IndexSpec, str, Doc | None]]:
     """What is wrong with the log's indexes: (spec, 'missing' | 'not-unique', the index found)."""
     rows = list(existing)
     found = []
-    for spec in LOG_INDEXES:
+    for spec in specs:
         same = [ix for ix in rows if index_keys(ix) == spec.keys]
         if spec.unique and same and not any(ix.get("unique") for ix in same):
             found.append((spec, "not-unique", same[0]))
@@ -85,14 +134,17 @@ def index_findings(existing: Iterable[Doc]) -> list[tuple[IndexSpec, str, Doc | 
     return found
 
 
-def not_unique_problem(index: Doc) -> IndexProblem:
+def not_unique_problem(
+    index: Doc, spec: IndexSpec = LOG_INDEXES[0], collection: str = EVENTS
+) -> IndexProblem:
     """The error for a non-unique index on {stream, version}, which makes appends unsafe."""
     name = index.get("name")
     return IndexProblem(
-        f"the events collection has a non-unique index {name!r} on {{stream: 1, version: 1}}, "
+        f"the {collection} collection has a non-unique index {name!r} on {spec.shape()}, "
         "so concurrent publishers could store one version twice; evstream will not append",
-        hint=f'in mongosh: db.events.dropIndex("{name}"), then run evstream again to create the '
-        "unique one ('evstream check' first finds any duplicate versions that would stop it)",
+        hint=f'in mongosh: {db_collection(collection)}.dropIndex("{name}"), then run evstream '
+        "again to create the unique one ('evstream check' first finds any duplicate versions "
+        "that would stop it)",
     )
 
 
@@ -105,16 +157,18 @@ def ensure_indexes(store: MongoStore) -> None:
     """
     if store.indexes_checked:
         return
+    specs = log_indexes(store.fieldmap)
+    collection = store.log_name
     try:
         existing = list(store.events.list_indexes())
     except OperationFailure as exc:
         if exc.code != 26:  # NamespaceNotFound: no collection yet, no indexes
             raise
         existing = []
-    for spec, problem, index in index_findings(existing):
+    for spec, problem, index in index_findings(existing, specs):
         if problem == "not-unique":
             assert index is not None
-            raise not_unique_problem(index)
+            raise not_unique_problem(index, spec, collection)
         try:
             store.events.create_index(list(spec.keys), name=spec.name, unique=spec.unique)
         except OperationFailure as exc:
@@ -123,18 +177,18 @@ def ensure_indexes(store: MongoStore) -> None:
                 raise IndexProblem(
                     f"cannot create the index {spec.name} ({spec.why}): {reason}",
                     hint=f"drop the conflicting index, then run evstream again; in mongosh: "
-                    f"{spec.mongosh()}",
+                    f"{spec.mongosh(collection)}",
                 ) from None
             if exc.code == DUPLICATE_KEY and spec.unique:
                 raise IndexProblem(
-                    "cannot create the unique {stream, version} index: the log already holds a "
+                    f"cannot create the unique {spec.shape()} index: the log already holds a "
                     "stream with a version twice",
                     hint="run 'evstream check' to find them",
                 ) from None
             raise
-    if any(spec.unique for spec, _, _ in index_findings(store.events.list_indexes())):
+    if any(spec.unique for spec, _, _ in index_findings(store.events.list_indexes(), specs)):
         raise IndexProblem(
-            "the unique {stream, version} index could not be created (the server ignored it)",
+            f"the unique {specs[0].shape()} index could not be created (the server ignored it)",
             hint="run 'evstream check' for the log's indexes",
         )
     store.indexes_checked = True
@@ -146,8 +200,22 @@ def now_utc() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, Any]:
-    """The stored form of an event (docs/data-model.md, the `events` table)."""
+def build_document(
+    event: EventInput, version: int | None, ts: datetime, fm: FieldMap = DEFAULT
+) -> dict[str, Any]:
+    """The stored form of an event (docs/data-model.md, the `events` table), in the map's
+    shape (docs/adopting.md); `version` None on a log without versions."""
+    if fm.shaped:
+        return fm.build(
+            event.id or new_event_id(),
+            event.stream,
+            version,
+            event.type,
+            event.data,
+            event.meta,
+            event.ts or ts,
+            event.extra,
+        )
     doc: dict[str, Any] = {
         "_id": event.id or new_event_id(),
         "stream": event.stream,
@@ -160,7 +228,19 @@ def build_document(event: EventInput, version: int, ts: datetime) -> dict[str, A
     doc["ts"] = event.ts or ts
     if event.extra:
         doc.update(event.extra)  # a copy's own fields, as the stored event had them
+    if version is None:
+        del doc["version"]
     return doc
+
+
+def no_versions(event: EventInput, fm: FieldMap) -> FeatureUnsupported:
+    """The refusal of an expected version on a log without versions (exit 4)."""
+    where = f"line {event.line}: " if event.line is not None else ""
+    return FeatureUnsupported(
+        f"{where}--expected-version needs per-stream versions, and this log has none "
+        f"({fm.where()} says version = false)" + ("" if where else "; nothing was written"),
+        hint="publish without an expected version: events are appended in (ts, id) order",
+    )
 
 
 def check_size(doc: Doc, line: int | None = None) -> None:
@@ -173,11 +253,16 @@ def check_size(doc: Doc, line: int | None = None) -> None:
         )
 
 
-def refused(event: EventInput, error: dict[str, Any]) -> EventRefused:
+def refused(event: EventInput, error: dict[str, Any]) -> EventRefused | StorageFull:
     """The error for an event the server would not store for its content (not a duplicate key):
     a collection validator (code 121), a value the server cannot store …"""
     where = f"line {event.line}: " if event.line is not None else ""
     reason = " ".join(str(error.get("errmsg") or "no reason given").split())[:200]
+    if is_out_of_space(error.get("code"), reason):
+        # Not the event's fault: the same input is stored once there is room.
+        full = out_of_space(reason)
+        at = f" at line {event.line}" if event.line is not None else ""
+        return StorageFull(f"{full.message}{at}", hint=full.hint)
     return EventRefused(
         f"{where}the server refused the event for stream {event.stream!r}: {reason} "
         f"(code {error.get('code')})"
@@ -201,12 +286,18 @@ def stream_head(store: Store, stream: str) -> int:
     (a string or an object, which sort above every number; a double; a boolean …, as another
     application may write it), the append is refused: exit 2, naming the document.
     """
+    fm = store.fieldmap
+    if fm.version is None:
+        return 0
     doc = store.events.find_one(
-        {"stream": stream},
-        sort=[("version", -1)],
-        projection={"version": 1, "_id": 1},
+        {fm.stream: stream},
+        sort=[(fm.version, -1)],
+        projection={fm.version: 1, "_id": 1},
     )
-    return valid_head(stream, doc.get("version"), doc.get("_id")) if doc else 0
+    if doc is None:
+        return 0
+    version = store.canonical(doc).get("version") if fm.shaped else doc.get("version")
+    return valid_head(stream, version, doc.get("_id"))
 
 
 def stream_heads(store: Store, streams: Iterable[str]) -> dict[str, int]:
@@ -263,12 +354,27 @@ class AppendResult:
 
 
 def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
-    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency."""
+    """Append one event at its stream's end (or at expected_version + 1), safe under concurrency.
+
+    On a mapped log the result's `doc` is a `Canonical` event keeping the stored document: shown
+    by its canonical fields, printed as JSON as stored (docs/adopting.md)."""
+    result = _append_one(store, event, max_attempts=max_attempts)
+    if store.fieldmap.translates:
+        result.doc = store.fieldmap.watched(result.doc)
+    return result
+
+
+def _append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> AppendResult:
     events = store.events
+    fm = store.fieldmap
     if event.id is not None:
         existing = events.find_one({"_id": event.id})
         if existing is not None:
             return AppendResult(existing, True)
+    if not fm.versioned:
+        if event.expected_version is not None:
+            raise no_versions(event, fm)
+        return _append_unversioned(store, event)
     for attempt in range(max_attempts):
         try:
             head = stream_head(store, event.stream)
@@ -276,7 +382,7 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
             raise EventRefused(f"{exc.message}; nothing was written") from None
         if event.expected_version is not None and head != event.expected_version:
             raise conflict(event, head)
-        doc = build_document(event, head + 1, now_utc())
+        doc = build_document(event, head + 1, now_utc(), fm)
         check_size(doc)
         writes = RideOut(store)
         try:
@@ -297,6 +403,24 @@ def append_one(store: Store, event: EventInput, *, max_attempts: int = 100) -> A
     raise ConcurrencyConflict(
         f"could not append to stream {event.stream!r}: {max_attempts} attempts lost the race"
     )
+
+
+def _append_unversioned(store: Store, event: EventInput) -> AppendResult:
+    """Append one event to a log without versions: one insert, its place is its (ts, id)."""
+    doc = build_document(event, None, now_utc(), store.fieldmap)
+    check_size(doc)
+    writes = RideOut(store)
+    try:
+        writes.run(functools.partial(store.events.insert_one, doc))
+        return AppendResult(doc, False)
+    except DuplicateKeyError as exc:
+        if writes.retried or is_id_conflict(exc.details or {}):
+            stored = store.events.find_one({"_id": doc["_id"]})
+            return AppendResult(stored or doc, not writes.retried)
+        raise
+    except WriteError as exc:
+        error = refused(event, exc.details or {"errmsg": str(exc), "code": exc.code})
+        raise EventRefused(f"{error.message}; nothing was written") from None
 
 
 class RideOut:
@@ -449,7 +573,7 @@ class Appender:
     def _assign(self, pending: list[EventInput]) -> tuple[list[dict[str, Any]], int | None]:
         """Versions for the batch in order; stops before the first failed expected version."""
         unknown = {e.stream for e in pending} - self.heads.keys()
-        if unknown:
+        if unknown and self.store.fieldmap.versioned:
             if self.optimistic is None:
                 self.optimistic = self.store.events.find_one({}, {"_id": 1}) is None
             if len(self.heads) > self.MAX_CACHED_HEADS:
@@ -461,21 +585,47 @@ class Appender:
                 self.heads.update(stream_heads(self.store, unknown))
         ts = now_utc()
         docs = []
+        fm = self.store.fieldmap
+        if not fm.versioned:
+            for event in pending:
+                if event.expected_version is not None:
+                    raise no_versions(event, fm)
+                if event.stored is None:
+                    event.stored = build_document(event, None, ts, fm)
+                if event.ts is None:
+                    fm.set_ts(event.stored, ts)  # the time of this write, as below
+                docs.append(event.stored)
+            return docs, None
+        shaped = fm.shaped
         free = free_slots(self.store, pending, self.heads)
         for i, event in enumerate(pending):
             head = self.heads[event.stream]
             if event.expected_version is not None and event.expected_version != head:
                 if (event.stream, event.version) in free:  # a restored archive fills its place
                     if event.stored is None:
-                        event.stored = build_document(event, event.version or 0, ts)
-                    event.stored["version"] = event.version
+                        event.stored = build_document(event, event.version or 0, ts, fm)
+                    if shaped:
+                        fm.set_version(event.stored, event.version)
+                    else:
+                        event.stored["version"] = event.version
                     docs.append(event.stored)
                     continue
                 return docs, i
             if event.stored is None:  # kept: a retry stores the same _id, so never twice
-                event.stored = build_document(event, head + 1, ts)
+                event.stored = build_document(event, head + 1, ts, fm)
             doc = event.stored
-            doc["version"] = head + 1
+            if shaped:
+                fm.set_version(doc, head + 1)
+            else:
+                doc["version"] = head + 1
+            if event.ts is None:
+                # The time of this write, taken after the heads it builds on (and again on a
+                # retry): a stream's versions and its ts then go up together, even with two
+                # publishers on one stream (docs/publish.md, "Batches").
+                if shaped:
+                    fm.set_ts(doc, ts)
+                else:
+                    doc["ts"] = ts
             self.heads[event.stream] = head + 1
             docs.append(doc)
         return docs, None
@@ -528,9 +678,47 @@ def free_slots(
 
 
 def events_by_id(store: Store, ids: list[Any]) -> list[Doc]:
-    """The stored events with these ids, in (stream, version) order."""
-    found = store.events.find({"_id": {"$in": ids}}).sort([("stream", 1), ("version", 1)])
-    return list(found)
+    """The stored events with these ids, in (stream, version) order (`Canonical` events on a
+    mapped log)."""
+    fm = store.fieldmap
+    order = [(fm.stream, 1), (fm.version, 1)] if fm.version else [(fm.stream, 1), (fm.ts, 1)]
+    if not fm.versioned:
+        order.append(("_id", 1))  # a stream's order without versions: (ts, id)
+    found = list(store.events.find({"_id": {"$in": ids}}).sort(order))
+    # On a mapped log, canonical events that keep the stored documents (as append_one gives).
+    return [fm.watched(doc) for doc in found] if fm.translates else found
+
+
+def sample_documents(store: Store, collection: str, limit: int) -> list[Doc]:
+    """Up to `limit` documents of a collection, as they are stored (the newest by `_id` first,
+    which for ObjectIds and evstream's ids is the newest written)."""
+    cursor = store.collection(collection).find({}).sort("_id", -1).limit(limit)
+    with cursor:
+        return list(cursor)
+
+
+MAP_SAMPLE = 20
+
+
+def verify_map(store: Store) -> None:
+    """Refuse a field map that names a path none of the log's newest documents has (exit 2,
+    naming the file and the key); an empty log, or evstream's own shape, is not asked."""
+    from evstream.errors import InvalidInput
+    from evstream.fieldmap import missing_paths
+
+    fm = store.fieldmap
+    if not fm.shaped:
+        return
+    docs = sample_documents(store, fm.collection, MAP_SAMPLE)
+    missing = missing_paths(fm, docs)
+    if missing:
+        name = missing[0]
+        path = fm.paths()[name]
+        raise InvalidInput(
+            f"{fm.where()}: [log] {name} = {path!r}, but none of the {len(docs)} newest "
+            f"documents of {store.db.name}.{fm.collection} has {path!r}",
+            hint="'evstream init' proposes a map from the documents themselves",
+        )
 
 
 def drop_owned(store: Store) -> list[str]:

@@ -24,6 +24,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
 from evstream.events import EventInput
+from evstream.fieldmap import DEFAULT, FieldMap
 from evstream.storage.overview import OverviewQueries
 
 EVENTS = "events"
@@ -100,6 +101,9 @@ class MongoStore(OverviewQueries):
     timeout_s: float = 30.0  # how long an election or a restart is ridden out
     indexes_checked: bool = field(default=False, repr=False)
     losses: ConnectionLosses | None = field(default=None, repr=False)  # the client's listener
+    # Where the log keeps each field (docs/adopting.md): queries use its paths, and reads turn
+    # stored documents into canonical events where it is not evstream's own shape.
+    fieldmap: FieldMap = field(default=DEFAULT, repr=False)
 
     product: ClassVar[str] = "MongoDB"
     # Whether a change stream that pymongo resumed by itself across a lost connection (a server
@@ -121,15 +125,48 @@ class MongoStore(OverviewQueries):
         version: str | None = None,
         timeout_s: float = 30.0,
         losses: ConnectionLosses | None = None,
+        fieldmap: FieldMap = DEFAULT,
     ) -> MongoStore:
         """The store for `db_name`, with reads pinned to the primary."""
         db = client.get_database(db_name, read_preference=ReadPreference.PRIMARY)
-        return cls(client, db, uri, embedded, description, version, timeout_s, losses=losses)
+        return cls(
+            client,
+            db,
+            uri,
+            embedded,
+            description,
+            version,
+            timeout_s,
+            losses=losses,
+            fieldmap=fieldmap,
+        )
 
     @property
     def events(self) -> Collection[Doc]:
-        """The event log."""
-        return self.db[EVENTS]
+        """The event log (the map's collection)."""
+        return self.db[self.fieldmap.collection]
+
+    @property
+    def log_name(self) -> str:
+        """The event log's collection name."""
+        return self.fieldmap.collection
+
+    def canonical(self, doc: Doc) -> Doc:
+        """A stored document of the log as a canonical event (itself in evstream's own shape)."""
+        fm = self.fieldmap
+        return fm.canonical(doc) if fm.shaped else doc
+
+    def canonical_all(self, docs: Iterable[Doc]) -> Iterable[Doc]:
+        """Stored documents of the log as canonical events, lazily (the same documents in
+        evstream's own shape: nothing is added per document)."""
+        fm = self.fieldmap
+        if not fm.shaped:
+            return docs
+        return map(fm.convert, docs)
+
+    def path(self, name: str) -> str:
+        """Where the log stores a canonical field (`stream` → `aggregateId`)."""
+        return self.fieldmap.paths()[name]
 
     def collection(self, name: str) -> Collection[Doc]:
         """Any collection of the database."""
@@ -174,6 +211,26 @@ class MongoStore(OverviewQueries):
         """Why this server cannot store a valid event, or None. MongoDB stores every BSON value."""
         return None
 
+    def not_events_cursor(self, query: Doc, fields: Doc) -> Iterable[Doc]:
+        """Documents matching `query` that may not be events: a superset of those
+        `event_problem` names (its caller checks each), in (stream, version) order. The server
+        picks them out; the match cannot use an index, so it scans the log server-side."""
+        from evstream.storage.overview import not_event_query
+
+        return (
+            self.events.find({**query, **not_event_query(self.fieldmap)}, fields)
+            .sort(self.stream_sort())
+            .batch_size(1000)
+        )
+
+    def stream_sort(self) -> list[tuple[str, int]]:
+        """A stream's order as a sort on the map's paths: (stream, version), the unique
+        index's order; on a log without versions (stream, ts, _id)."""
+        fm = self.fieldmap
+        if fm.version is not None:
+            return [(fm.stream, 1), (fm.version, 1)]
+        return [(fm.stream, 1), (fm.ts, 1), ("_id", 1)]
+
     def count(self, collection: Collection[Doc], query: Doc) -> int:
         """Documents matching `query`, compared as `find` compares them."""
         return int(collection.count_documents(query))
@@ -185,10 +242,11 @@ class MongoStore(OverviewQueries):
         `$group`/`$first`: MongoDB answers it with a DISTINCT_SCAN of the index (only the index
         order or its exact reverse qualifies), reading one entry per stream and sorting nothing.
         """
+        stream, version = self.fieldmap.stream, self.fieldmap.version
         return [
-            {"$match": {"stream": {"$in": streams}}},
-            {"$sort": {"stream": -1, "version": -1}},
-            {"$group": {"_id": "$stream", "version": {"$first": "$version"}}},
+            {"$match": {stream: {"$in": streams}}},
+            {"$sort": {stream: -1, version: -1}},
+            {"$group": {"_id": f"${stream}", "version": {"$first": f"${version}"}}},
         ]
 
     def bucket_counts(
@@ -269,7 +327,7 @@ class MongoStore(OverviewQueries):
     def handover_log(self) -> Collection[Doc]:
         """The log as the handover reads it: majority read concern, as the change stream
         reads (docs/handover.md, "Reads")."""
-        return self.majority(EVENTS)
+        return self.majority(self.fieldmap.collection)
 
     def log_session(self) -> ClientSession | None:
         """A session for the handover's log read, whose operation time tells where it ended."""
@@ -283,12 +341,17 @@ class MongoStore(OverviewQueries):
         return at if isinstance(at, Timestamp) else None
 
     def ts_since(self, lower: datetime) -> Doc:
-        """A `ts` condition matching everything at or after `lower`."""
-        return {"$gte": lower}
+        """A `ts` condition matching everything at or after `lower` (as the log stores ts)."""
+        return {"$gte": self.fieldmap.ts_value(lower)}
 
     def ts_before(self, upper: datetime) -> Doc:
         """A `ts` condition matching only dates before `upper`."""
         return {"$lt": upper}
+
+    def ts_range(self, op: str, moment: datetime) -> Doc:
+        """A condition on the log's ts (`$gte`, `$gt`, `$lt` …) with `moment` as the log stores
+        ts (a date, or epoch ms / s)."""
+        return {op: self.fieldmap.ts_value(moment)}
 
     def collection_gone(self, name: str) -> bool:
         """Whether a watched collection was dropped without an event: never on MongoDB, whose
@@ -324,11 +387,12 @@ class MongoStore(OverviewQueries):
         `inclusive`, at or after ts): the ts index answers it."""
         if ts is None:
             return int(self.events.count_documents(query))
+        path, stored = self.fieldmap.ts, self.fieldmap.ts_value(ts)
         if inclusive:
-            query["ts"] = {"$gte": ts}
+            query[path] = {"$gte": stored}
         else:
             raw = ident[-1] if isinstance(ident, list) else ident
-            query["$or"] = [{"ts": {"$gt": ts}}, {"ts": ts, "_id": {"$gt": raw}}]
+            query["$or"] = [{path: {"$gt": stored}}, {path: stored, "_id": {"$gt": raw}}]
         return int(self.events.count_documents(query))
 
     def inserted_since(self, marker: Any, limit: int) -> tuple[list[Doc], Any, bool]:

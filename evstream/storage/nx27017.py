@@ -100,11 +100,17 @@ class Nx27017Store(MongoStore):
                 return found
         return None
 
+    def not_events_cursor(self, query: Doc, fields: Doc) -> Iterable[Doc]:
+        """nx-27017 has no `$not` and its `$type` does not know dates: every document of the
+        query is read (only its checked fields), and the caller's `event_problem` picks."""
+        return self.events.find(query, fields).sort(self.stream_sort()).batch_size(10_000)
+
     def heads_pipeline(self, streams: list[str]) -> list[Doc]:
         """nx-27017 runs $sort+$group/$first in Python (~1 s per 1,000 streams); $max is SQL."""
+        stream, version = self.fieldmap.stream, self.fieldmap.version
         return [
-            {"$match": {"stream": {"$in": streams}}},
-            {"$group": {"_id": "$stream", "version": {"$max": "$version"}}},
+            {"$match": {stream: {"$in": streams}}},
+            {"$group": {"_id": f"${stream}", "version": {"$max": f"${version}"}}},
         ]
 
     # --- counting and status ----------------------------------------------------------------
@@ -122,15 +128,24 @@ class Nx27017Store(MongoStore):
         """Status's figures from one scan: nx-27017 has no `$not`, its `$type` does not know
         dates, and a string stored where a date belongs matches date comparisons, so its
         queries cannot tell events from other documents."""
-        fields = {"stream": 1, "version": 1, "type": 1, "ts": 1}
-        return scan_figures(self.events.find({}, fields).batch_size(10_000), plan)
+        fm = self.fieldmap
+        fields = {
+            fm.paths()[name]: 1
+            for name in ("stream", "version", "type", "ts")
+            if name in fm.paths()
+        }
+        docs = self.canonical_all(self.events.find({}, fields).batch_size(10_000))
+        return scan_figures(docs, plan, versioned=fm.versioned)
 
     def edge_event(self, *, newest: bool) -> Doc | None:
         """The oldest (or newest) event: the first document by `ts` that is an event, looked
         for here (nx-27017 sorts string dates among real ones and cannot filter them out)."""
-        cursor = self.events.find({}, EDGE_PROJECTION).sort("ts", -1 if newest else 1)
+        fm = self.fieldmap
+        hidden = fm.hidden_payload() if fm.shaped else EDGE_PROJECTION
+        cursor = self.events.find({}, hidden).sort(fm.ts, -1 if newest else 1)
         with cursor.batch_size(100) as docs:
-            return next((doc for doc in docs if event_problem(doc) is None), None)
+            events = self.canonical_all(docs)
+            return next((doc for doc in events if event_problem(doc, fm.versioned) is None), None)
 
     def bucket_counts(
         self, collection: Collection[Doc], path: str, edges: list[datetime]
@@ -212,7 +227,10 @@ class Nx27017Store(MongoStore):
 
     def ts_since(self, lower: datetime) -> Doc:
         """Dates compare at whole seconds ({ts: {$gte: T}} matches all of T's second, $gt skips
-        the rest of it): ask for the whole second; readers re-check `ts >= T` themselves."""
+        the rest of it): ask for the whole second; readers re-check `ts >= T` themselves.
+        A ts kept as epoch ms or s is a number, compared exactly."""
+        if self.fieldmap.ts_unit != "date":
+            return super().ts_since(lower)
         return {"$gte": _second(lower)}
 
     def ts_before(self, upper: datetime) -> Doc:
@@ -239,11 +257,12 @@ class Nx27017Store(MongoStore):
         (_id, ts) from ts's second on and compare here, which is faster."""
         if ts is None:
             return self.count(self.events, query)
-        query["ts"] = self.ts_since(ts)
+        fm = self.fieldmap
+        query[fm.ts] = self.ts_since(ts)
         after = (ts, id_key(ident))
-        found = self.events.find(query, {"_id": 1, "ts": 1}).batch_size(10_000)
+        found = self.events.find(query, {"_id": 1, fm.ts: 1}).batch_size(10_000)
         total = 0
-        for doc in found:
+        for doc in self.canonical_all(found):
             at = doc.get("ts")
             if not isinstance(at, datetime):
                 continue

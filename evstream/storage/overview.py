@@ -35,6 +35,26 @@ NOT_EVENT: Doc = {
     ]
 }
 IS_EVENT: Doc = {"$nor": NOT_EVENT["$or"]}
+
+
+def not_event_query(fm: Any) -> Doc:
+    """NOT_EVENT on a field map's paths (without the version's conditions where it has none)."""
+    if not fm.shaped:
+        return NOT_EVENT
+    rules: list[Doc] = [
+        {fm.stream: {"$not": {"$type": "string"}}},
+        {fm.stream: ""},
+        {fm.type: {"$not": {"$type": "string"}}},
+        {fm.ts: {"$not": {"$type": "date" if fm.ts_unit == "date" else "number"}}},
+    ]
+    if fm.version is not None:
+        rules[2:2] = [
+            {fm.version: {"$not": {"$type": ["int", "long"]}}},
+            {fm.version: {"$lt": 1}},
+        ]
+    return {"$or": rules}
+
+
 EDGE_PROJECTION = {"data": 0, "meta": 0}
 # Bucket edges for the activity chart, given the oldest event's ts (None: no chart).
 Planner = Callable[[datetime | None], list[datetime] | None]
@@ -70,11 +90,28 @@ class OverviewQueries:
     events: Any
 
     def log_figures(self, plan: Planner) -> LogFigures:
-        """Everything status shows of the log, from queries the indexes serve."""
+        """Everything status shows of the log, from queries the indexes serve (on a log that
+        another application shaped, from one pass over its documents: docs/adopting.md)."""
         events = self.events
+        fm = self.fieldmap  # type: ignore[attr-defined]
+        if fm.shaped and fm.ts_unit != "date":
+            # Epoch numbers: the activity buckets are dates; one pass over the log instead.
+            fields = {
+                fm.paths()[name]: 1
+                for name in ("stream", "version", "type", "ts")
+                if name in fm.paths()
+            }
+            docs = self.canonical_all(  # type: ignore[attr-defined]
+                events.find({}, fields).batch_size(10_000)
+            )
+            return scan_figures(docs, plan, versioned=fm.versioned)
+        not_event = not_event_query(fm)
         figures = LogFigures()
         rows = events.aggregate(
-            [{"$match": IS_EVENT}, {"$group": {"_id": "$type", "n": {"$sum": 1}}}]
+            [
+                {"$match": {"$nor": not_event["$or"]}},
+                {"$group": {"_id": f"${fm.type}", "n": {"$sum": 1}}},
+            ]
         )
         figures.types = sorted_types((row["_id"], row["n"]) for row in rows)
         # $gt "" and $gte 1 keep to string streams and numeric versions by type bracketing,
@@ -82,8 +119,13 @@ class OverviewQueries:
         streams = list(
             events.aggregate(
                 [
-                    {"$match": {"stream": {"$gt": ""}, "version": {"$gte": 1}}},
-                    {"$group": {"_id": "$stream"}},
+                    {
+                        "$match": {
+                            fm.stream: {"$gt": ""},
+                            **({fm.version: {"$gte": 1}} if fm.version else {}),
+                        }
+                    },
+                    {"$group": {"_id": f"${fm.stream}"}},
                     {"$count": "streams"},
                 ]
             )
@@ -93,10 +135,10 @@ class OverviewQueries:
         figures.newest = self.edge_event(newest=True)
         figures.edges = plan(figures.oldest["ts"] if figures.oldest else None)
         if figures.edges is not None:
-            figures.activity = self.bucket_counts(events, "ts", figures.edges)  # type: ignore[attr-defined]
-        not_events = events.count_documents(NOT_EVENT)
+            figures.activity = self.bucket_counts(events, fm.ts, figures.edges)  # type: ignore[attr-defined]
+        not_events = events.count_documents(not_event)
         if not_events:
-            for doc in events.find(NOT_EVENT, {"_id": 1}).limit(Skipped.SAMPLE):
+            for doc in events.find(not_event, {"_id": 1}).limit(Skipped.SAMPLE):
                 figures.skipped.sample.append(doc["_id"])
             figures.skipped.counts[UNSORTED] = int(not_events)
         return figures
@@ -108,13 +150,22 @@ class OverviewQueries:
         the index keeps storage order, as `watch --from start` shows them.
         """
         direction = -1 if newest else 1
-        query = {**IS_EVENT, "ts": {"$type": "date"}}
-        return self.events.find_one(query, projection=EDGE_PROJECTION, sort=[("ts", direction)])
+        fm = self.fieldmap  # type: ignore[attr-defined]
+        if not fm.shaped:
+            query = {**IS_EVENT, "ts": {"$type": "date"}}
+            return self.events.find_one(query, projection=EDGE_PROJECTION, sort=[("ts", direction)])
+        query = {"$nor": not_event_query(fm)["$or"], fm.ts: {"$type": "date"}}
+        hidden = fm.hidden_payload()
+        doc = self.events.find_one(query, projection=hidden, sort=[(fm.ts, direction)])
+        return None if doc is None else self.canonical(doc)  # type: ignore[attr-defined]
 
 
-def scan_figures(docs: Iterable[Mapping[str, Any]], plan: Planner) -> LogFigures:
-    """The figures from one pass over (stream, version, type, ts) of every document: for
-    servers whose queries cannot tell events from other documents."""
+def scan_figures(
+    docs: Iterable[Mapping[str, Any]], plan: Planner, *, versioned: bool = True
+) -> LogFigures:
+    """The figures from one pass over (stream, version, type, ts) of every document (as
+    canonical events): for servers whose queries cannot tell events from other documents, and
+    for logs that another application shaped."""
     figures = LogFigures()
     types: dict[Any, int] = {}
     streams: set[str] = set()
@@ -122,7 +173,7 @@ def scan_figures(docs: Iterable[Mapping[str, Any]], plan: Planner) -> LogFigures
     oldest: Mapping[str, Any] | None = None
     newest: Mapping[str, Any] | None = None
     for doc in docs:
-        problem = event_problem(doc)
+        problem = event_problem(doc, versioned)
         if problem is not None:
             figures.skipped.add(doc, problem)
             continue

@@ -25,62 +25,88 @@ READ_BATCH = 2000
 # The whole stored event: handlers get what was published (data, meta …).
 EVENT_FIELDS: dict[str, int] | None = None
 MAX_WRITE_ATTEMPTS = 20
+NOT_EVENT_FIELDS = {"_id": 1, "stream": 1, "version": 1, "type": 1, "ts": 1}
 
 Doc = dict[str, Any]
 Types = Iterable[str] | None
 
 
-def type_filter(types: Types) -> Doc:
-    """The query part that reads only the declared types (every type when None)."""
-    return {} if types is None else {"type": {"$in": list(types)}}
+def type_filter(types: Types, store: MongoStore | None = None) -> Doc:
+    """The query part that reads only the declared types (every type when None), on the map's
+    type path."""
+    if types is None:
+        return {}
+    path = "type" if store is None else store.fieldmap.type
+    return {path: {"$in": list(types)}}
 
 
-# --- reading the log -----------------------------------------------------------------------------
+def stream_order(store: MongoStore) -> list[tuple[str, int]]:
+    """A stream's order as a sort: (stream, version), the `{stream: 1, version: 1}` index's
+    order, so MongoDB sorts nothing; on a log without versions (stream, ts, _id)."""
+    return store.stream_sort()
+
+
+# --- reading the log (canonical events: docs/adopting.md) ----------------------------------------
 
 
 def read_log(store: MongoStore, types: Types) -> Iterator[Doc]:
-    """The declared types' events in (stream, version) order: the `{stream: 1, version: 1}`
-    index's order, so MongoDB sorts nothing."""
+    """The declared types' events in stream order (`stream_order`)."""
     with translate_errors(store.uri):
-        yield from (
-            store.events.find(type_filter(types), EVENT_FIELDS)
-            .sort([("stream", 1), ("version", 1)])
+        yield from store.canonical_all(
+            store.events.find(type_filter(types, store), EVENT_FIELDS)
+            .sort(stream_order(store))
             .batch_size(READ_BATCH)
         )
 
 
+def read_not_events(store: MongoStore, types: Types) -> Iterator[Doc]:
+    """The documents of the declared types that are not events (`event_problem` names a
+    problem), in (stream, version) order as `read_log` reads them: one query over the whole log,
+    so full and incremental runs count the same ones (docs/projections.md, "Documents that are
+    not events"). Only the fields `event_problem` looks at are read."""
+    fm = store.fieldmap
+    fields = NOT_EVENT_FIELDS
+    if fm.shaped:  # the same fields where the map keeps them, read as canonical events
+        fields = {path: 1 for name, path in fm.paths().items() if name not in ("data", "meta")}
+    with translate_errors(store.uri):
+        cursor = store.not_events_cursor(type_filter(types, store), fields)
+        for doc in store.canonical_all(cursor):
+            if event_problem(doc, fm.versioned) is not None:
+                yield doc
+
+
 def read_streams(store: MongoStore, streams: list[str], types: Types) -> Iterator[Doc]:
-    """The declared types' events of these streams, in (stream, version) order."""
+    """The declared types' events of these streams, in stream order."""
     if not streams:
         return
+    query = {store.fieldmap.stream: {"$in": streams}, **type_filter(types, store)}
     with translate_errors(store.uri):
-        yield from (
-            store.events.find({"stream": {"$in": streams}, **type_filter(types)}, EVENT_FIELDS)
-            .sort([("stream", 1), ("version", 1)])
-            .batch_size(READ_BATCH)
+        yield from store.canonical_all(
+            store.events.find(query, EVENT_FIELDS).sort(stream_order(store)).batch_size(READ_BATCH)
         )
 
 
 def read_stream_after(store: MongoStore, stream: str, after: int, types: Types) -> list[Doc]:
     """The declared types' events of one stream past version `after`, in version order."""
+    fm = store.fieldmap
+    assert fm.version is not None
+    query = {fm.stream: stream, fm.version: {"$gt": after}, **type_filter(types, store)}
     with translate_errors(store.uri):
         return list(
-            store.events.find(
-                {"stream": stream, "version": {"$gt": after}, **type_filter(types)}, EVENT_FIELDS
+            store.canonical_all(
+                store.events.find(query, EVENT_FIELDS).sort(fm.version, 1).batch_size(READ_BATCH)
             )
-            .sort("version", 1)
-            .batch_size(READ_BATCH)
         )
 
 
 def read_window(store: MongoStore, types: Types, since: datetime) -> Iterator[Doc]:
     """The declared types' events with `ts` from `since` on, in `ts` order (the `{ts: 1}` index
     serves the range and the order; the type is a filter on what it finds)."""
+    fm = store.fieldmap
+    query = {fm.ts: store.ts_range("$gte", since), **type_filter(types, store)}
     with translate_errors(store.uri):
-        yield from (
-            store.events.find({"ts": {"$gte": since}, **type_filter(types)}, EVENT_FIELDS)
-            .sort("ts", 1)
-            .batch_size(READ_BATCH)
+        yield from store.canonical_all(
+            store.events.find(query, EVENT_FIELDS).sort(fm.ts, 1).batch_size(READ_BATCH)
         )
 
 
@@ -92,14 +118,14 @@ def count_events(
     before: datetime | None = None,
 ) -> int:
     """Events of the declared types with since <= ts < before, compared as `find` compares."""
-    query: Doc = type_filter(types)
+    query: Doc = type_filter(types, store)
     ts: Doc = {}
     if since is not None:
-        ts["$gte"] = since
+        ts.update(store.ts_range("$gte", since))
     if before is not None:
-        ts["$lt"] = before
+        ts.update(store.ts_range("$lt", before))
     if ts:
-        query["ts"] = ts
+        query[store.fieldmap.ts] = ts
     with translate_errors(store.uri):
         if not query:
             return int(store.events.estimated_document_count())
@@ -108,9 +134,9 @@ def count_events(
 
 def count_after(store: MongoStore, types: Types, after: datetime | None) -> int:
     """Events of the declared types with a `ts` after `after` (all of them for None)."""
-    query = type_filter(types)
+    query = type_filter(types, store)
     if after is not None:
-        query["ts"] = {"$gt": after}
+        query[store.fieldmap.ts] = store.ts_range("$gt", after)
     with translate_errors(store.uri):
         return store.count(store.events, query)
 
@@ -118,8 +144,9 @@ def count_after(store: MongoStore, types: Types, after: datetime | None) -> int:
 def newest_ts(store: MongoStore, types: Types) -> datetime | None:
     """The largest `ts` among the declared types' events (from the `ts` index), or None."""
     with translate_errors(store.uri):
-        doc = store.events.find_one(type_filter(types), {"ts": 1, "_id": 0}, sort=[("ts", -1)])
-    ts = doc.get("ts") if doc else None
+        path = store.fieldmap.ts
+        doc = store.events.find_one(type_filter(types, store), {path: 1}, sort=[(path, -1)])
+    ts = store.canonical(doc).get("ts") if doc else None
     return ts if isinstance(ts, datetime) else None
 
 
@@ -129,17 +156,26 @@ def live_streams(store: MongoStore, streams: list[str], types: Types) -> set[str
     if not streams:
         return alive
     with translate_errors(store.uri):
-        for doc in store.events.find({"stream": {"$in": streams}, **type_filter(types)}):
-            if doc["stream"] not in alive and event_problem(doc) is None:
+        query = {store.fieldmap.stream: {"$in": streams}, **type_filter(types, store)}
+        versioned = store.fieldmap.versioned
+        for doc in store.canonical_all(store.events.find(query)):
+            if doc["stream"] not in alive and event_problem(doc, versioned) is None:
                 alive.add(doc["stream"])
     return alive
 
 
 def declared_event_at_or_after(store: MongoStore, stream: str, version: int, types: Types) -> bool:
-    """Whether the log holds an event of the declared types in `stream` at `version` or later."""
+    """Whether the log holds an event of the declared types in `stream` at `version` or later
+    (on a log without versions, where a document's version counts its events: at least
+    `version` of them)."""
+    fm = store.fieldmap
     with translate_errors(store.uri):
+        if fm.version is None:
+            query = {fm.stream: stream, **type_filter(types, store)}
+            return store.count(store.events, query) >= version
         doc = store.events.find_one(
-            {"stream": stream, "version": {"$gte": version}, **type_filter(types)}, {"_id": 1}
+            {fm.stream: stream, fm.version: {"$gte": version}, **type_filter(types, store)},
+            {"_id": 1},
         )
     return doc is not None
 
