@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from evstream.errors import ConcurrencyConflict, EvstreamError, FeatureUnsupported, InvalidInput
 from evstream.events import event_problem
+from evstream.fieldmap import as_stored
 from evstream.projections import Projection
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
@@ -231,6 +232,13 @@ def archive(
     if before.tzinfo is None:
         before = before.replace(tzinfo=timezone.utc)
     streams = sorted(set(streams)) if streams else None
+    fm = store.fieldmap
+    if not fm.versioned:
+        raise FeatureUnsupported(
+            f"archive needs a log with versions, and {fm.describe()} has none (version = false): "
+            "a stream's start cannot be cut without a version to restore it to; nothing was "
+            "written (docs/lifecycle.md, \"Logs without versions\")"
+        )
     report = ArchiveReport(path=str(target), dry_run=dry_run)
     run = db.unfinished_archive(store)
     if run is not None and not _same(run, before, streams, target):
@@ -331,7 +339,7 @@ def _preview(
     selection = Selection(db.archived_versions(store))
     for doc in selection.take(db.archive_candidates(store, before, streams)):
         report.events += 1
-        report.bytes += len(json_line(doc).encode("utf-8")) + 1
+        report.bytes += len(json_line(as_stored(doc)).encode("utf-8")) + 1
     report.streams, report.held_back = selection.streams, selection.held_back
     return report
 
@@ -348,14 +356,15 @@ def _write(
     key = db.tombstone_key(store)
     with _open_write(partial, bool(run.get("gzip"))) as handle:
         for doc in selection.take(db.archive_candidates(store, run["before"], run.get("streams"))):
-            line = (json_line(doc) + "\n").encode("utf-8")
+            stored = as_stored(doc)  # the document as stored: a mapped log's own shape
+            line = (json_line(stored) + "\n").encode("utf-8")
             handle.write(line)
-            digest.update(_id_text(doc["_id"]))
+            digest.update(_id_text(stored["_id"]))
             count += 1
             size += len(line)
             if count % 997 == 1 and len(sample) < 100:
                 # Known by the stream's keyed hash, so that erase can take it out again.
-                sample.append({"id": doc["_id"], "stream": db.stream_hash(key, doc["stream"])})
+                sample.append({"id": stored["_id"], "stream": db.stream_hash(key, doc["stream"])})
             progress(1)
         handle.flush()
         raw = getattr(handle, "fileobj", None) or handle
@@ -442,10 +451,13 @@ def _snapshot(store: Store, run: Doc, target: Path, projections: list[Projection
 
     current: str | None = None
     events: list[Doc] = []
+    fm = store.fieldmap
     for raw in _lines(target):
         if not raw.strip():
             continue
         doc = loads_stored(raw.decode("utf-8"))
+        if fm.shaped:
+            doc = fm.canonical(doc)  # the file holds the log's own shape; folds read events
         if doc["stream"] != current:
             if current is not None:
                 batch.append((current, events))

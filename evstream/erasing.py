@@ -19,7 +19,7 @@ from typing import Any
 
 from evstream.errors import ConcurrencyConflict
 from evstream.events import EventInput, check_name
-from evstream.storage import CHECKPOINTS, EVENTS, Store
+from evstream.storage import CHECKPOINTS, Store
 from evstream.storage import lifecycle as db
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
@@ -62,7 +62,7 @@ def erase_stream(
         note(collection, db.delete_by(store, collection, {"_id": stream}))
     note(db.ARCHIVED_STREAMS, db.delete_by(store, db.ARCHIVED_STREAMS, {"_id": stream}))
     runs = db.forget_archive_streams(store, stream, digest)
-    note(EVENTS, db.delete_stream_events(store, stream))
+    note(store.fieldmap.collection, db.delete_stream_events(store, stream))
     files = [str(r.get("path")) for r in runs if r.get("path")]
     total = dict(tombstone.get("removed") or {})
     for collection, n in removed.items():

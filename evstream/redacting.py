@@ -15,6 +15,7 @@ from typing import Any
 
 from evstream.errors import InvalidInput
 from evstream.events import REDACTED, is_secret_key
+from evstream.fieldmap import DEFAULT, FieldMap, get_path
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
 from evstream.storage.projections import all_checkpoints
@@ -84,18 +85,32 @@ def redact_value(value: Any, where: str, rules: Rules) -> tuple[Any, list[str]]:
     return walk(value, where, where), found
 
 
-def redact_document(doc: dict[str, Any], rules: Rules) -> tuple[dict[str, Any] | None, list[str]]:
+def redact_document(
+    doc: dict[str, Any], rules: Rules, fm: FieldMap = DEFAULT
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The stored event with `data` and `meta` redacted (None when nothing changes), and the
-    paths replaced. Every other field is the same object, in the same place."""
+    paths replaced (named `data.…`, `meta.…` whatever the field map calls them). On a mapped
+    log, data and meta are where the map keeps them (docs/adopting.md). Every other field is
+    the same object, in the same place."""
     found: list[str] = []
     new = dict(doc)
-    for name in ("data", "meta"):
-        if isinstance(doc.get(name), dict):
-            value, paths = redact_value(doc[name], name, rules)
+    for name, path in (("data", fm.data), ("meta", fm.meta)):
+        current = get_path(doc, path)
+        if isinstance(current, dict):
+            value, paths = redact_value(current, name, rules)
             if paths:
-                new[name] = value
+                new = _replaced(new, path.split("."), value)
                 found.extend(paths)
     return (new if found else None), found
+
+
+def _replaced(doc: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
+    """`doc` with the value at the path `parts` replaced, copying only the objects on the way
+    (every key stays in its place)."""
+    out = dict(doc)
+    head, rest = parts[0], parts[1:]
+    out[head] = _replaced(out[head], rest, value) if rest else value
+    return out
 
 
 @dataclass
@@ -135,10 +150,11 @@ def redact_log(
     """Apply the rules to the stored events (of these streams and types), in place."""
     report = RedactReport(dry_run=dry_run)
     pending: list[dict[str, Any]] = []
-    for doc in db.read_events(store, db.log_query(streams, types)):
+    fm = store.fieldmap
+    for doc in db.read_events(store, db.log_query(store, streams, types)):
         report.scanned += 1
         progress(1)
-        new, found = redact_document(doc, rules)
+        new, found = redact_document(doc, rules, fm)
         if new is None:
             continue
         report.changed += 1
@@ -146,8 +162,9 @@ def redact_log(
         for path in found:
             key = _INDEX.sub("[]", path)
             report.paths[key] = report.paths.get(key, 0) + 1
-        if isinstance(doc.get("type"), str):
-            report.types.add(doc["type"])
+        kind = get_path(doc, fm.type)
+        if isinstance(kind, str):
+            report.types.add(kind)
         if not dry_run:
             pending.append(new)
             if len(pending) >= WRITE_BATCH:

@@ -17,6 +17,7 @@ from typing import Any
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from evstream.fieldmap import get_path
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
 from evstream.storage.errors import DUPLICATE_KEY, translate_errors
@@ -43,18 +44,23 @@ Doc = dict[str, Any]
 # --- reading and rewriting the log ---------------------------------------------------------------
 
 
-def log_query(stream: list[str] | None = None, types: list[str] | None = None) -> Doc:
-    """The log's events of these streams and types (all of them for None)."""
+def log_query(
+    store: MongoStore, stream: list[str] | None = None, types: list[str] | None = None
+) -> Doc:
+    """The log's events of these streams and types (all of them for None), on the paths the
+    log's field map keeps them at (docs/adopting.md)."""
+    fm = store.fieldmap
     query: Doc = {}
     if stream:
-        query["stream"] = stream[0] if len(stream) == 1 else {"$in": stream}
+        query[fm.stream] = stream[0] if len(stream) == 1 else {"$in": stream}
     if types:
-        query["type"] = types[0] if len(types) == 1 else {"$in": types}
+        query[fm.type] = types[0] if len(types) == 1 else {"$in": types}
     return query
 
 
 def read_events(store: MongoStore, query: Doc) -> Iterator[Doc]:
-    """The log's events matching `query`, whole, in `_id` order."""
+    """The log's documents matching `query`, whole and as stored (in the map's shape), in `_id`
+    order."""
     with translate_errors(store.uri):
         yield from store.events.find(query).sort("_id", 1).batch_size(READ_BATCH)
 
@@ -83,18 +89,25 @@ def count_events(store: MongoStore, query: Doc) -> int:
 def archive_candidates(
     store: MongoStore, before: datetime, streams: list[str] | None
 ) -> Iterator[Doc]:
-    """The events with `ts` before `before` (of these streams), whole, in (stream, version) order.
+    """The events with `ts` before `before` (of these streams), whole, in (stream, version) order:
+    canonical events on a mapped log (`Canonical`, keeping the stored document for the file;
+    docs/adopting.md). Only for a log with versions.
 
     The server's comparison may be coarser than a millisecond (nx-27017 compares whole seconds):
     the query asks a second more and the exact cut is made here, so every store selects alike.
     """
-    query: Doc = {"ts": store.ts_before(before + timedelta(seconds=1))}
+    fm = store.fieldmap
+    assert fm.version is not None
+    upper = before + timedelta(seconds=1)
+    cond = store.ts_before(upper) if fm.ts_unit == "date" else store.ts_range("$lt", upper)
+    query: Doc = {fm.ts: cond}
     if streams:
-        query["stream"] = {"$in": streams}
+        query[fm.stream] = {"$in": streams}
     with translate_errors(store.uri):
-        for doc in (
-            store.events.find(query).sort([("stream", 1), ("version", 1)]).batch_size(READ_BATCH)
-        ):
+        cursor = (
+            store.events.find(query).sort([(fm.stream, 1), (fm.version, 1)]).batch_size(READ_BATCH)
+        )
+        for doc in map(fm.watched, cursor) if fm.translates else cursor:
             ts = doc.get("ts")
             if isinstance(ts, datetime) and _naive(ts) < _naive(before):
                 yield doc
@@ -123,12 +136,15 @@ def existing_ids(store: MongoStore, ids: list[Any]) -> set[Any]:
 def free_versions(store: MongoStore, places: list[tuple[str, int]]) -> set[tuple[str, int]]:
     """Which of these (stream, version) places hold no event (one query; the unique
     `{stream, version}` index refuses a racing writer)."""
+    fm = store.fieldmap
+    if fm.version is None:
+        return set()  # a log without versions has no places to fill
     taken: set[tuple[str, int]] = set()
     for i in range(0, len(places), DELETE_BATCH):
         part = places[i : i + DELETE_BATCH]
-        query = {"$or": [{"stream": s, "version": v} for s, v in part]}
-        for doc in store.events.find(query, {"_id": 0, "stream": 1, "version": 1}):
-            taken.add((doc.get("stream"), doc.get("version")))
+        query = {"$or": [{fm.stream: s, fm.version: v} for s, v in part]}
+        for doc in store.events.find(query, {"_id": 0, fm.stream: 1, fm.version: 1}):
+            taken.add((get_path(doc, fm.stream), get_path(doc, fm.version)))
     return {p for p in places if p not in taken}
 
 
@@ -296,15 +312,18 @@ def save_tombstone(store: MongoStore, doc: Doc) -> None:
 
 
 def stream_event_ids(store: MongoStore, stream: str) -> list[Any]:
-    """The ids of a stream's events (the `{stream, version}` index serves it)."""
+    """The ids of a stream's events, as watches and checkpoints know them (the map's id path);
+    the `{stream, version}` index serves it."""
+    fm = store.fieldmap
     with translate_errors(store.uri):
-        return [d["_id"] for d in store.events.find({"stream": stream}, {"_id": 1})]
+        found = store.events.find({fm.stream: stream}, {fm.id: 1})
+        return [d["_id"] if fm.id == "_id" else get_path(d, fm.id) for d in found]
 
 
 def delete_stream_events(store: MongoStore, stream: str) -> int:
     """Delete a stream's events; how many went."""
     with translate_errors(store.uri):
-        return int(store.events.delete_many({"stream": stream}).deleted_count)
+        return int(store.events.delete_many({store.fieldmap.stream: stream}).deleted_count)
 
 
 def projection_collections(store: MongoStore) -> list[str]:
@@ -328,10 +347,10 @@ def delete_window_ids(store: MongoStore, ids: list[Any]) -> int:
     gone = 0
     with translate_errors(store.uri):
         for i in range(0, len(ids), DELETE_BATCH):
-            part = ids[i : i + DELETE_BATCH]
-            gone += int(
-                store.collection(CHECKPOINT_WINDOW).delete_many({"id": {"$in": part}}).deleted_count
-            )
+            found = store.ids_matching(CHECKPOINT_WINDOW, "id", ids[i : i + DELETE_BATCH])
+            if found:
+                coll = store.collection(CHECKPOINT_WINDOW)
+                gone += int(coll.delete_many({"_id": {"$in": found}}).deleted_count)
     return gone
 
 
@@ -345,8 +364,11 @@ def forget_checkpoint_ids(store: MongoStore, ids: list[Any]) -> int:
     with translate_errors(store.uri):
         for i in range(0, len(ids), DELETE_BATCH):
             part = ids[i : i + DELETE_BATCH]
-            query = {"$or": [{"position.id": {"$in": part}}, {"settled.id": {"$in": part}}]}
-            for doc in list(coll.find(query)):
+            found = store.ids_matching(CHECKPOINTS, "position.id", part)
+            found += store.ids_matching(CHECKPOINTS, "settled.id", part)
+            if not found:
+                continue
+            for doc in list(coll.find({"_id": {"$in": list(dict.fromkeys(found))}})):
                 for key in ("position", "settled"):
                     mark = doc.get(key)
                     if isinstance(mark, dict) and mark.get("id") in wanted:
@@ -360,16 +382,18 @@ def delete_dead_letters(store: MongoStore, stream: str, ids: list[Any]) -> int:
     """Delete the dead letters of a stream's changes (by the stream's name or its event ids)."""
     ops: list[Any] = [
         DeleteMany({"change.stream": stream}),
-        DeleteMany({"change.fullDocument.stream": stream}),
+        DeleteMany({f"change.fullDocument.{store.fieldmap.stream}": stream}),
         DeleteMany({"change.documentKey._id": stream}),
     ]
-    for i in range(0, len(ids), DELETE_BATCH):
-        part = ids[i : i + DELETE_BATCH]
-        ops.append(DeleteMany({"change_id": {"$in": part}}))
-        ops.append(DeleteMany({"change._id": {"$in": part}}))
     with translate_errors(store.uri):
         if store.collection(DEAD_LETTERS).find_one({}, {"_id": 1}) is None:
             return 0
+        for i in range(0, len(ids), DELETE_BATCH):
+            part = ids[i : i + DELETE_BATCH]
+            found = store.ids_matching(DEAD_LETTERS, "change_id", part)
+            found += store.ids_matching(DEAD_LETTERS, "change._id", part)
+            if found:
+                ops.append(DeleteMany({"_id": {"$in": list(dict.fromkeys(found))}}))
         return int(store.collection(DEAD_LETTERS).bulk_write(ops, ordered=True).deleted_count)
 
 
@@ -398,14 +422,14 @@ def owned_collections(store: MongoStore) -> list[str]:
     """The collections evstream keeps (events, projections, evstream_*)."""
     with translate_errors(store.uri):
         names = store.db.list_collection_names()
-    keep = set(projection_collections(store)) | {EVENTS}
+    keep = set(projection_collections(store)) | {EVENTS, store.fieldmap.collection}
     return sorted(n for n in names if n in keep or n.startswith(OWN_PREFIX))
 
 
 def explain_stream_delete(store: MongoStore, stream: str) -> Doc:
     """The server's plan for finding a stream's events (to show it is index-served)."""
     with translate_errors(store.uri):
-        return dict(store.events.find({"stream": stream}, {"_id": 1}).explain())
+        return dict(store.events.find({store.fieldmap.stream: stream}, {"_id": 1}).explain())
 
 
 def documents(store: MongoStore, collection: str) -> Iterable[Doc]:
