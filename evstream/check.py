@@ -115,6 +115,7 @@ class CheckReport:
     streams: int = 0
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
+    starts: dict[str, Any] | None = None  # where the log starts after archives
     # A log another application shaped: its map, and the first documents it does not fit.
     fieldmap: str | None = None
     misfits: list[Any] = field(default_factory=list)
@@ -136,6 +137,7 @@ class CheckReport:
             "seconds": round(self.seconds, 3),
             "problems": sum(f.count for f in self.findings),
             "findings": [f.as_dict() for f in self.findings],
+            **({"log_starts": self.starts} if self.starts else {}),
             **(
                 {
                     "map": {
@@ -159,8 +161,15 @@ class LogScan:
     """Fold the log's documents (canonical events), in (stream, version) order, into findings
     (on a log without versions, in (stream, ts, id) order: no version findings). Pure: no I/O."""
 
-    def __init__(self, samples: int = SAMPLES, fm: FieldMap = DEFAULT) -> None:
+    def __init__(
+        self,
+        samples: int = SAMPLES,
+        starts: Mapping[str, int] | None = None,
+        fm: FieldMap = DEFAULT,
+    ) -> None:
         self.samples = samples
+        # Each archived stream's last archived version: its versions start after it.
+        self.starts = starts or {}
         self.fm = fm
         self.versioned = fm.versioned
         self.misfits: list[Any] = []
@@ -207,8 +216,9 @@ class LogScan:
         if stream != self.stream:
             self.streams += 1
             self.stream, self._gap_seen, self._dup_seen = stream, False, False
-            if version != 1:
-                self._gap(stream, 0, version)
+            start = self.starts.get(stream, 0) if self.starts else 0
+            if version != 1 and version > start + 1:
+                self._gap(stream, start, version)
         else:
             if version == self.version:
                 self.duplicates += 1
@@ -498,9 +508,12 @@ class Check:
         started = time.perf_counter()
         fm = self.store.fieldmap
         report = CheckReport(self.store.db.name, log_exists=self.exists)
+        from evstream.archiving import archive_findings, archived_edges, log_starts
+
         if fm.shaped or fm.collection != EVENTS:
             report.fieldmap = fm.describe()
-        scan = LogScan(fm=fm)
+        edges = archived_edges(self.store)
+        scan = LogScan(starts=edges, fm=fm)
         if self.exists:
             pending = 0
             for doc in scan_log(self.store):
@@ -515,6 +528,11 @@ class Check:
         report.findings += own_problems(
             checkpoint_documents(self.store), projection_documents(self.store), fm.collection
         )
+        if edges or self.exists:
+            starts = log_starts(self.store)
+            if starts["archives"] or starts["unfinished"]:
+                report.starts = starts
+                report.findings += archive_findings(starts)
         report.misfits = scan.misfits
         report.documents, report.events, report.streams = scan.documents, scan.events, scan.streams
         report.seconds = time.perf_counter() - started

@@ -847,6 +847,8 @@ def status_view(status: Mapping[str, Any], *, tz: Any = None) -> Any:
     if status.get("oldest"):
         grid.add_row("Oldest", _edge_line(status.get("oldest"), now, tz))
         grid.add_row("Newest", _edge_line(status.get("newest"), now, tz))
+    if status.get("log_starts"):
+        grid.add_row("Archived", log_starts_text(status["log_starts"]))
     grid.add_row("Sessions", _projection_line(status.get("projection"), now))
     checkpoints = status.get("checkpoints") or {}
     items = checkpoints.get("items") or []
@@ -1092,6 +1094,9 @@ def check_view(report: Mapping[str, Any]) -> Any:
         head.append(" events in ")
         head.append(f"{int(report.get('streams') or 0):,}", style="cyan")
         head.append(f" streams ({float(report.get('seconds') or 0):.1f} s)")
+    if report.get("log_starts"):
+        head.append("\n")
+        head.append_text(log_starts_text(report["log_starts"]))
     mapped = report.get("map")
     if mapped:
         # A log another application shaped: how many documents its map fits, and the first
@@ -1147,3 +1152,108 @@ def config_view(report: Mapping[str, Any]) -> Any:
         user.append(f" · contexts: {', '.join(report['contexts'])}", style="dim")
     files.add_row("user file", user)
     return Text("\n").join([grid.text(), Text(""), files.text()])
+
+
+# --- the log's life: archive, erase, redact (docs/lifecycle.md) ------------------------------
+
+
+def _names(names: Any, limit: int = 8) -> str:
+    items = [str(n) for n in names or []]
+    shown = ", ".join(items[:limit])
+    return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def redact_view(report: Mapping[str, Any]) -> Any:
+    """`evstream redact` for a person: what changed, where, and what to rebuild."""
+    title = "Would redact" if report.get("dry_run") else "Redacted"
+    lines = [
+        summary_text(
+            title,
+            {
+                ("event", "events"): int(report.get("changed") or 0),
+                ("field", "fields"): int(report.get("fields") or 0),
+                "scanned": int(report.get("scanned") or 0),
+            },
+        )
+    ]
+    paths = report.get("paths") or {}
+    if paths:
+        lines.append(Text("  " + ", ".join(f"{p} ×{n:,}" for p, n in paths.items()), "dim"))
+    if report.get("rebuild"):
+        lines.append(
+            Text(
+                "  may hold the old values; rebuild them in full: "
+                + _names(report["rebuild"])
+                + " (evstream rebuild NAME)"
+            )
+        )
+    return Text("\n").join(lines)
+
+
+def erase_view(report: Mapping[str, Any]) -> Any:
+    """`evstream erase` for a person: per stream, what went from which collection."""
+    lines: list[Text] = []
+    for item in report.get("streams") or []:
+        removed = item.get("removed") or {}
+        lines.append(
+            summary_text(
+                f"Erased {item.get('stream')}",
+                {name: int(n) for name, n in removed.items()} or {"nothing left": ""},
+            )
+        )
+        files = item.get("archive_files") or []
+        if files:
+            lines.append(
+                Text(
+                    "  archive files that may still hold it (evstream cannot erase files): "
+                    + _names(files),
+                    "yellow",
+                )
+            )
+    return Text("\n").join(lines)
+
+
+def archive_view(report: Mapping[str, Any]) -> Any:
+    """`evstream archive` for a person: what moved (or would), and where to."""
+    title = "Would archive" if report.get("dry_run") else "Archived"
+    fields: dict[Any, Any] = {
+        ("event", "events"): int(report.get("events") or 0),
+        ("stream", "streams"): int(report.get("streams") or 0),
+        "size": human_bytes(float(report.get("bytes") or 0)),
+    }
+    if not report.get("dry_run"):
+        fields["deleted"] = int(report.get("deleted") or 0)
+    lines = [summary_text(title, fields)]
+    if report.get("path"):
+        lines.append(Text(f"  to {report['path']}", "dim"))
+    if report.get("resumed"):
+        lines.append(Text("  finished an interrupted run", "dim"))
+    if report.get("held_back"):
+        lines.append(
+            Text(
+                f"  {int(report['held_back']):,} older events stay: an earlier version of their "
+                "stream is newer than --before (a stream is archived from its start, in order)",
+                "dim",
+            )
+        )
+    if report.get("snapshots"):
+        lines.append(Text("  projections kept at the edge: " + _names(report["snapshots"]), "dim"))
+    return Text("\n").join(lines)
+
+
+def log_starts_text(starts: Mapping[str, Any]) -> Text:
+    """Where the log starts after archives: 'the log starts at 2024-01-01 … (3 archives …)'."""
+    text = Text()
+    before = starts.get("archived_before")
+    if before is not None:
+        text.append("the log starts at ")
+        text.append(wall_time(before), style="cyan")
+        n = int(starts.get("archives") or 0)
+        text.append(
+            f" ({int(starts.get('archived_events') or 0):,} older events in "
+            f"{n} archive{'s' * (n != 1)})",
+            style="dim",
+        )
+    for item in starts.get("unfinished") or []:
+        text.append(f"\nunfinished archive to {item['path']}: {item['fix']}", style="yellow")
+    return text

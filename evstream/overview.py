@@ -258,6 +258,10 @@ def gather(
     status["checkpoints"] = checkpoints_info(store)
     status["consumers"] = consumers_info(store)
     status["dead_letters"] = dead_letter_counts(store) if DEAD_LETTERS in names else {}
+    if "evstream_archives" in names:  # where the log starts (docs/lifecycle.md)
+        from evstream.archiving import log_starts
+
+        status["log_starts"] = log_starts(store)
     if edges is None or activity is None:
         status["activity"] = None
     else:

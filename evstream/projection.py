@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evstream.errors import EvstreamError
 from evstream.events import TS_DISORDER, UNSORTED, Skipped, event_problem, part_of_stream
@@ -29,6 +29,9 @@ from evstream.storage import Store, ensure_indexes, now_utc
 from evstream.storage import projections as db
 from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
+
+if TYPE_CHECKING:
+    from evstream.archiving import Starts
 
 __all__ = [
     "EVENT_FIELDS",
@@ -388,11 +391,12 @@ def _full(
 ) -> None:
     """Fold every stream (of this part) and merge the result into the projection's collection."""
     proj, part = plan.projection, plan.part
+    starts = archive_starts(store, proj)
     log = db.read_log(store, proj.types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
     versioned = store.fieldmap.versioned
     for stream, state in fold_streams(
-        proj, log, report, progress, part, plan.next_since, versioned=versioned
+        proj, log, report, progress, part, plan.next_since, starts=starts, versioned=versioned
     ):
         report.streams += 1
         for gone in existing.before(stream):
@@ -412,6 +416,7 @@ def fold_streams(
     part: Part | None = None,
     before: datetime | None = None,
     *,
+    starts: Starts | None = None,
     versioned: bool = True,
 ) -> Iterator[tuple[str, Doc]]:
     """(stream, state) for each stream of a log read in (stream, version) order (on a log
@@ -421,6 +426,11 @@ def fold_streams(
     parts are passed over. A stream's events are folded a batch at a time, so a long stream
     never sits in memory whole. Every document read with a date `ts` before `before` is counted
     in `report.counted`, as the server's count would count it.
+
+    With `starts` (after an archive, docs/lifecycle.md), a stream's fold starts from its
+    snapshot at the archive's edge, versions up to the edge are passed over (they are in the
+    snapshot, whether or not still in the log), and a stream whose events were all archived is
+    its snapshot.
     """
     fold = proj.fold if versioned else _unversioned_fold(proj)
     stream: str | None = None
@@ -431,6 +441,7 @@ def fold_streams(
     skipped = report.skipped
     mine: dict[str, bool] = {}
     counted = 0
+    edge = 0
     for event in log:
         read += 1
         if read == FOLD_BATCH:
@@ -455,8 +466,17 @@ def fold_streams(
             stream, state, pending = name, None, []
             if part is not None:
                 mine = {name: in_part(name, part)}
+            if starts is not None:
+                for snap in starts.before(name):
+                    if in_part(snap["stream"], part):
+                        yield snap["stream"], snap["state"]
+                snap = starts.take(name)
+                state = dict(snap["state"]) if snap is not None else None
+                edge = int(snap["through"]) if snap is not None else 0
         if part is not None and not mine[name]:
             continue
+        if starts is not None and event["version"] <= edge:
+            continue  # in the snapshot (archived, or restored from an archive)
         if len(pending) == FOLD_BATCH:
             state, pending = fold(pending, state), []
         pending.append(event)
@@ -470,6 +490,24 @@ def fold_streams(
     report.last_event_ts = newest
     if stream is not None and (pending or state is not None):
         yield stream, fold(pending, state)
+    if starts is not None:
+        for snap in starts.before(None):
+            if in_part(snap["stream"], part):
+                yield snap["stream"], snap["state"]
+
+
+def archive_starts(
+    store: Store, proj: Projection, streams: list[str] | None = None
+) -> Starts | None:
+    """Where full folds start after an archive (None for a log never archived); refuses (exit 4)
+    a projection that archived events are missing from (docs/lifecycle.md)."""
+    from evstream.archiving import Starts, require_snapshots
+    from evstream.storage import lifecycle
+
+    if not lifecycle.archive_runs_exist(store):
+        return None
+    require_snapshots(store, proj)
+    return Starts(store, proj, streams)
 
 
 def _unversioned_fold(proj: Projection) -> Callable[[list[Doc], Doc | None], Doc]:
@@ -637,6 +675,7 @@ def update_streams(
             db.read_streams(store, from_log, proj.types),
             ignored,
             lambda n: None,
+            starts=archive_starts(store, proj, from_log),
             versioned=versioned,
         ):
             report.streams += 1

@@ -337,6 +337,7 @@ def publish_checked(
     keep_secrets: bool = False,
     batch_size: int = BATCH_SIZE,
     hooks: Hooks | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append a file `validate_all` found valid: its kept events, then the lines beyond them."""
     hooks = hooks or Hooks()
@@ -355,6 +356,7 @@ def publish_checked(
         batch_size=batch_size,
         hooks=hooks,
         report=report,
+        guard=guard,
     )
 
 
@@ -374,6 +376,7 @@ def publish_stream(
     batch_size: int = BATCH_SIZE,
     batch_wait: float | None = BATCH_WAIT,
     hooks: Hooks | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append the NDJSON events of `source` in batches; stops at the first bad line unless skipping.
 
@@ -395,6 +398,7 @@ def publish_stream(
         batch_wait=batch_wait,
         hooks=hooks,
         report=report,
+        guard=guard,
     )
 
 
@@ -551,8 +555,12 @@ def publish_events(
     batch_wait: float | None = None,
     hooks: Hooks | None = None,
     report: PublishReport | None = None,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> PublishReport:
     """Append events in batches of one insert each; items may be (bytes read, event) pairs.
+
+    `guard` sees each batch before it is written and may refuse it by raising (erased streams:
+    evstream.erasing.ErasedGuard); the batches before it are stored first.
 
     Reading and checking the input happens here while a writer thread stores the previous batch,
     so the server is kept busy; at most two batches wait in between, so memory stays flat.
@@ -572,6 +580,7 @@ def publish_events(
             for item in events:
                 if item is IDLE_ITEM:
                     if batch and clock() >= due:
+                        _guarded(guard, batch, writer)
                         writer.submit(batch)
                         batch = []
                     continue
@@ -597,6 +606,7 @@ def publish_events(
                 event.stored = build_document(event, 0, ts, fm)
                 batch.append(event)
                 if len(batch) >= batch_size or (batch_wait is not None and clock() >= due):
+                    _guarded(guard, batch, writer)
                     writer.submit(batch)
                     batch = []
         except InvalidEvent as exc:
@@ -605,6 +615,7 @@ def publish_events(
             raise InvalidEvent(
                 f"{exc.reason}; {report.written_so_far()}", line=exc.lineno
             ) from None
+        _guarded(guard, batch, writer)
         writer.submit(batch)
         writer.finish()
     except (ConcurrencyConflict, EventRefused) as exc:
@@ -632,6 +643,19 @@ def publish_events(
             "use --keep-secrets to store them as given"
         )
     return report
+
+
+def _guarded(
+    guard: Callable[[list[EventInput]], None] | None, batch: list[EventInput], writer: _BatchWriter
+) -> None:
+    """Let the guard see a batch; when it refuses, what was submitted before is stored first."""
+    if guard is None or not batch:
+        return
+    try:
+        guard(batch)
+    except ConcurrencyConflict:
+        writer.finish()
+        raise
 
 
 class _BatchWriter:
@@ -763,13 +787,18 @@ def open_input(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
     if target.is_dir():
         raise InvalidInput(f"{path} is a directory, not an NDJSON file")
     try:
-        handle = open(target, "rb")  # noqa: SIM115
+        if target.suffix == ".gz":  # an archive (evstream archive --to PATH.gz)
+            import gzip
+
+            handle: IO[bytes] = gzip.open(target, "rb")  # noqa: SIM115
+        else:
+            handle = open(target, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise InvalidInput(f"no such file: {path}") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        size = target.stat().st_size if target.is_file() else None
+        size = target.stat().st_size if target.is_file() and target.suffix != ".gz" else None
         yield handle, size
 
 
@@ -827,6 +856,7 @@ def publish_input(
     batch_wait: float | None = BATCH_WAIT,
     progress: Progress = no_progress,
     warning: Callable[[str], None] = ignore,
+    guard: Callable[[list[EventInput]], None] | None = None,
 ) -> InputPublished:
     """Append the events of an NDJSON input. A file that can be read twice (`seekable`) is
     checked whole first, so a bad line writes nothing (unless `skip_invalid`); a stream is
@@ -853,7 +883,13 @@ def publish_input(
         hooks = Hooks(progress=count_lines, warning=warning)
         if parsed is not None:  # checked: what was kept is not parsed again
             report = publish_checked(
-                store, source, parsed, keep_secrets=keep_secrets, batch_size=batch_size, hooks=hooks
+                store,
+                source,
+                parsed,
+                keep_secrets=keep_secrets,
+                batch_size=batch_size,
+                hooks=hooks,
+                guard=guard,
             )
             lines_read[0] = checked[0]
         else:
@@ -865,6 +901,7 @@ def publish_input(
                 batch_size=batch_size,
                 batch_wait=batch_wait,
                 hooks=hooks,
+                guard=guard,
             )
     if report.read == 0 and report.skipped == 0:
         warning("the input had no events")

@@ -16,6 +16,7 @@ from evstream.cli.app import app
 # Importing a command's module registers it; `evstream --help` lists commands in this order.
 # isort: off
 from evstream.cli import publish, seed, server, watch, rebuild, status, check, top, bench, config, init  # noqa: F401,E501
+from evstream.cli import archive, erase, redact  # noqa: F401
 # isort: on
 
 __all__ = ["app", "exit_now", "main"]

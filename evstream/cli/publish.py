@@ -66,6 +66,10 @@ def publish(
     keep_secrets: Annotated[
         bool, typer.Option("--keep-secrets", help="Store secret-looking fields as given.")
     ] = False,
+    allow_erased: Annotated[
+        bool,
+        typer.Option("--allow-erased", help="Publish to streams erased with 'evstream erase'."),
+    ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=100_000, hidden=True)
     ] = 1000,
@@ -105,7 +109,15 @@ def publish(
             if check:
                 _check_file(env, file)
             else:
-                _publish_file(env, file, skip_invalid, keep_secrets, batch_size, batch_wait)
+                _publish_file(
+                    env,
+                    file,
+                    skip_invalid,
+                    keep_secrets,
+                    batch_size,
+                    batch_wait,
+                    allow_erased=allow_erased,
+                )
             return
         if skip_invalid:
             raise InvalidInput("--skip-invalid applies to --file only")
@@ -138,6 +150,10 @@ def publish(
         )
         store = env.store()
         ensure_indexes(store)
+        if not allow_erased:
+            from evstream.erasing import ErasedGuard
+
+            ErasedGuard(store)([event])
         result = append_checked(store, event)
         if result.duplicate:
             out.notice(f"event {result.doc['_id']} was already stored; nothing was written")
@@ -214,8 +230,11 @@ def _publish_file(
     keep_secrets: bool,
     batch_size: int,
     batch_wait: float,
+    *,
+    allow_erased: bool = False,
 ) -> None:
     """publish --file: a file checked whole first, or a stream as it comes; the summary."""
+    from evstream.erasing import ErasedGuard
     from evstream.publishing import open_input, publish_input
     from evstream.storage import ensure_indexes
 
@@ -234,6 +253,7 @@ def _publish_file(
             batch_wait=batch_wait,
             progress=out.progress,
             warning=out.warning,
+            guard=None if allow_erased else ErasedGuard(store),
         )
 
     def view(_: Any) -> Any:

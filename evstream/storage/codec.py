@@ -121,3 +121,53 @@ def doc_hash(doc: Mapping[str, Any]) -> int:
 def extended_json(value: Any) -> str:
     """A value as Extended JSON text (for messages)."""
     return json_util.dumps(value)
+
+
+_DECODER = json.JSONDecoder()
+_ID_PREFIX = '{"_id": '
+
+
+def loads_stored(text: str) -> Any:
+    """A stored event's JSON line (`watch -o json`, an archive), read as `loads` reads it, a few
+    times faster: orjson, then only the Extended JSON values converted (dates the common case)."""
+    if _LONG_DIGITS.search(text) is not None:
+        return loads(text)
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return loads(text)
+    return _extended(value) if '"$' in text else value
+
+
+def _extended(value: Any) -> Any:
+    if type(value) is dict:
+        if value and next(iter(value)).startswith("$"):
+            date = value.get("$date")
+            if len(value) == 1 and type(date) is str and date.endswith("Z"):
+                try:
+                    return datetime.fromisoformat(date[:-1] + "+00:00")
+                except ValueError:
+                    pass
+            try:
+                return json_util.object_hook({k: _extended(v) for k, v in value.items()})
+            except (TypeError, ArithmeticError, BSONError) as exc:
+                raise ValueError(str(exc)[:200]) from None
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                value[key] = _extended(item)
+        return value
+    if type(value) is list:
+        return [_extended(item) for item in value]
+    return value
+
+
+def line_id(text: str) -> Any:
+    """The `_id` of a stored event's JSON line, reading no further than it where the line starts
+    with it (as lines evstream writes do)."""
+    if text.startswith(_ID_PREFIX):
+        try:
+            value, _ = _DECODER.raw_decode(text, len(_ID_PREFIX))
+        except ValueError:
+            return loads(text)["_id"]
+        return _extended(value) if type(value) is dict else value
+    return loads(text)["_id"]

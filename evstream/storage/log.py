@@ -597,9 +597,19 @@ class Appender:
                 docs.append(event.stored)
             return docs, None
         shaped = fm.shaped
+        free = free_slots(self.store, pending, self.heads)
         for i, event in enumerate(pending):
             head = self.heads[event.stream]
             if event.expected_version is not None and event.expected_version != head:
+                if (event.stream, event.version) in free:  # a restored archive fills its place
+                    if event.stored is None:
+                        event.stored = build_document(event, event.version or 0, ts, fm)
+                    if shaped:
+                        fm.set_version(event.stored, event.version)
+                    else:
+                        event.stored["version"] = event.version
+                    docs.append(event.stored)
+                    continue
                 return docs, i
             if event.stored is None:  # kept: a retry stores the same _id, so never twice
                 event.stored = build_document(event, head + 1, ts, fm)
@@ -650,6 +660,21 @@ class Appender:
             if not errors:
                 raise
             return done + int(errors[0]["index"]), errors[0]
+
+
+def free_slots(
+    store: Store, pending: list[EventInput], heads: dict[str, int]
+) -> set[tuple[str, int]]:
+    """The (stream, version) places that copies of stored events below their stream's head
+    may fill: free places an archive left (docs/lifecycle.md, "Restoring")."""
+    from evstream.storage.lifecycle import free_versions
+
+    wanted = [
+        (e.stream, e.version)
+        for e in pending
+        if e.version is not None and e.ts is not None and heads.get(e.stream, 0) >= e.version
+    ]
+    return free_versions(store, wanted) if wanted else set()
 
 
 def events_by_id(store: Store, ids: list[Any]) -> list[Doc]:

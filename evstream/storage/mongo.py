@@ -164,6 +164,14 @@ class MongoStore(OverviewQueries):
             return docs
         return map(fm.convert, docs)
 
+    def ids_matching(self, collection: str, path: str, values: list[Any]) -> list[Any]:
+        """The `_id`s of the documents of `collection` whose `path` holds one of `values` (event
+        ids an erase looks for in evstream's own collections)."""
+        if not values:
+            return []
+        found = self.db[collection].find({path: {"$in": values}}, {"_id": 1})
+        return [d["_id"] for d in found]
+
     def path(self, name: str) -> str:
         """Where the log stores a canonical field (`stream` → `aggregateId`)."""
         return self.fieldmap.paths()[name]

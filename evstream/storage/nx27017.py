@@ -249,6 +249,23 @@ class Nx27017Store(MongoStore):
         """Below the start of `upper`'s second: exact at whole-second comparisons."""
         return {"$lt": _second(upper)}
 
+    def ids_matching(self, collection: str, path: str, values: list[Any]) -> list[Any]:
+        """A query on an ObjectId in a field other than `_id` matches nothing (and an `$in`
+        holding one errors): ObjectIds are compared here, over the collection's documents (the
+        own, small collections an erase looks in)."""
+        oids = {v for v in values if isinstance(v, ObjectId)}
+        plain = [v for v in values if not isinstance(v, ObjectId)]
+        found = super().ids_matching(collection, path, plain)
+        if oids:
+            for doc in self.db[collection].find({}):
+                value: Any = doc
+                for part in path.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                value = _restored(value)
+                if isinstance(value, ObjectId) and value in oids and doc["_id"] not in found:
+                    found.append(doc["_id"])
+        return found
+
     def collection_gone(self, name: str) -> bool:
         """A drop produces no invalidate event: ask whether it still exists (its
         list_collection_names ignores the filter and lists every collection)."""
