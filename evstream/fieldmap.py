@@ -181,6 +181,16 @@ class FieldMap:
         documents themselves: where the log is not evstream's own `events`."""
         return self.shaped or self.collection != DEFAULT_COLLECTION
 
+    def canonical_fields(self) -> dict[str, Any] | None:
+        """A find projection that has the server name the fields canonically
+        (`{"stream": "$aggregateId", …}`, MongoDB 4.4+), so documents read need no translation
+        here; None where the server cannot give what `canonical` gives: evstream's own shape
+        (nothing to translate), a log without versions (`version` is None there), ts in
+        numbers, or a dotted path (MongoDB reads `$a.b` through arrays, `canonical` does not)."""
+        if not self.shaped or not self.versioned or self.ts_unit != "date" or not self._flat:
+            return None
+        return {name: 1 if name == "_id" else "$" + self._paths[name] for name in CANONICAL}
+
     # --- canonical → stored ---
 
     def ts_value(self, moment: datetime) -> Any:

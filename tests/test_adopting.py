@@ -25,6 +25,7 @@ from evstream.projection import plan_rebuild, rebuild
 from evstream.projections import load_projection
 from evstream.settings import Settings
 from evstream.storage import connect
+from evstream.storage.projections import read_log
 
 UTC = timezone.utc
 # The app's log: mongoose-style names, epoch-ms ts, no per-stream versions.
@@ -823,3 +824,42 @@ def test_a_sharded_mapped_log_is_remembered_by_its_canonical_key() -> None:
     doc = app_event("alice", "login", {}, T0)
     watcher.ledger.fields = watcher._event_fields()
     assert watcher.ledger.ident(fm.watched(doc)) == ["alice", doc["_id"]]
+
+
+# The app's names, with versions and dates: a map the server can answer in canonical names.
+RENAMED_MAP = {**APP_MAP, "collection": "renamed", "ts_unit": "date", "version": "sequence"}
+
+
+@pytest.mark.parametrize(
+    ("table", "server_names"),
+    [(RENAMED_MAP, True), (VERSIONED_MAP, False), (APP_MAP, False), (None, False)],
+)
+def test_the_server_names_fields_only_where_it_gives_the_same_events(
+    server_uri: str, db_name: str, db: Any, table: Any, server_names: bool
+) -> None:
+    settings = Settings(uri=server_uri, db=db_name, log=table)
+    store = connect(settings, lambda message: None)
+    try:
+        fm = store.fieldmap
+        assert (fm.canonical_fields() is not None) is server_names
+        docs = [
+            fm.build(ObjectId(), "s1", 1, "login", {"n": 1}, {"by": "app"}, T0),
+            fm.build("e2", "s1", 2, "login", [1, 2], None, T0 + timedelta(seconds=1)),
+            {**fm.build(7, "s2", 1, "logout", {}, {}, T0), "extra": "kept out"},
+            fm.stored({"_id": 8, "stream": "s2", "type": "login"}),  # not an event: no version
+        ]
+        store.events.insert_many(docs)
+
+        def read(renames: bool) -> list[list[tuple[str, Any]]]:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(type(store), "renames_in_find", renames)
+                return [list(event.items()) for event in read_log(store, None)]
+
+        translated = read(False)
+        assert sorted(str(dict(e)["_id"]) for e in translated) == sorted(
+            str(doc["_id"]) for doc in docs
+        )
+        assert read(True) == translated  # the same fields, values, BSON types and order
+        assert type(dict(translated[0])["_id"]) is ObjectId
+    finally:
+        store.close()

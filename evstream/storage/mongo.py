@@ -7,7 +7,7 @@ subclass that overrides these methods (`evstream.storage.nx27017`), chosen once 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -171,6 +171,28 @@ class MongoStore(OverviewQueries):
             return []
         found = self.db[collection].find({path: {"$in": values}}, {"_id": 1})
         return [d["_id"] for d in found]
+
+    def read_events(self, find: Callable[[Doc | None], Iterable[Doc]]) -> Iterable[Doc]:
+        """Whole events of the log as canonical events: `find(fields)` opens the cursor with a
+        projection (None: whole documents). On a mapped log the server names the fields where
+        it cheaply can (`FieldMap.canonical_fields`: MongoDB 4.4+, not nx-27017, whose
+        projections cost more than the translation saves); else each is translated here."""
+        fields = self.fieldmap.canonical_fields() if self.renames_in_find else None
+        if fields is not None:
+            return find(fields)
+        return self.canonical_all(find(None))
+
+    @property
+    def renames_in_find(self) -> bool:
+        """Whether a find's projection may compute fields (`{"stream": "$aggregateId"}`),
+        cheaply: MongoDB 4.4 and later."""
+        if not self.cheap_projection:
+            return False
+        try:
+            major, minor = (int(part) for part in (self.version or "").split(".")[:2])
+        except ValueError:
+            return False
+        return (major, minor) >= (4, 4)
 
     def path(self, name: str) -> str:
         """Where the log stores a canonical field (`stream` → `aggregateId`)."""

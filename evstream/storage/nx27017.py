@@ -52,6 +52,9 @@ class Nx27017Store(MongoStore):
     product: ClassVar[str] = "nx-27017"
     # nx-27017 applies a find's projection in Python after decoding the whole document: a
     # sorted read of 30,000 events took 1.5 s with five fields and 1.0 s for whole documents.
+    # So `check` reads whole documents, and rebuild's reads of a mapped log translate them in
+    # Python (`MongoStore.read_events`): canonical names asked of it took 0.5 s instead of 0.2 s
+    # for 4,000 events, to save about 1 µs of client CPU per event.
     cheap_projection: ClassVar[bool] = False
 
     @property

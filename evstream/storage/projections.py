@@ -52,10 +52,12 @@ def stream_order(store: MongoStore) -> list[tuple[str, int]]:
 def read_log(store: MongoStore, types: Types) -> Iterator[Doc]:
     """The declared types' events in stream order (`stream_order`)."""
     with translate_errors(store.uri):
-        yield from store.canonical_all(
-            store.events.find(type_filter(types, store), EVENT_FIELDS)
-            .sort(stream_order(store))
-            .batch_size(READ_BATCH)
+        yield from store.read_events(
+            lambda fields: (
+                store.events.find(type_filter(types, store), fields or EVENT_FIELDS)
+                .sort(stream_order(store))
+                .batch_size(READ_BATCH)
+            )
         )
 
 
@@ -81,8 +83,12 @@ def read_streams(store: MongoStore, streams: list[str], types: Types) -> Iterato
         return
     query = {store.fieldmap.stream: {"$in": streams}, **type_filter(types, store)}
     with translate_errors(store.uri):
-        yield from store.canonical_all(
-            store.events.find(query, EVENT_FIELDS).sort(stream_order(store)).batch_size(READ_BATCH)
+        yield from store.read_events(
+            lambda fields: (
+                store.events.find(query, fields or EVENT_FIELDS)
+                .sort(stream_order(store))
+                .batch_size(READ_BATCH)
+            )
         )
 
 
@@ -93,8 +99,12 @@ def read_stream_after(store: MongoStore, stream: str, after: int, types: Types) 
     query = {fm.stream: stream, fm.version: {"$gt": after}, **type_filter(types, store)}
     with translate_errors(store.uri):
         return list(
-            store.canonical_all(
-                store.events.find(query, EVENT_FIELDS).sort(fm.version, 1).batch_size(READ_BATCH)
+            store.read_events(
+                lambda fields: (
+                    store.events.find(query, fields or EVENT_FIELDS)
+                    .sort(fm.version, 1)
+                    .batch_size(READ_BATCH)
+                )
             )
         )
 
@@ -105,8 +115,12 @@ def read_window(store: MongoStore, types: Types, since: datetime) -> Iterator[Do
     fm = store.fieldmap
     query = {fm.ts: store.ts_range("$gte", since), **type_filter(types, store)}
     with translate_errors(store.uri):
-        yield from store.canonical_all(
-            store.events.find(query, EVENT_FIELDS).sort(fm.ts, 1).batch_size(READ_BATCH)
+        yield from store.read_events(
+            lambda fields: (
+                store.events.find(query, fields or EVENT_FIELDS)
+                .sort(fm.ts, 1)
+                .batch_size(READ_BATCH)
+            )
         )
 
 
