@@ -501,6 +501,8 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         }
         if skipped:
             fields["skipped"] = skipped
+        for upcaster, n in (summary.get("upcasted") or {}).items():
+            fields[f"to upcast by {upcaster}"] = n
         return summary_text(f"Dry run of {name} ({mode}), nothing written", fields)
     fields = (
         {("event read", "events read"): summary["events"], "new": summary["applied"]}
@@ -515,6 +517,8 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         fields["already newer"] = summary["superseded"]
     if skipped:
         fields["skipped"] = skipped
+    for upcaster, n in (summary.get("upcasted") or {}).items():
+        fields[f"upcast by {upcaster}"] = n
     fields["events/s"] = round(summary["events_per_second"])
     fields["s"] = float(summary["seconds"])
     return summary_text(f"Rebuilt {name} ({mode})", fields)

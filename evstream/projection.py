@@ -110,6 +110,7 @@ class RebuildReport:
     last_event_ts: datetime | None = None
     skipped: Skipped = field(default_factory=Skipped)
     counted: int = 0  # events read with a ts before the plan's next_since
+    upcasted: dict[str, int] = field(default_factory=dict)  # events each upcaster changed
 
     @property
     def written(self) -> int:
@@ -145,6 +146,8 @@ class RebuildReport:
             doc["partition"] = f"{self.part[0]}/{self.part[1]}"
         if self.reason:
             doc["full_because"] = self.reason
+        if self.upcasted:
+            doc["upcasted"] = dict(self.upcasted)
         return doc
 
 
@@ -221,7 +224,7 @@ def plan_rebuild(
     """
     # Without one: the built-in projection, for callers written before there were others.
     proj = projection or builtin_projection("sessions")
-    types = proj.types
+    types = proj.read_types
     started = time.perf_counter()
     horizon = now_utc()
     newest = db.newest_ts(store, types)
@@ -273,10 +276,10 @@ def _why_not_incremental(store: Store, proj: Projection, checkpoint: Doc | None)
     if recorded != proj.version:
         was = "none recorded" if recorded is None else f"was {recorded}"
         return f"the projection's version is now {proj.version} ({was})"
-    declared = None if proj.types is None else list(proj.types)
+    declared = None if proj.read_types is None else list(proj.read_types)
     if checkpoint.get("types") != declared or checkpoint.get("collection") != proj.collection:
         return "the projection's types or collection changed since the last run"
-    behind = db.count_events(store, proj.types, before=since)
+    behind = db.count_events(store, proj.read_types, before=since)
     if behind != covered:
         return (
             f"the log holds {behind:,} events before the checkpoint, not {covered:,} "
@@ -325,6 +328,7 @@ def rebuild(
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
+    upcast_before = dict(proj.upcasters.counts)
     try:
         if plan.mode == "full":
             _full(store, plan, writer, report, progress)
@@ -344,6 +348,7 @@ def rebuild(
             f"event{'s' * (report.applied != 1)} applied, {done}"
         ) from None
     report.seconds = time.perf_counter() - plan.started
+    report.upcasted = proj.upcasters.changes_since(upcast_before)
     if not dry_run:
         db.save_checkpoint(store, _checkpoint(plan, report))
     return report
@@ -356,7 +361,7 @@ def _checkpoint(plan: Plan, report: RebuildReport) -> Doc:
         "projection": proj.name,
         "collection": proj.collection,
         "fold_version": proj.version,
-        "types": None if proj.types is None else list(proj.types),
+        "types": None if proj.read_types is None else list(proj.read_types),
         "partition": None if plan.part is None else f"{plan.part[0]}/{plan.part[1]}",
         "mode": report.mode,
         "last_run_at": now_utc(),
@@ -382,7 +387,7 @@ def _full(
 ) -> None:
     """Fold every stream (of this part) and merge the result into the projection's collection."""
     proj, part = plan.projection, plan.part
-    log = db.read_log(store, proj.types)
+    log = db.read_log(store, proj.read_types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
     versioned = store.fieldmap.versioned
     for stream, state in fold_streams(
@@ -417,6 +422,7 @@ def fold_streams(
     in `report.counted`, as the server's count would count it.
     """
     fold = proj.fold if versioned else _unversioned_fold(proj)
+    prepare, upcasting = proj.prepare, bool(proj.upcasters)
     stream: str | None = None
     state: Doc | None = None
     pending: list[Doc] = []
@@ -451,6 +457,10 @@ def fold_streams(
                 mine = {name: in_part(name, part)}
         if part is not None and not mine[name]:
             continue
+        if upcasting:
+            event = prepare(event)
+            if event is None:
+                continue  # upcast into a type the projection does not read
         if len(pending) == FOLD_BATCH:
             state, pending = fold(pending, state), []
         pending.append(event)
@@ -534,7 +544,7 @@ def _incremental(
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
-    window = db.read_window(store, plan.projection.types, plan.since)
+    window = db.read_window(store, plan.projection.read_types, plan.since)
     chunk: list[Doc] = []
     for event in window:
         chunk.append(event)
@@ -547,7 +557,7 @@ def _incremental(
     report.skipped = Skipped()
     if not count_not_events:
         return
-    for doc in db.read_not_events(store, plan.projection.types):
+    for doc in db.read_not_events(store, plan.projection.read_types):
         report.skipped.add(doc, event_problem(doc) or UNSORTED)
 
 
@@ -576,6 +586,9 @@ def _apply_chunk(
             continue
         if not in_part(event["stream"], part):
             continue
+        event = proj.prepare(event)
+        if event is None:
+            continue  # upcast into a type the projection does not read
         by_stream.setdefault(event["stream"], []).append(event)
         if newest is None or event["ts"] > newest:
             newest = event["ts"]
@@ -617,8 +630,8 @@ def update_streams(
             # everything the document lacks from the log instead.
             fresh = [
                 e
-                for e in db.read_stream_after(store, stream, applied, proj.types)
-                if event_problem(e) is None
+                for e in map(proj.prepare, db.read_stream_after(store, stream, applied, None))
+                if e is not None and event_problem(e) is None
             ]
         report.streams += 1
         report.applied += len(fresh)
@@ -627,7 +640,7 @@ def update_streams(
         ignored = RebuildReport(mode="incremental")  # counted once, in the window
         for stream, state in fold_streams(
             proj,
-            db.read_streams(store, from_log, proj.types),
+            db.read_streams(store, from_log, proj.read_types),
             ignored,
             lambda n: None,
             versioned=versioned,
@@ -741,7 +754,7 @@ class Writer:
             self.projection.collection,
             puts,
             authoritative=self.full,
-            types=self.projection.types,
+            types=self.projection.read_types,
         )
         self.report.created += counts.created
         self.report.updated += counts.updated
@@ -753,7 +766,7 @@ class Writer:
             return
         # A stream may have got its first events since the log was read: keep its document.
         alive = db.live_streams(
-            self.store, [i for i in ids if isinstance(i, str)], self.projection.types
+            self.store, [i for i in ids if isinstance(i, str)], self.projection.read_types
         )
         dead = [i for i in ids if i not in alive]
         if not dead:
@@ -873,7 +886,7 @@ class Follower:
             f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
         )
         options = WatchOptions(
-            types=list(self.projection.types or []),
+            types=list(self.projection.read_types or []),
             start=self.since,
             start_given=True,
             idle_timeout=idle_timeout,
@@ -914,11 +927,14 @@ class Follower:
             if self.live.skipped.total == 1 and line:
                 self.warning(line)
             return
-        types = self.projection.types
+        types = self.projection.read_types
         if types is not None and event["type"] not in types:
             return
         if not in_part(event["stream"], self.part):
             return
+        event = self.projection.prepare(event)
+        if event is None:
+            return  # upcast into a type the projection does not read
         update_streams(
             self.store, self.projection, {event["stream"]: [event]}, self.writer, self.live
         )

@@ -27,6 +27,25 @@ from pathlib import Path
 from typing import Any
 
 from evstream.errors import EvstreamError, InvalidInput
+from evstream.upcasting import (
+    NO_UPCASTERS,
+    Upcaster,
+    Upcasters,
+    UpcastFailed,
+    upcaster,
+    upcasters_of,
+)
+
+__all__ = [
+    "HandlerFailed",
+    "Projection",
+    "UpcastFailed",
+    "Upcaster",
+    "Upcasters",
+    "load_projection",
+    "load_upcasters",
+    "upcaster",
+]
 
 State = dict[str, Any]
 Event = Mapping[str, Any]
@@ -57,6 +76,9 @@ class Projection:
     types: Iterable[str] | None
     initial: Mapping[str, Any]
     handlers: dict[str, Handler] = field(default_factory=dict, repr=False)
+    # The upcasters its events go through before a handler sees them (docs/projections.md,
+    # "Upcasting"): `load_projection` gives those of every loaded module.
+    upcasters: Upcasters = field(default=NO_UPCASTERS, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -88,6 +110,30 @@ class Projection:
                 "(the engine keeps them)"
             )
         self.initial = dict(self.initial)
+        if not isinstance(self.upcasters, Upcasters):
+            self.upcasters = Upcasters(self.upcasters)
+
+    @property
+    def read_types(self) -> tuple[str, ...] | None:
+        """The stored types its runs read: its own, and those its upcasters turn into one of
+        them (None: every type)."""
+        if self.types is None:
+            return None
+        if not self.upcasters:
+            return self.types  # type: ignore[return-value]
+        return self.upcasters.feeding(self.types)
+
+    def prepare(self, event: Event) -> Event | None:
+        """The event as its handlers see it: upcast, or None when, upcast, it is not one of the
+        projection's types (UpcastFailed when an upcaster breaks the rules)."""
+        upcasters = self.upcasters
+        if not upcasters:
+            return event
+        event = upcasters(event)
+        types = self.types
+        if types is not None and event["type"] not in types:  # type: ignore[operator]
+            return None
+        return event
 
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
         """Register the handler for one of the projection's event types."""
@@ -248,6 +294,22 @@ def known_projections(modules: Iterable[str]) -> dict[str, tuple[Projection, str
     return by_name
 
 
+def known_upcasters(modules: Iterable[str]) -> Upcasters:
+    """The upcasters of these modules, in the order the modules are listed (a cycle across
+    modules is refused here, as one within a module is when it loads)."""
+    found: list[Upcaster] = []
+    for ref in modules:
+        loaded = import_module(ref)
+        found.extend(upcasters_of(loaded.__name__))
+    return Upcasters(found)
+
+
+def load_upcasters(module: str | None = None, configured: Iterable[str] | None = None) -> Upcasters:
+    """The upcasters of the built-in, configured and `--module` modules (as `load_projection`
+    finds projections): what `watch --exec` and `watch --upcast` apply."""
+    return known_upcasters(modules_to_load(module, configured=configured))
+
+
 def builtin_projection(name: str) -> Projection:
     """A projection that ships with evstream (`sessions`), without loading users' modules."""
     known = known_projections(BUILTIN_MODULES)
@@ -264,7 +326,11 @@ def load_projection(
     refs = modules_to_load(module, configured=configured)
     known = known_projections(refs)
     if name in known:
-        return known[name][0]
+        found = known[name][0]
+        upcasters = known_upcasters(refs)
+        if upcasters or found.upcasters:
+            found.upcasters = upcasters
+        return found
     where = module or ", ".join(refs)
     defined = (
         sorted(known) if module is None else [p.name for p in projections_in(import_module(module))]
