@@ -24,6 +24,7 @@ from evstream.interrupts import CTRL_C
 from evstream.projections import Projection, builtin_projection
 from evstream.reporting import Progress, Status, ignore, no_progress, no_status
 from evstream.storage import Store, ensure_indexes, now_utc
+from evstream.storage import keyed as db_keyed
 from evstream.storage import projections as db
 from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
@@ -111,6 +112,8 @@ class RebuildReport:
     skipped: Skipped = field(default_factory=Skipped)
     counted: int = 0  # events read with a ts before the plan's next_since
     upcasted: dict[str, int] = field(default_factory=dict)  # events each upcaster changed
+    key: str | None = None  # a keyed projection's key (then `streams` counts keys)
+    without_key: int = 0  # events of a keyed projection without its key, skipped
 
     @property
     def written(self) -> int:
@@ -148,6 +151,10 @@ class RebuildReport:
             doc["full_because"] = self.reason
         if self.upcasted:
             doc["upcasted"] = dict(self.upcasted)
+        if self.key is not None:
+            doc["key"] = self.key
+            doc["keys"] = doc.pop("streams")
+            doc["without_key"] = self.without_key
         return doc
 
 
@@ -279,6 +286,8 @@ def _why_not_incremental(store: Store, proj: Projection, checkpoint: Doc | None)
     declared = None if proj.read_types is None else list(proj.read_types)
     if checkpoint.get("types") != declared or checkpoint.get("collection") != proj.collection:
         return "the projection's types or collection changed since the last run"
+    if checkpoint.get("key") != proj.key:
+        return "the projection's key changed since the last run"
     behind = db.count_events(store, proj.read_types, before=since)
     if behind != covered:
         return (
@@ -319,6 +328,7 @@ def rebuild(
         part=plan.part,
         dry_run=dry_run,
         reason=plan.reason,
+        key=proj.key,
     )
     writer = Writer(
         store,
@@ -330,7 +340,9 @@ def rebuild(
     )
     upcast_before = dict(proj.upcasters.counts)
     try:
-        if plan.mode == "full":
+        if proj.key is not None:
+            _keyed(store, plan, report, dry_run, progress, count_not_events)
+        elif plan.mode == "full":
             _full(store, plan, writer, report, progress)
         else:
             report.last_event_ts = plan.last_event_ts
@@ -354,9 +366,30 @@ def rebuild(
     return report
 
 
+def _keyed(
+    store: Store,
+    plan: Plan,
+    report: RebuildReport,
+    dry_run: bool,
+    progress: Callable[[int], None],
+    count_not_events: bool,
+) -> None:
+    """A keyed projection's run (evstream/keyed.py)."""
+    from evstream import keyed
+
+    writer = keyed.KeyedWriter(store, plan.projection, report, dry_run=dry_run)
+    if plan.mode == "full":
+        keyed.full(store, plan, report, writer, progress)
+    else:
+        report.last_event_ts = plan.last_event_ts
+        keyed.incremental(store, plan, report, writer, progress, count_not_events)
+    writer.flush()
+
+
 def _checkpoint(plan: Plan, report: RebuildReport) -> Doc:
     proj = plan.projection
     return {
+        "key": proj.key,
         "_id": checkpoint_key(proj, plan.part),
         "projection": proj.name,
         "collection": proj.collection,
@@ -849,9 +882,18 @@ class Follower:
         self.warning = warning
         self.clock = clock
         self.live = RebuildReport(
-            mode="follow", projection=projection.name, collection=projection.collection, part=part
+            mode="follow",
+            projection=projection.name,
+            collection=projection.collection,
+            part=part,
+            key=projection.key,
         )
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
+        self.keyed_writer: Any = None
+        if projection.key is not None:
+            from evstream.keyed import KeyedWriter
+
+            self.keyed_writer = KeyedWriter(store, projection, self.live)
         self.saved_at = clock()
         self.checkpoints = 0
         self.started = now_utc() - TS_DISORDER  # set again by `run`
@@ -930,15 +972,23 @@ class Follower:
         types = self.projection.read_types
         if types is not None and event["type"] not in types:
             return
-        if not in_part(event["stream"], self.part):
-            return
-        event = self.projection.prepare(event)
-        if event is None:
-            return  # upcast into a type the projection does not read
-        update_streams(
-            self.store, self.projection, {event["stream"]: [event]}, self.writer, self.live
-        )
-        self.writer.flush()
+        if self.projection.key is not None:
+            from evstream import keyed
+
+            if not keyed.deliver(
+                self.store, self.projection, event, self.part, self.live, self.keyed_writer
+            ):
+                return
+        else:
+            if not in_part(event["stream"], self.part):
+                return
+            prepared = self.projection.prepare(event)
+            if prepared is None:
+                return  # upcast into a type the projection does not read
+            update_streams(
+                self.store, self.projection, {event["stream"]: [prepared]}, self.writer, self.live
+            )
+            self.writer.flush()
         ts = event["ts"]
         if self.live.last_event_ts is None or ts > self.live.last_event_ts:
             self.live.last_event_ts = ts
@@ -968,6 +1018,8 @@ def run_rebuild(
     are not events (a warning). `with_total` counts the events first, for a progress bar."""
     if not dry_run:
         ensure_indexes(store)  # the (stream, version) order and the ts window use them
+        if projection.key_rule is not None:
+            db_keyed.ensure_key_index(store, projection.key_rule.path)
     with status("planning the rebuild: the log's size and the last run"):
         plan = plan_rebuild(
             store,
@@ -1001,5 +1053,7 @@ def follow_projection(
     """Catch up, then keep the projection current from the change stream until `idle_timeout`
     passes without an event (or Ctrl-C); what was applied."""
     ensure_indexes(store)
+    if projection.key_rule is not None:
+        db_keyed.ensure_key_index(store, projection.key_rule.path)
     follower = Follower(store, projection, part=part, margin=margin, notice=notice, warning=warning)
     return follower.run(idle_timeout=idle_timeout)
