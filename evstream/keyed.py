@@ -136,14 +136,27 @@ def fold_key(proj: Projection, events: Iterable[Doc], state: Doc | None = None) 
     return state
 
 
-def refold(store: Store, proj: Projection, key: Any, report: RebuildReport) -> Doc | None:
-    """A key's state from its whole history in the log."""
+def span_of(rule: KeyRule, keys: list[Any]) -> tuple[datetime, datetime] | None:
+    """For bucket keys, the dates from the first bucket's start to the last one's end."""
+    if rule.bucket is None or not keys:
+        return None
+    bounds = [b for b in map(rule.bounds, keys) if b is not None]
+    return min(b[0] for b in bounds), max(b[1] for b in bounds)
+
+
+def keys_with_events(store: Store, proj: Projection, keys: list[Any]) -> set[Any]:
+    """Which of these keys the log holds events for (of the declared types, upcast)."""
     rule = rule_of(proj)
     versioned = store.fieldmap.versioned
-    history = db.read_key(store, proj.read_types, rule.path, key, rule.bounds(key))
-    # Documents that are not events are counted by the run's own reads, not here.
-    events = (e for e in history if event_problem(e, versioned) is None and rule.value(e) == key)
-    return fold_key(proj, events)
+    wanted = {(type(k).__name__, k) for k in keys}
+    found: set[Any] = set()
+    for event in db.read_keys(store, proj.read_types, rule.path, keys, span_of(rule, keys)):
+        if event_problem(event, versioned) is not None:
+            continue
+        key = rule.value(event)
+        if key is not None and (type(key).__name__, key) in wanted and proj.prepare(event):
+            found.add((type(key).__name__, key))
+    return found
 
 
 # --- full ---------------------------------------------------------------------------------------
@@ -220,8 +233,8 @@ def full(
     writer.flush()
     gone = [k for k in db.stored_keys(store, proj.collection) if k not in seen and in_part(k, part)]
     if gone:
-        alive = [k for k in gone if refold(store, proj, k, report) is not None]
-        dead = [k for k in gone if k not in alive]
+        alive = keys_with_events(store, proj, gone)  # a key that got events since the read
+        dead = [k for k in gone if (type(k).__name__, k) not in alive]
         report.removed += len(dead)
         if not writer.dry_run:
             logdb.delete_documents(store, proj.collection, dead)
@@ -279,12 +292,38 @@ def incremental(
 def refold_keys(
     store: Store, proj: Projection, keys: list[Any], report: RebuildReport, writer: KeyedWriter
 ) -> None:
-    """Write each key's document folded from its whole history."""
-    for key in keys:
-        state = refold(store, proj, key, report)
-        if state is not None:
+    """Write each key's document folded from its whole history, read in one query."""
+    if not keys:
+        return
+    rule = rule_of(proj)
+    versioned = store.fieldmap.versioned
+    wanted = {(type(k).__name__, k) for k in keys}
+    span = span_of(rule, keys)
+    current: Any = None
+    state: Doc | None = None
+    batch: list[Doc] = []
+
+    def done() -> None:
+        folded = fold_key(proj, batch, state)
+        if folded is not None:
             report.streams += 1
-            writer.put(key, state)
+            writer.put(current, folded)
+
+    for event in db.read_keys(store, proj.read_types, rule.path, keys, span):
+        if event_problem(event, versioned) is not None:
+            continue  # counted by the run's own reads
+        key = rule.value(event)
+        if key is None or (type(key).__name__, key) not in wanted:
+            continue
+        if current is None or key != current or type(key) is not type(current):
+            if current is not None:
+                done()
+            current, state, batch = key, None, []
+        batch.append(event)
+        if len(batch) == 1000:
+            state, batch = fold_key(proj, batch, state), []
+    if current is not None:
+        done()
     writer.flush()
 
 

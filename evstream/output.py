@@ -490,9 +490,11 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         parts = str(summary["partition"]).split("/")
         name = f"{name} part {parts[0]} of {parts[-1]}"
     skipped = (summary.get("skipped") or {}).get("total", 0)
+    # A keyed projection counts keys (docs/projections.md, "Keyed projections").
+    unit = ("key", "keys") if "keys" in summary else ("stream", "streams")
     if summary["dry_run"]:
         fields: dict[Any, Any] = {
-            ("stream", "streams"): summary["streams"],
+            unit: summary[unit[1]],
             ("event", "events"): summary["events"],
             "to create": summary["created"],
             "to update": summary["updated"],
@@ -509,7 +511,9 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         if mode == "incremental"
         else {("event", "events"): summary["events"]}
     )
-    fields[("stream", "streams")] = summary["streams"]
+    fields[unit] = summary[unit[1]]
+    if summary.get("without_key"):
+        fields["without the key"] = summary["without_key"]
     one = what[:-1] if what.endswith("s") else what
     fields[(f"{one} written", f"{what} written")] = summary["written"]
     fields["removed"] = summary["removed"]

@@ -155,6 +155,13 @@ def test_full_and_incremental_keyed_rebuilds_with_late_events_and_no_key(cli, db
     assert stored(db.tenants) == expected(db, "tenants")
     dry = run(cli, "tenants", "--dry-run")
     assert dry["dry_run"] and dry["written"] == 0 and dry["unchanged"] == 4
+    db.events.delete_many({"data.tenant": 7})  # a key the log no longer holds: its document goes
+    gone = run(cli, "tenants")
+    assert gone["removed"] == 1 and 7 not in stored(db.tenants)
+    assert stored(db.tenants) == expected(db, "tenants")
+    pretty = cli("rebuild", "tenants", "--module", DAILY, "-o", "pretty")
+    assert "Rebuilt tenants (full)" in pretty.stdout and "3 keys" in pretty.stdout, pretty.stdout
+    assert "without the key" in pretty.stdout
     status = cli("status", "-o", "json")
     assert status.exit_code == 0, status.stderr
     assert '"tenants"' in status.stdout
@@ -250,6 +257,25 @@ def test_kill_9_during_a_keyed_rebuild_then_a_run_makes_it_exact(cli, db):
         log.add(log.event("s1", "login", {"tenant": "t1"}))
         run(cli, "tenants", "--incremental")
         assert stored(db.tenants) == expected(db, "tenants")
+
+
+def test_kill_9_while_following_a_keyed_projection_loses_nothing(cli, db):
+    log = Log(db)
+    log.add(*(log.event(f"s{i}", "login", {"tenant": f"t{i % 3}"}) for i in range(9)))
+    for _ in range(2):
+        proc = cli.popen("rebuild", "tenants", "--module", DAILY, "--follow", "--idle-timeout",
+                         "60", "-o", "json")  # fmt: skip
+        try:
+            wait_for(lambda: stored(db.tenants) == expected(db, "tenants"), 60, "caught up")
+            log.add(log.event("s1", "login", {"tenant": "t1"}),
+                    log.event("s2", "login", {"tenant": "t-new"}))  # fmt: skip
+            wait_for(lambda: "t-new" in stored(db.tenants) or False, 30, "a live event")
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        log.add(log.event("s3", "login", {"tenant": "t2"}))  # while nobody follows
+    run(cli, "tenants", "--incremental")
+    assert stored(db.tenants) == expected(db, "tenants")
 
 
 # --- property: any interleaving gives the fold per key -------------------------------------------

@@ -56,35 +56,47 @@ def ensure_key_index(store: MongoStore, path: str) -> None:
         store.events.create_index([(stored_path(store, path), 1), (store.fieldmap.ts, 1)])
 
 
-def read_by_key(store: MongoStore, types: Types, path: str) -> Iterator[Doc]:
-    """Every document of the declared types, sorted by the key's path, then in log order: each
-    key's events come together (events without the key first)."""
+def key_order(store: MongoStore, path: str) -> list[tuple[str, int]]:
+    """The key's path, then log order: each key's events come together, in log order (a
+    bucket of ts: log order alone, already by bucket)."""
     where = stored_path(store, path)
     order = log_order(store)
-    sort = order if where == store.fieldmap.ts else [(where, 1), *order]
+    return order if where == store.fieldmap.ts else [(where, 1), *order]
+
+
+def read_by_key(store: MongoStore, types: Types, path: str) -> Iterator[Doc]:
+    """Every document of the declared types in `key_order` (events without the key first)."""
     with translate_errors(store.uri):
         yield from store.canonical_all(
             store.events.find(type_filter(types, store), EVENT_FIELDS)
-            .sort(sort)
+            .sort(key_order(store, path))
             .batch_size(READ_BATCH)
         )
 
 
-def read_key(
-    store: MongoStore, types: Types, path: str, key: Any, bounds: tuple[datetime, datetime] | None
+def read_keys(
+    store: MongoStore,
+    types: Types,
+    path: str,
+    keys: list[Any],
+    span: tuple[datetime, datetime] | None = None,
 ) -> Iterator[Doc]:
-    """One key's events in log order: its value, or for a bucket the dates it holds."""
+    """The events of these keys in `key_order`, in one query: `$in` on the key's path, or for
+    bucket keys the dates from the first bucket's start to the last one's end (`span`; events
+    of buckets in between that are not wanted are the caller's to pass over)."""
     where = stored_path(store, path)
-    if bounds is None:
-        condition: Any = key
+    if span is None:
+        condition: Any = {"$in": keys}
     elif where == store.fieldmap.ts:
-        condition = {**store.ts_range("$gte", bounds[0]), **store.ts_range("$lt", bounds[1])}
+        condition = {**store.ts_range("$gte", span[0]), **store.ts_range("$lt", span[1])}
     else:
-        condition = {"$gte": bounds[0], "$lt": bounds[1]}
+        condition = {"$gte": span[0], "$lt": span[1]}
     query = {where: condition, **type_filter(types, store)}
     with translate_errors(store.uri):
         yield from store.canonical_all(
-            store.events.find(query, EVENT_FIELDS).sort(log_order(store)).batch_size(READ_BATCH)
+            store.events.find(query, EVENT_FIELDS)
+            .sort(key_order(store, path))
+            .batch_size(READ_BATCH)
         )
 
 
