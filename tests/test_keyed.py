@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,8 @@ from evstream.errors import InvalidInput
 from evstream.events import event_problem, part_of_stream
 from evstream.projection import plan_rebuild, rebuild
 from evstream.projections import Projection, load_projection
+from evstream.settings import Settings
+from evstream.storage import connect
 
 HERE = Path(__file__).parent / "projections"
 DAILY = str(HERE / "daily.py")
@@ -371,3 +374,59 @@ def _insert(doc: dict[str, Any], log: str) -> Any:
     from evstream.watching import Change
 
     return Change(op="insert", collection=log, key={"_id": doc["_id"]}, doc=doc)
+
+
+# --- an application's log: mapped names, epoch ms ts, no versions ---------------------------------
+
+
+def test_keyed_runs_on_an_apps_log_without_versions_fold_in_ts_id_order(server_uri):
+    from bson import ObjectId
+    from test_adopting import APP_MAP
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server_uri, tz_aware=True)
+    name = f"keyed_app_{uuid.uuid4().hex[:10]}"
+    store = connect(Settings(uri=server_uri, db=name, log=APP_MAP), lambda message: None)
+    db = client[name]
+    tenants = load_projection("tenants", DAILY)
+
+    def expected_app() -> dict[Any, Any]:
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for e in db.domain_events.find():
+            tenant = e["payload"].get("tenant")
+            if e["eventType"] in ("login", "order.placed") and tenant is not None:
+                groups.setdefault(tenant, []).append(e)
+        out = {}
+        for key, events in groups.items():
+            events.sort(key=lambda e: (e["createdAt"], e["_id"]))
+            at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
+                milliseconds=events[-1]["createdAt"]
+            )
+            out[key] = {"_id": key, "logins": sum(e["eventType"] == "login" for e in events),
+                        "orders": [e["payload"]["amount"] for e in events
+                                   if e["eventType"] == "order.placed"],
+                        "seq": [e["_id"] for e in events], "version": len(events),
+                        "updated_at": at, "events": len(events)}  # fmt: skip
+        return out
+
+    def insert(tenant: str, kind: str, at_ms: int, amount: int = 1) -> None:
+        db.domain_events.insert_one({"_id": ObjectId(), "aggregateId": f"a{amount % 3}",
+                                     "eventType": kind, "createdAt": at_ms,
+                                     "payload": {"tenant": tenant, "amount": amount}})  # fmt: skip
+
+    try:
+        now = int(datetime.now(timezone.utc).timestamp() * 1000)
+        for i in range(12):
+            insert(["acme", "globex"][i % 2], ["login", "order.placed"][i % 3 == 0], now - 60_000 + i
+                   * 1000 if i != 5 else now - 59_000, i)  # fmt: skip
+        rebuild(store, plan_rebuild(store, tenants, incremental=False))
+        assert stored(db.tenants) == expected_app()
+        insert("acme", "order.placed", now - 5_000, 50)  # older than acme's last: late
+        insert("initech", "login", now, 51)
+        plan = plan_rebuild(store, tenants, incremental=True, margin=30.0)
+        assert plan.mode == "incremental", plan.reason
+        rebuild(store, plan)
+        assert stored(db.tenants) == expected_app()
+    finally:
+        store.close()
+        client.drop_database(name)
+        client.close()
