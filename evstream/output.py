@@ -490,9 +490,11 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         parts = str(summary["partition"]).split("/")
         name = f"{name} part {parts[0]} of {parts[-1]}"
     skipped = (summary.get("skipped") or {}).get("total", 0)
+    # A keyed projection counts keys (docs/projections.md, "Keyed projections").
+    unit = ("key", "keys") if "keys" in summary else ("stream", "streams")
     if summary["dry_run"]:
         fields: dict[Any, Any] = {
-            ("stream", "streams"): summary["streams"],
+            unit: summary[unit[1]],
             ("event", "events"): summary["events"],
             "to create": summary["created"],
             "to update": summary["updated"],
@@ -501,13 +503,17 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         }
         if skipped:
             fields["skipped"] = skipped
+        for upcaster, n in (summary.get("upcasted") or {}).items():
+            fields[f"to upcast by {upcaster}"] = n
         return summary_text(f"Dry run of {name} ({mode}), nothing written", fields)
     fields = (
         {("event read", "events read"): summary["events"], "new": summary["applied"]}
         if mode == "incremental"
         else {("event", "events"): summary["events"]}
     )
-    fields[("stream", "streams")] = summary["streams"]
+    fields[unit] = summary[unit[1]]
+    if summary.get("without_key"):
+        fields["without the key"] = summary["without_key"]
     one = what[:-1] if what.endswith("s") else what
     fields[(f"{one} written", f"{what} written")] = summary["written"]
     fields["removed"] = summary["removed"]
@@ -515,6 +521,8 @@ def rebuild_summary_text(summary: Mapping[str, Any]) -> Text:
         fields["already newer"] = summary["superseded"]
     if skipped:
         fields["skipped"] = skipped
+    for upcaster, n in (summary.get("upcasted") or {}).items():
+        fields[f"upcast by {upcaster}"] = n
     fields["events/s"] = round(summary["events_per_second"])
     fields["s"] = float(summary["seconds"])
     return summary_text(f"Rebuilt {name} ({mode})", fields)

@@ -26,6 +26,7 @@ from evstream.liveness import Pulse
 from evstream.projections import Projection, builtin_projection
 from evstream.reporting import Progress, Status, ignore, no_progress, no_status
 from evstream.storage import Store, ensure_indexes, now_utc
+from evstream.storage import keyed as db_keyed
 from evstream.storage import projections as db
 from evstream.storage.codec import aware
 from evstream.storage.projections import EVENT_FIELDS, READ_BATCH
@@ -116,6 +117,9 @@ class RebuildReport:
     skipped: Skipped = field(default_factory=Skipped)
     counted: int = 0  # events read with a ts before the plan's next_since
     checkpoint: Doc | None = field(default=None, repr=False)  # the one saved, if any
+    upcasted: dict[str, int] = field(default_factory=dict)  # events each upcaster changed
+    key: str | None = None  # a keyed projection's key (then `streams` counts keys)
+    without_key: int = 0  # events of a keyed projection without its key, skipped
 
     @property
     def written(self) -> int:
@@ -151,6 +155,12 @@ class RebuildReport:
             doc["partition"] = f"{self.part[0]}/{self.part[1]}"
         if self.reason:
             doc["full_because"] = self.reason
+        if self.upcasted:
+            doc["upcasted"] = dict(self.upcasted)
+        if self.key is not None:
+            doc["key"] = self.key
+            doc["keys"] = doc.pop("streams")
+            doc["without_key"] = self.without_key
         return doc
 
 
@@ -227,7 +237,7 @@ def plan_rebuild(
     """
     # Without one: the built-in projection, for callers written before there were others.
     proj = projection or builtin_projection("sessions")
-    types = proj.types
+    types = proj.read_types
     started = time.perf_counter()
     horizon = now_utc()
     newest = db.newest_ts(store, types)
@@ -279,10 +289,12 @@ def _why_not_incremental(store: Store, proj: Projection, checkpoint: Doc | None)
     if recorded != proj.version:
         was = "none recorded" if recorded is None else f"was {recorded}"
         return f"the projection's version is now {proj.version} ({was})"
-    declared = None if proj.types is None else list(proj.types)
+    declared = None if proj.read_types is None else list(proj.read_types)
     if checkpoint.get("types") != declared or checkpoint.get("collection") != proj.collection:
         return "the projection's types or collection changed since the last run"
-    behind = db.count_events(store, proj.types, before=since)
+    if checkpoint.get("key") != proj.key:
+        return "the projection's key changed since the last run"
+    behind = db.count_events(store, proj.read_types, before=since)
     if behind != covered:
         return (
             f"the log holds {behind:,} events before the checkpoint, not {covered:,} "
@@ -324,6 +336,7 @@ def rebuild(
         part=plan.part,
         dry_run=dry_run,
         reason=plan.reason,
+        key=proj.key,
     )
     writer = Writer(
         store,
@@ -333,8 +346,11 @@ def rebuild(
         full=plan.mode == "full",
         batch_size=batch_size or WRITE_BATCH,
     )
+    upcast_before = dict(proj.upcasters.counts)
     try:
-        if plan.mode == "full":
+        if proj.key is not None:
+            _keyed(store, plan, report, dry_run, progress, count_not_events)
+        elif plan.mode == "full":
             _full(store, plan, writer, report, progress)
         else:
             report.last_event_ts = plan.last_event_ts
@@ -352,20 +368,42 @@ def rebuild(
             f"event{'s' * (report.applied != 1)} applied, {done}"
         ) from None
     report.seconds = time.perf_counter() - plan.started
+    report.upcasted = proj.upcasters.changes_since(upcast_before)
     if not dry_run:
         report.checkpoint = {**_checkpoint(plan, report), **(extra() if extra else {})}
         db.save_checkpoint(store, report.checkpoint)
     return report
 
 
+def _keyed(
+    store: Store,
+    plan: Plan,
+    report: RebuildReport,
+    dry_run: bool,
+    progress: Callable[[int], None],
+    count_not_events: bool,
+) -> None:
+    """A keyed projection's run (evstream/keyed.py)."""
+    from evstream import keyed
+
+    writer = keyed.KeyedWriter(store, plan.projection, report, dry_run=dry_run)
+    if plan.mode == "full":
+        keyed.full(store, plan, report, writer, progress)
+    else:
+        report.last_event_ts = plan.last_event_ts
+        keyed.incremental(store, plan, report, writer, progress, count_not_events)
+    writer.flush()
+
+
 def _checkpoint(plan: Plan, report: RebuildReport) -> Doc:
     proj = plan.projection
     return {
+        "key": proj.key,
         "_id": checkpoint_key(proj, plan.part),
         "projection": proj.name,
         "collection": proj.collection,
         "fold_version": proj.version,
-        "types": None if proj.types is None else list(proj.types),
+        "types": None if proj.read_types is None else list(proj.read_types),
         "partition": None if plan.part is None else f"{plan.part[0]}/{plan.part[1]}",
         "mode": report.mode,
         "last_run_at": now_utc(),
@@ -392,7 +430,7 @@ def _full(
     """Fold every stream (of this part) and merge the result into the projection's collection."""
     proj, part = plan.projection, plan.part
     starts = archive_starts(store, proj)
-    log = db.read_log(store, proj.types)
+    log = db.read_log(store, proj.read_types)
     existing = SortedDocuments(db.stored_documents(store, proj.collection))
     versioned = store.fieldmap.versioned
     for stream, state in fold_streams(
@@ -433,6 +471,7 @@ def fold_streams(
     its snapshot.
     """
     fold = proj.fold if versioned else _unversioned_fold(proj)
+    prepare, upcasting = proj.prepare, bool(proj.upcasters)
     stream: str | None = None
     state: Doc | None = None
     pending: list[Doc] = []
@@ -477,6 +516,10 @@ def fold_streams(
             continue
         if starts is not None and event["version"] <= edge:
             continue  # in the snapshot (archived, or restored from an archive)
+        if upcasting:
+            event = prepare(event)
+            if event is None:
+                continue  # upcast into a type the projection does not read
         if len(pending) == FOLD_BATCH:
             state, pending = fold(pending, state), []
         pending.append(event)
@@ -578,7 +621,7 @@ def _incremental(
 ) -> None:
     """Apply the events of the window (from the checkpoint on), chunk by chunk."""
     assert plan.since is not None
-    window = db.read_window(store, plan.projection.types, plan.since)
+    window = db.read_window(store, plan.projection.read_types, plan.since)
     chunk: list[Doc] = []
     for event in window:
         chunk.append(event)
@@ -592,7 +635,7 @@ def _incremental(
     if not count_not_events:
         return
     versioned = store.fieldmap.versioned
-    for doc in db.read_not_events(store, plan.projection.types):
+    for doc in db.read_not_events(store, plan.projection.read_types):
         report.skipped.add(doc, event_problem(doc, versioned) or UNSORTED)
 
 
@@ -621,6 +664,9 @@ def _apply_chunk(
             continue
         if not in_part(event["stream"], part):
             continue
+        event = proj.prepare(event)
+        if event is None:
+            continue  # upcast into a type the projection does not read
         by_stream.setdefault(event["stream"], []).append(event)
         if newest is None or event["ts"] > newest:
             newest = event["ts"]
@@ -662,8 +708,8 @@ def update_streams(
             # everything the document lacks from the log instead.
             fresh = [
                 e
-                for e in db.read_stream_after(store, stream, applied, proj.types)
-                if event_problem(e) is None
+                for e in map(proj.prepare, db.read_stream_after(store, stream, applied, None))
+                if e is not None and event_problem(e) is None
             ]
         report.streams += 1
         report.applied += len(fresh)
@@ -672,7 +718,7 @@ def update_streams(
         ignored = RebuildReport(mode="incremental")  # counted once, in the window
         for stream, state in fold_streams(
             proj,
-            db.read_streams(store, from_log, proj.types),
+            db.read_streams(store, from_log, proj.read_types),
             ignored,
             lambda n: None,
             starts=archive_starts(store, proj, from_log),
@@ -787,7 +833,7 @@ class Writer:
             self.projection.collection,
             puts,
             authoritative=self.full,
-            types=self.projection.types,
+            types=self.projection.read_types,
         )
         self.report.created += counts.created
         self.report.updated += counts.updated
@@ -799,7 +845,7 @@ class Writer:
             return
         # A stream may have got its first events since the log was read: keep its document.
         alive = db.live_streams(
-            self.store, [i for i in ids if isinstance(i, str)], self.projection.types
+            self.store, [i for i in ids if isinstance(i, str)], self.projection.read_types
         )
         dead = [i for i in ids if i not in alive]
         if not dead:
@@ -882,9 +928,18 @@ class Follower:
         self.warning = warning
         self.clock = clock
         self.live = RebuildReport(
-            mode="follow", projection=projection.name, collection=projection.collection, part=part
+            mode="follow",
+            projection=projection.name,
+            collection=projection.collection,
+            part=part,
+            key=projection.key,
         )
         self.writer = Writer(store, projection, self.live, full=False, batch_size=1)
+        self.keyed_writer: Any = None
+        if projection.key is not None:
+            from evstream.keyed import KeyedWriter
+
+            self.keyed_writer = KeyedWriter(store, projection, self.live)
         self.saved_at = clock()
         self.checkpoints = 0
         self.started = now_utc() - TS_DISORDER  # set again by `run`
@@ -929,7 +984,7 @@ class Follower:
             f"event{'s' * (first.applied != 1)} applied); applying new events as they arrive"
         )
         options = WatchOptions(
-            types=list(self.projection.types or []),
+            types=list(self.projection.read_types or []),
             start=self.since,
             start_given=True,
             idle_timeout=idle_timeout,
@@ -996,15 +1051,26 @@ class Follower:
             if self.live.skipped.total == 1 and line:
                 self.warning(line)
             return
-        types = self.projection.types
+        types = self.projection.read_types
         if types is not None and event["type"] not in types:
             return
-        if not in_part(event["stream"], self.part):
-            return
-        update_streams(
-            self.store, self.projection, {event["stream"]: [event]}, self.writer, self.live
-        )
-        self.writer.flush()
+        if self.projection.key is not None:
+            from evstream import keyed
+
+            if not keyed.deliver(
+                self.store, self.projection, event, self.part, self.live, self.keyed_writer
+            ):
+                return
+        else:
+            if not in_part(event["stream"], self.part):
+                return
+            prepared = self.projection.prepare(event)
+            if prepared is None:
+                return  # upcast into a type the projection does not read
+            update_streams(
+                self.store, self.projection, {event["stream"]: [prepared]}, self.writer, self.live
+            )
+            self.writer.flush()
         ts = event["ts"]
         if self.live.last_event_ts is None or ts > self.live.last_event_ts:
             self.live.last_event_ts = ts
@@ -1034,6 +1100,8 @@ def run_rebuild(
     are not events (a warning). `with_total` counts the events first, for a progress bar."""
     if not dry_run:
         ensure_indexes(store)  # the (stream, version) order and the ts window use them
+        if projection.key_rule is not None:
+            db_keyed.ensure_key_index(store, projection.key_rule.path)
     with status("planning the rebuild: the log's size and the last run"):
         plan = plan_rebuild(
             store,
@@ -1067,5 +1135,7 @@ def follow_projection(
     """Catch up, then keep the projection current from the change stream until `idle_timeout`
     passes without an event (or Ctrl-C); what was applied."""
     ensure_indexes(store)
+    if projection.key_rule is not None:
+        db_keyed.ensure_key_index(store, projection.key_rule.path)
     follower = Follower(store, projection, part=part, margin=margin, notice=notice, warning=warning)
     return follower.run(idle_timeout=idle_timeout)

@@ -23,10 +23,30 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from evstream.errors import EvstreamError, InvalidInput
+from evstream.upcasting import (
+    NO_UPCASTERS,
+    Upcaster,
+    Upcasters,
+    UpcastFailed,
+    upcaster,
+    upcasters_of,
+)
+
+__all__ = [
+    "HandlerFailed",
+    "Projection",
+    "UpcastFailed",
+    "Upcaster",
+    "Upcasters",
+    "load_projection",
+    "load_upcasters",
+    "upcaster",
+]
 
 State = dict[str, Any]
 Event = Mapping[str, Any]
@@ -57,6 +77,13 @@ class Projection:
     types: Iterable[str] | None
     initial: Mapping[str, Any]
     handlers: dict[str, Handler] = field(default_factory=dict, repr=False)
+    # The upcasters its events go through before a handler sees them (docs/projections.md,
+    # "Upcasting"): `load_projection` gives those of every loaded module.
+    upcasters: Upcasters = field(default=NO_UPCASTERS, repr=False)
+    # One document per value of this path (a keyed projection, docs/projections.md "Keyed
+    # projections"); None: one document per stream.
+    key: str | None = None
+    key_rule: KeyRule | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -88,6 +115,31 @@ class Projection:
                 "(the engine keeps them)"
             )
         self.initial = dict(self.initial)
+        if not isinstance(self.upcasters, Upcasters):
+            self.upcasters = Upcasters(self.upcasters)
+        self.key_rule = None if self.key is None else KeyRule.parse(self.name, self.key)
+
+    @property
+    def read_types(self) -> tuple[str, ...] | None:
+        """The stored types its runs read: its own, and those its upcasters turn into one of
+        them (None: every type)."""
+        if self.types is None:
+            return None
+        if not self.upcasters:
+            return self.types  # type: ignore[return-value]
+        return self.upcasters.feeding(self.types)
+
+    def prepare(self, event: Event) -> Event | None:
+        """The event as its handlers see it: upcast, or None when, upcast, it is not one of the
+        projection's types (UpcastFailed when an upcaster breaks the rules)."""
+        upcasters = self.upcasters
+        if not upcasters:
+            return event
+        event = upcasters(event)
+        types = self.types
+        if types is not None and event["type"] not in types:  # type: ignore[operator]
+            return None
+        return event
 
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
         """Register the handler for one of the projection's event types."""
@@ -119,6 +171,22 @@ class Projection:
             and type(doc.get("events")) is int
         )
 
+    def fold_keyed(self, events: Iterable[Event], state: State | None = None) -> State:
+        """Fold a key's events (in log order, upcast) onto `state` (changed in place) or the
+        initial state: `version` and `events` count the events applied, `updated_at` is the
+        last one's ts."""
+        current = self.initial_state() if state is None else state
+        handlers = self.handlers
+        applied = current["events"]
+        for event in events:
+            handler = handlers.get(event.get("type"))  # type: ignore[arg-type]
+            if handler is not None:
+                self._handle(handler, current, event)
+            applied += 1
+            current["updated_at"] = event.get("ts")
+        current["events"] = current["version"] = applied
+        return current
+
     def fold(self, events: Iterable[Event], state: Mapping[str, Any] | None = None) -> State:
         """Fold one stream's events (in version order) onto a copy of `state` or the initial one.
 
@@ -135,14 +203,18 @@ class Projection:
                 continue
             handler = handlers.get(event.get("type"))  # type: ignore[arg-type]
             if handler is not None:
-                try:
-                    handler(current, event)
-                except Exception as exc:
-                    raise self.failure(event, exc) from exc
+                self._handle(handler, current, event)
             current["version"] = version
             current["updated_at"] = event.get("ts")
             current["events"] = (current.get("events") or 0) + 1
         return current
+
+    def _handle(self, handler: Handler, state: State, event: Event) -> None:
+        """Run a handler; one that raises stops the fold (`HandlerFailed`)."""
+        try:
+            handler(state, event)
+        except Exception as exc:
+            raise self.failure(event, exc) from exc
 
     def failure(self, event: Event, exc: BaseException) -> HandlerFailed:
         """The one line for a handler that raised on `event`."""
@@ -152,6 +224,86 @@ class Projection:
             f"{event.get('version')!r}): {type(exc).__name__}: {exc}",
             hint="nothing of that stream was written; --debug shows the traceback",
         )
+
+
+BUCKETS = ("hour", "day", "month")
+KEY_ROOTS = ("stream", "type", "data", "meta", "ts", "_id")
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """A keyed projection's key: a dotted path into the canonical event (`data.tenant`), and
+    for a date an optional UTC bucket (`ts:day`). A path, not a function, so that MongoDB can
+    query and index it (docs/projections.md, "Keyed projections")."""
+
+    path: str
+    bucket: str | None = None
+
+    @classmethod
+    def parse(cls, projection: str, text: Any) -> KeyRule:
+        """The rule for `key=`; InvalidInput naming the projection for a bad one."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput(
+                f"projection {projection!r}: key must be a dotted path, not {text!r}"
+            )
+        path, sep, bucket = text.partition(":")
+        parts = path.split(".")
+        if parts[0] not in KEY_ROOTS or any(not p or p.startswith("$") for p in parts):
+            raise InvalidInput(
+                f"projection {projection!r}: key {text!r} is not a path into the event",
+                hint=f"a path that starts with {', '.join(KEY_ROOTS)}, e.g. data.tenant or ts:day",
+            )
+        if parts[0] in ("stream", "type", "ts", "_id") and len(parts) > 1:
+            raise InvalidInput(f"projection {projection!r}: {parts[0]} has no fields ({text!r})")
+        if bucket and bucket not in BUCKETS:
+            raise InvalidInput(
+                f"projection {projection!r}: key {text!r}: the bucket is one of "
+                f"{', '.join(BUCKETS)}, not {bucket!r}"
+            )
+        if sep and not bucket:
+            raise InvalidInput(f"projection {projection!r}: key {text!r} names no bucket")
+        return cls(path, bucket or None)
+
+    def value(self, event: Event) -> Any:
+        """The key of an event (the document's `_id`), or None when it has none: a missing or
+        null value, one that is not a string or an integer, or with a bucket not a date."""
+        value: Any = event
+        for part in self.path.split("."):
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        if self.bucket is not None:
+            return bucket_start(value, self.bucket) if isinstance(value, datetime) else None
+        if isinstance(value, str) or (type(value) is int):
+            return value
+        return None
+
+    def bounds(self, key: Any) -> tuple[datetime, datetime] | None:
+        """For a bucket key, the dates it holds [start, end); None for a plain key."""
+        if self.bucket is None:
+            return None
+        return key, bucket_end(key, self.bucket)
+
+
+def bucket_start(moment: datetime, bucket: str) -> datetime:
+    """The start (UTC) of the hour, day or month that holds `moment` (naive means UTC)."""
+    utc = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    utc = utc.astimezone(timezone.utc)
+    if bucket == "hour":
+        return utc.replace(minute=0, second=0, microsecond=0)
+    if bucket == "day":
+        return utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def bucket_end(start: datetime, bucket: str) -> datetime:
+    """The start of the next bucket."""
+    if bucket == "hour":
+        return start + timedelta(hours=1)
+    if bucket == "day":
+        return start + timedelta(days=1)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month)
 
 
 def _clone(value: Any) -> Any:
@@ -248,6 +400,22 @@ def known_projections(modules: Iterable[str]) -> dict[str, tuple[Projection, str
     return by_name
 
 
+def known_upcasters(modules: Iterable[str]) -> Upcasters:
+    """The upcasters of these modules, in the order the modules are listed (a cycle across
+    modules is refused here, as one within a module is when it loads)."""
+    found: list[Upcaster] = []
+    for ref in modules:
+        loaded = import_module(ref)
+        found.extend(upcasters_of(loaded.__name__))
+    return Upcasters(found)
+
+
+def load_upcasters(module: str | None = None, configured: Iterable[str] | None = None) -> Upcasters:
+    """The upcasters of the built-in, configured and `--module` modules (as `load_projection`
+    finds projections): what `watch --exec` and `watch --upcast` apply."""
+    return known_upcasters(modules_to_load(module, configured=configured))
+
+
 def builtin_projection(name: str) -> Projection:
     """A projection that ships with evstream (`sessions`), without loading users' modules."""
     known = known_projections(BUILTIN_MODULES)
@@ -264,7 +432,11 @@ def load_projection(
     refs = modules_to_load(module, configured=configured)
     known = known_projections(refs)
     if name in known:
-        return known[name][0]
+        found = known[name][0]
+        upcasters = known_upcasters(refs)
+        if upcasters or found.upcasters:
+            found.upcasters = upcasters
+        return found
     where = module or ", ".join(refs)
     defined = (
         sorted(known) if module is None else [p.name for p in projections_in(import_module(module))]

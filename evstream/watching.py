@@ -1405,6 +1405,24 @@ def exec_handler(
     return Executor(options, stderr=stderr or sys.stderr, notice=notice, dead_letter=set_aside)
 
 
+def upcast_changes(
+    upcasters: Callable[[Mapping[str, Any]], Mapping[str, Any]], log: str, versioned: bool = True
+) -> Callable[[Change], Change]:
+    """A change with its event upcast (`watch --exec`, and `watch --upcast`): only events of the
+    log (`log`) are, as canonical events; anything else is handed on as it is
+    (docs/projections.md, "Upcasting")."""
+    from evstream.events import event_problem
+
+    def upcast(change: Change) -> Change:
+        doc = change.doc
+        if doc is None or change.collection != log or event_problem(doc, versioned) is not None:
+            return change
+        new = upcasters(doc)
+        return change if new is doc else replace(change, doc=dict(new))
+
+    return upcast
+
+
 def delivery_hooks(
     show: Callable[[Change], bool | None],
     *,

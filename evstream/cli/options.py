@@ -63,8 +63,8 @@ PartitionOption = Annotated[
     typer.Option(
         "--partition",
         metavar="I/N",
-        help="Rebuild only the streams in part I of N (by a stable hash of the stream), so N "
-        "workers share one rebuild; each part keeps its own checkpoint.",
+        help="Rebuild only the streams (a keyed projection: the keys) in part I of N, by a "
+        "stable hash, so N workers share one rebuild; each part keeps its own checkpoint.",
         show_default=False,
     ),
 ]

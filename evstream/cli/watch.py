@@ -154,6 +154,24 @@ def watch(
             "type, data, meta, ts), not as stored (docs/adopting.md).",
         ),
     ] = False,
+    upcast: Annotated[
+        bool,
+        typer.Option(
+            "--upcast",
+            help="Show events as the upcasters of the projection modules make them (canonical "
+            "events); without it, output is as stored. --exec handlers always get them upcast.",
+        ),
+    ] = False,
+    module: Annotated[
+        str | None,
+        typer.Option(
+            "--module",
+            "-m",
+            help="Python file or importable module with upcasters (for --exec and --upcast), "
+            "besides EVSTREAM_PROJECTIONS and the configured projections.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Follow a collection's changes live: one line each on a terminal, JSON lines when piped.
 
@@ -182,6 +200,7 @@ def watch(
             delivery_hooks,
             exec_handler,
             parse_start,
+            upcast_changes,
         )
         from evstream.watching import watch as follow
 
@@ -224,16 +243,26 @@ def watch(
                 "last changes written, and up to the last few of them may not have been "
                 "processed (for a handler that must not miss any, use --exec CMD)"
             )
+        upcasters = None
+        if exec_command is not None or upcast or module is not None:
+            from evstream.projections import load_upcasters
+
+            upcasters = load_upcasters(module, configured=env.settings.projections) or None
         store = env.store()
         if checkpoint is not None:
             check_parts(checkpoint, part, checkpoint_names(store))
         printer = ChangePrinter(
-            env.output, show_secrets=show_secrets, full=full, canonical=canonical
+            env.output, show_secrets=show_secrets, full=full, canonical=canonical or upcast
         )
         out = env.output
+        upcasting = (
+            (lambda change: change)
+            if upcasters is None
+            else upcast_changes(upcasters, store.log_name, store.fieldmap.versioned)
+        )
         if exec_command is None:
             hooks = delivery_hooks(
-                printer,
+                (lambda change: printer(upcasting(change))) if upcast else printer,
                 part=part,
                 notice=out.notice,
                 warning=out.warning,
@@ -245,7 +274,8 @@ def watch(
 
             def hand_over(change: Change) -> bool:
                 ident = (change.doc or {}).get("_id", change.key.get("_id"))
-                return executor.add(handler_line(change, show_secrets=show_secrets), ident)
+                line = handler_line(upcasting(change), show_secrets=show_secrets)
+                return executor.add(line, ident)
 
             hooks = delivery_hooks(
                 hand_over,

@@ -268,15 +268,8 @@ def write_documents(
         else ReplaceOne({"_id": doc["_id"], "version": {"$lte": doc["version"]}}, doc, upsert=True)
         for doc, old in puts
     ]
-    failed: set[int] = set()
     with translate_errors(store.uri):
-        try:
-            coll.bulk_write(ops, ordered=False)
-        except BulkWriteError as exc:
-            errors = (exc.details or {}).get("writeErrors") or []
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            failed = {int(e["index"]) for e in errors}
+        failed = bulk_conditional(coll, ops)
         for i, (doc, old) in enumerate(puts):
             if i in failed:
                 _resolve(store, coll, doc, counts, authoritative=authoritative, types=types)
@@ -285,6 +278,19 @@ def write_documents(
             else:
                 counts.updated += 1
     return counts
+
+
+def bulk_conditional(coll: Any, ops: list[Any]) -> set[int]:
+    """Run conditional writes in one unordered bulk write; the indexes of those that met a
+    document whose condition failed (a duplicate key on the upsert), to resolve one by one."""
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        errors = (exc.details or {}).get("writeErrors") or []
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {int(e["index"]) for e in errors}
+    return set()
 
 
 def _resolve(
