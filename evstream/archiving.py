@@ -196,7 +196,9 @@ def require_snapshots(store: Store, projection: Projection) -> None:
     missing = []
     for run in runs:
         known = {(p.get("name"), p.get("version")) for p in run.get("projections") or []}
-        if (projection.name, projection.version) in known:
+        # A keyed projection's snapshots would be per key, not per stream: an archive keeps
+        # none yet, so its full rebuild needs the archived events back (docs/lifecycle.md).
+        if projection.key is None and (projection.name, projection.version) in known:
             continue
         sample = [item["id"] for item in run.get("sample") or []]
         if sample and len(db.existing_ids(store, sample)) == len(sample):
@@ -204,6 +206,12 @@ def require_snapshots(store: Store, projection: Projection) -> None:
         missing.append(run)
     if missing:
         paths = ", ".join(str(r.get("path")) for r in missing)
+        if projection.key is not None:
+            raise ArchiveMissing(
+                f"keyed projection {projection.name!r} cannot be rebuilt from a log that "
+                f"{len(missing)} archive(s) truncated (archives keep per-stream snapshots only); "
+                f"restore them first with evstream publish --file: {paths}"
+            )
         raise ArchiveMissing(
             f"projection {projection.name!r} (version {projection.version}) was not known when "
             f"{len(missing)} archive(s) moved events out of the log, so a full rebuild cannot "

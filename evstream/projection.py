@@ -386,6 +386,7 @@ def _keyed(
     """A keyed projection's run (evstream/keyed.py)."""
     from evstream import keyed
 
+    archive_starts(store, plan.projection)  # refuses a log an archive truncated (exit 4)
     writer = keyed.KeyedWriter(store, plan.projection, report, dry_run=dry_run)
     if plan.mode == "full":
         keyed.full(store, plan, report, writer, progress)

@@ -18,6 +18,7 @@ AWARE = bson.json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True)
 PROJECTIONS = Path(__file__).parent / "projections"
 CARTS = str(PROJECTIONS / "carts.py")
 TALLY = str(PROJECTIONS / "tally.py")
+DAILY = str(PROJECTIONS / "daily.py")
 
 
 def out_json(result: Any) -> dict[str, Any]:
@@ -164,6 +165,31 @@ def test_a_projection_unknown_at_the_archive_is_refused_until_it_is_restored(
     assert len(result.stderr.strip().splitlines()) == 1
     assert cli("publish", "--file", str(target)).exit_code == 0
     assert cli("rebuild", "tally", "-m", TALLY).exit_code == 0
+
+
+def test_a_keyed_projection_is_refused_after_an_archive_until_it_is_restored(
+    cli: Any, db: Any, tmp_path: Path
+) -> None:
+    """Archives keep per-stream snapshots only: a keyed projection's full rebuild on the
+    truncated log would silently lose the archived events' share, so it is refused (exit 4)
+    naming the archive, and equals its old self once the archive is restored."""
+    seeded(cli, tmp_path, streams=3, versions=6)
+    assert cli("rebuild", "daily_logins", "-m", DAILY).exit_code == 0
+    before = list(db.daily_logins.find().sort("_id", 1))
+    assert before and sum(d["logins"] for d in before) == 3
+    target = tmp_path / "a.ndjson.gz"
+    archived = cli("archive", "--before", cut(3, 3).isoformat(), "--to", str(target), "-m", DAILY)
+    assert archived.exit_code == 0, archived.stderr
+    result = cli("rebuild", "daily_logins", "-m", DAILY)
+    assert result.exit_code == 4
+    assert str(target) in result.stderr and "keyed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(db.daily_logins.find().sort("_id", 1)) == before  # nothing half-written
+    assert cli("publish", "--file", str(target)).exit_code == 0
+    assert cli("rebuild", "daily_logins", "-m", DAILY).exit_code == 0
+    after = list(db.daily_logins.find().sort("_id", 1))
+    strip = lambda docs: [{k: v for k, v in d.items() if k != "updated_at"} for d in docs]  # noqa: E731
+    assert strip(after) == strip(before)
 
 
 def test_archive_refuses_while_a_rebuilt_projection_is_not_loaded(
