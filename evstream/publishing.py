@@ -420,6 +420,9 @@ def publish_objects(
     """
     hooks = hooks or Hooks()
     report = PublishReport()
+    # Objects from code are no input file that a re-run would publish again: events without ids
+    # are the usual case here, so publish_events' warning about them is not given.
+    report.unnamed = True
     checked = _checked_objects(objects, store.unstorable, keep_secrets)
     events: Iterable[EventInput]
     if isinstance(objects, Sequence) and not skip_invalid:

@@ -257,6 +257,17 @@ def test_append_many_skip_invalid(api: Client, db: Any, caplog: pytest.LogCaptur
     assert "skipped line 2" in caplog.text
 
 
+def test_append_many_from_code_gives_no_warning_about_missing_ids(
+    api: Client, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events without ids are the usual case from code: the file path's "has no id" warning
+    (a re-run of an input would store them twice) is for inputs, not for calls."""
+    with caplog.at_level("WARNING"):
+        report = api.append_many([{"type": "login", "stream": f"u{i}"} for i in range(3)])
+    assert report["published"] == 3 and db.events.count_documents({}) == 3
+    assert not [r for r in caplog.records if "has no id" in r.getMessage()]
+
+
 def test_append_many_expected_version_conflict(api: Client, db: Any) -> None:
     api.append("login", "alice")
     batch = [login("bob"), {**login("alice"), "expected_version": 0}]
