@@ -128,7 +128,13 @@ def in_finalizer(frame: FrameType | None) -> bool:
 
 
 def redeliver(signum: int) -> None:
-    """The signal again, to the main thread (so a blocking call there is interrupted too)."""
+    """The signal again, to the main thread (so a blocking call there is interrupted too).
+
+    Not once the handler is gone: the command has ended by then, and Python's own handler would
+    raise the interrupt wherever teardown is, a pymongo session's `__del__` say, printing a
+    traceback."""
+    if not CTRL_C.installs:
+        return
     with contextlib.suppress(ProcessLookupError, RuntimeError):
         signal.pthread_kill(threading.main_thread().ident or 0, signum)
 
