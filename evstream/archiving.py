@@ -4,14 +4,16 @@
 A run goes through states recorded in `evstream_archives`, each step safe to repeat, so a run
 killed at any moment (kill -9 included) and started again finishes the same archive:
 
-1. `writing`: the selected events go to PATH.partial, which is fsynced, read back (count and a
-   hash of the ids in order) and renamed to PATH. The log is not touched; a second try writes
-   the file afresh.
-2. `written`: the file is the truth from here on. Each known projection's state of each stream
-   at the archive's edge (what the archived events fold to) is stored as a snapshot, and each
-   stream's archived version as its edge. A full rebuild starts each stream from its snapshot
-   and folds only the versions above the edge, so it gives what it gave before.
-3. `deleting`: the file is checked again, then its events are deleted from the log by id.
+1. `writing`: the selected events go to PATH.partial, which is fsynced, read back (the same
+   lines, byte for byte: SHA-256) and renamed to PATH. As the events are written, each archived
+   stream's record is stored (`evstream_archived_streams`, a thousand streams to a document):
+   its archived version (its edge) and each known projection's state of it there, a snapshot.
+   They stand only once the run is `written`. The log is not touched; a second try writes the
+   file and the records afresh.
+2. `written`: the file is the truth from here on. A full rebuild starts each stream from its
+   snapshot and folds only the versions above the edge, so it gives what it gave before.
+3. `deleting`: its events are deleted from the log by id (a resumed run reads the file back
+   again first, and stops unless it is still what was verified).
 4. `done`.
 
 A stream is archived from its start and in version order: an event whose earlier version is
@@ -36,11 +38,11 @@ from evstream.fieldmap import as_stored
 from evstream.projections import Projection
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
-from evstream.storage.codec import line_id, loads_stored
+from evstream.storage.codec import line_id
 from evstream.storage.projections import all_checkpoints
 from evstream.writer import json_line
 
-SNAPSHOT_BATCH = 5000
+WRITE_LINES = 1000
 Doc = dict[str, Any]
 
 
@@ -137,20 +139,53 @@ def _id_text(ident: Any) -> bytes:
     return json_line({"_id": ident}).encode("utf-8")
 
 
-def read_back(path: Path) -> tuple[int, str, list[Any]]:
-    """A written archive: how many events, the hash of their ids in order, and the ids."""
+@dataclass
+class ReadBack:
+    """A written archive as read back: its events, the SHA-256 of its lines (uncompressed),
+    and, when asked for, their ids in order and the SHA-256 of those."""
+
+    count: int
+    sha256: str
+    ids: list[Any]
+    ids_sha256: str | None = None
+
+
+def read_back(path: Path, *, ids: bool = True) -> ReadBack:
+    """Read a written archive back whole (every line, decompressed)."""
     digest = hashlib.sha256()
-    ids: list[Any] = []
+    id_digest = hashlib.sha256()
+    found: list[Any] = []
+    count = 0
     try:
         for raw in _lines(path):
             if not raw.strip():
                 continue
-            ident = line_id(raw.decode("utf-8"))
-            ids.append(ident)
-            digest.update(_id_text(ident))
+            count += 1
+            digest.update(raw)
+            if ids:
+                ident = line_id(raw.decode("utf-8"))
+                found.append(ident)
+                id_digest.update(_id_text(ident))
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise EvstreamError(f"cannot read the archive {path} back: {exc}") from None
-    return len(ids), digest.hexdigest(), ids
+    return ReadBack(count, digest.hexdigest(), found, id_digest.hexdigest() if ids else None)
+
+
+def _verified(run: Doc, target: Path) -> list[Any]:
+    """The ids of a run's written archive, read back again (a resumed run): refused unless the
+    file still holds exactly what was verified when it was written."""
+    back = read_back(target)
+    if "sha256" in run:
+        same = back.sha256 == run["sha256"]
+    else:  # a run recorded before lines were hashed whole: its ids were
+        same = back.ids_sha256 == run.get("ids_sha256")
+    if back.count != run.get("count") or not same:
+        raise EvstreamError(
+            f"the archive {target} no longer holds what was verified ({back.count} events, "
+            f"{run.get('count')} expected); nothing more was deleted. Put the verified file back "
+            "and run the same command again"
+        )
+    return back.ids
 
 
 def _fsync_dir(path: Path) -> None:
@@ -296,23 +331,21 @@ def archive(
     by_name = {p.name: p for p in projections}
     kept = [by_name[p["name"]] for p in run.get("projections") or [] if p.get("name") in by_name]
     report.snapshots = [p.name for p in kept]
+    if run["state"] == "written" and run.get("records") != "chunks":
+        # Recorded by an earlier evstream, which stored the streams' records after the file:
+        # nothing is deleted yet, so the file is written afresh, records and all.
+        run["state"] = "writing"
     if run["state"] == "writing":
-        _write(store, run, target, report, progress)
-    count, checksum, ids = read_back(target)
-    if count != run.get("count") or checksum != run.get("ids_sha256"):
-        raise EvstreamError(
-            f"the archive {target} no longer holds what was verified ({count} events, "
-            f"{run.get('count')} expected); nothing more was deleted. Put the verified file back "
-            "and run the same command again"
-        )
+        ids = _write(store, run, target, kept, progress)  # read back and verified just now
+    else:
+        ids = _verified(run, target)
     report.events, report.streams, report.bytes = (
-        count,
+        int(run["count"]),
         int(run.get("stream_count", 0)),
         int(run.get("bytes", 0)),
     )
     report.held_back = int(run.get("held_back", 0))
     if run["state"] == "written":
-        _snapshot(store, run, target, kept)
         run["state"] = "deleting"
         db.save_archive(store, run)
     if run["state"] == "deleting":
@@ -353,27 +386,45 @@ def _preview(
 
 
 def _write(
-    store: Store, run: Doc, target: Path, report: ArchiveReport, progress: Callable[[int], None]
-) -> None:
-    """State `writing`: the file written, fsynced, read back and renamed into place."""
+    store: Store,
+    run: Doc,
+    target: Path,
+    projections: list[Projection],
+    progress: Callable[[int], None],
+) -> list[Any]:
+    """State `writing`: the file written, fsynced, read back (the same lines, byte for byte)
+    and renamed into place, and the archived streams' records stored as it is written (they
+    stand once the run is `written`); the ids written, in order."""
     partial = target.with_name(target.name + ".partial")
-    selection = Selection(db.archived_versions(store))
+    db.drop_run_chunks(store, run["_id"])  # a second try stores them afresh
+    prior = db.archived_versions(store)
+    selection = Selection(prior)
+    records = Records(store, run["_id"], projections, prior)
     digest = hashlib.sha256()
-    count = size = 0
+    ids: list[Any] = []
+    size = 0
     sample: list[Doc] = []
     key = db.tombstone_key(store)
+    pending: list[bytes] = []
     with _open_write(partial, bool(run.get("gzip"))) as handle:
         for doc in selection.take(db.archive_candidates(store, run["before"], run.get("streams"))):
             stored = as_stored(doc)  # the document as stored: a mapped log's own shape
             line = (json_line(stored) + "\n").encode("utf-8")
-            handle.write(line)
-            digest.update(_id_text(stored["_id"]))
-            count += 1
+            records.add(doc)
+            pending.append(line)
+            digest.update(line)
+            ids.append(stored["_id"])
             size += len(line)
-            if count % 997 == 1 and len(sample) < 100:
+            if len(ids) % 997 == 1 and len(sample) < 100:
                 # Known by the stream's keyed hash, so that erase can take it out again.
                 sample.append({"id": stored["_id"], "stream": db.stream_hash(key, doc["stream"])})
-            progress(1)
+            if len(pending) >= WRITE_LINES:
+                handle.write(b"".join(pending))
+                progress(len(pending))
+                pending.clear()
+        handle.write(b"".join(pending))
+        progress(len(pending))
+        records.finish()
         handle.flush()
         raw = getattr(handle, "fileobj", None) or handle
         if raw is not handle:
@@ -382,25 +433,27 @@ def _write(
         os.fsync(raw.fileno())
         if raw is not handle:
             raw.close()
-    back, checksum, _ = read_back(partial)
-    if back != count or checksum != digest.hexdigest():
+    back = read_back(partial, ids=False)
+    if back.count != len(ids) or back.sha256 != digest.hexdigest():
         raise EvstreamError(
-            f"the archive {partial} did not read back as written ({back} of {count} events); "
-            "nothing was deleted"
+            f"the archive {partial} did not read back as written ({back.count} of {len(ids)} "
+            "events); nothing was deleted"
         )
     os.replace(partial, target)
     _fsync_dir(target)
     run.update(
         state="written",
-        count=count,
-        ids_sha256=checksum,
+        count=len(ids),
+        sha256=back.sha256,
         bytes=size,
         stream_count=selection.streams,
         held_back=selection.held_back,
         sample=sample,
+        records="chunks",
         written_at=datetime.now(timezone.utc),
     )
     db.save_archive(store, run)
+    return ids
 
 
 def _entry(record: Doc | None, proj: Projection) -> Doc | None:
@@ -410,72 +463,82 @@ def _entry(record: Doc | None, proj: Projection) -> Doc | None:
     return None
 
 
-def _snapshot(store: Store, run: Doc, target: Path, projections: list[Projection]) -> None:
-    """State `written`: each projection's state of each archived stream at the edge, and the
-    streams' edges, from the verified file (a second try skips what this run stored)."""
-    batch: list[tuple[str, list[Doc]]] = []
+class Records:
+    """The archived streams' records, made as the file is written (events come in stream and
+    version order): each stream's edge and each projection's state of it there, folded on the
+    state its earlier archive left; stored a chunk of streams at a time."""
 
-    def flush() -> None:
-        if not batch:
+    def __init__(
+        self, store: Store, run: str, projections: list[Projection], prior: dict[str, int]
+    ) -> None:
+        self.store, self.run, self.projections, self.prior = store, run, projections, prior
+        self.chunk: list[tuple[str, list[Doc]]] = []
+        self.seq = 0
+        self.stream: str | None = None
+        self.events: list[Doc] = []
+
+    def add(self, event: Doc) -> None:
+        """The next archived event."""
+        if event["stream"] != self.stream:
+            self._close()
+            self.stream, self.events = event["stream"], []
+        self.events.append(event)
+
+    def finish(self) -> None:
+        """Store what is left."""
+        self._close()
+        self._flush()
+
+    def _close(self) -> None:
+        if self.stream is not None:
+            self.chunk.append((self.stream, self.events))
+            self.stream = None
+            if len(self.chunk) >= db.CHUNK_STREAMS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.chunk:
             return
-        stored = db.archived_streams(store, [s for s, _ in batch])
-        docs: list[tuple[Doc, bool]] = []
-        for stream, events in batch:
-            record = stored.get(stream)
-            if record is not None and record.get("run") == run["_id"]:
-                continue  # written by this run before it was interrupted
-            through = events[-1]["version"]
-            snapshots = []
-            for proj in projections:
-                before = _entry(record, proj)
-                mine = [e for e in events if proj.types is None or e["type"] in proj.types]
-                base = before.get("state") if before is not None else None
-                if not mine and base is None:
-                    continue
-                snapshots.append(
-                    {
-                        "projection": proj.name,
-                        "fold_version": proj.version,
-                        "through": through,
-                        "state": proj.fold(mine, base) if mine else base,
-                        "run": run["_id"],
-                    }
-                )
-            names = {(p.name, p.version) for p in projections}
-            kept = [
-                snap
-                for snap in (record or {}).get("snapshots") or []
-                if (snap.get("projection"), snap.get("fold_version")) not in names
-            ]
-            doc = {
-                "_id": stream,
-                "through": through,
-                "run": run["_id"],
-                "snapshots": kept + snapshots,
-            }
-            docs.append((doc, record is not None))
-        db.save_archived_streams(store, docs)
-        batch.clear()
+        again = [stream for stream, _ in self.chunk if stream in self.prior]
+        bases = db.archived_streams(self.store, again) if again else {}
+        records = [
+            _record(stream, events, bases.get(stream), self.projections, self.run)
+            for stream, events in self.chunk
+        ]
+        db.save_archived_chunk(self.store, self.run, self.seq, records)
+        self.chunk.clear()
+        self.seq += 1
 
-    current: str | None = None
-    events: list[Doc] = []
-    fm = store.fieldmap
-    for raw in _lines(target):
-        if not raw.strip():
+
+def _record(
+    stream: str, events: list[Doc], before: Doc | None, projections: list[Projection], run: str
+) -> Doc:
+    """An archived stream's record: its edge, and each projection's state at it, folded on the
+    state of its earlier archive (`before`); other projections' snapshots carried over."""
+    through = events[-1]["version"]
+    snapshots = []
+    for proj in projections:
+        entry = _entry(before, proj)
+        mine = [e for e in events if proj.types is None or e["type"] in proj.types]
+        base = entry.get("state") if entry is not None else None
+        if not mine and base is None:
             continue
-        doc = loads_stored(raw.decode("utf-8"))
-        if fm.shaped:
-            doc = fm.canonical(doc)  # the file holds the log's own shape; folds read events
-        if doc["stream"] != current:
-            if current is not None:
-                batch.append((current, events))
-                if len(batch) >= SNAPSHOT_BATCH:
-                    flush()
-            current, events = doc["stream"], []
-        events.append(doc)
-    if current is not None:
-        batch.append((current, events))
-    flush()
+        snapshots.append(
+            {
+                "projection": proj.name,
+                "fold_version": proj.version,
+                "through": through,
+                "state": proj.fold(mine, base) if mine else base,
+                "run": run,
+            }
+        )
+    names = {(p.name, p.version) for p in projections}
+    kept = [
+        snap
+        for snap in (before or {}).get("snapshots") or []
+        if (snap.get("projection"), snap.get("fold_version")) not in names
+    ]
+    return {"stream": stream, "through": through, "snapshots": kept + snapshots}
 
 
 # --- what rebuilds and check read -------------------------------------------------------------

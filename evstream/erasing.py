@@ -60,7 +60,7 @@ def erase_stream(
     note(DEAD_LETTERS, db.delete_dead_letters(store, stream, ids))
     for collection in db.projection_collections(store):
         note(collection, db.delete_by(store, collection, {"_id": stream}))
-    note(db.ARCHIVED_STREAMS, db.delete_by(store, db.ARCHIVED_STREAMS, {"_id": stream}))
+    note(db.ARCHIVED_STREAMS, db.forget_archived_stream(store, stream))
     runs = db.forget_archive_streams(store, stream, digest)
     note(store.fieldmap.collection, db.delete_stream_events(store, stream))
     files = [str(r.get("path")) for r in runs if r.get("path")]

@@ -13,6 +13,7 @@ import pytest
 from lifecycle_log import cut, make_events, write_log
 
 from evstream.events import REDACTED
+from evstream.storage import lifecycle
 
 AWARE = bson.json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True)
 PROJECTIONS = Path(__file__).parent / "projections"
@@ -51,9 +52,24 @@ def archive_lines(path: Path) -> list[dict[str, Any]]:
 # --- archive -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "streams_per_chunk, chunk_bytes, documents",
+    [(1000, 8 << 20, 1), (2, 8 << 20, 3), (1000, 300, 6)],
+    ids=["one-chunk", "chunks-of-2", "split-by-size"],
+)
 def test_archive_moves_old_events_to_a_verified_file_and_rebuilds_stay_equal(
-    cli: Any, db: Any, tmp_path: Path
+    cli: Any,
+    db: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    streams_per_chunk: int,
+    chunk_bytes: int,
+    documents: int,
 ) -> None:
+    # The archived streams' records are stored in chunks; across chunks, split chunks and two
+    # runs, every stream's snapshot is found.
+    monkeypatch.setattr(lifecycle, "CHUNK_STREAMS", streams_per_chunk)
+    monkeypatch.setattr(lifecycle, "CHUNK_BYTES", chunk_bytes)
     seeded(cli, tmp_path)
     original = {d["_id"]: d for d in db.events.find()}
     before = rebuild_all(cli, db)
@@ -89,6 +105,9 @@ def test_archive_moves_old_events_to_a_verified_file_and_rebuilds_stay_equal(
     assert db.events.count_documents({"version": {"$lt": 5}}) == 0
 
     assert rebuild_all(cli, db) == before  # full rebuilds give what they gave before
+    records = list(db.evstream_archived_streams.find())
+    assert sorted(s for r in records for s in r["streams"]) == sorted({d["stream"] for d in moved})
+    assert len(records) == documents
 
     check = cli("check", "-o", "json")
     assert check.exit_code == 0, check.stdout  # archived versions are not gaps
@@ -209,7 +228,6 @@ def test_an_interrupted_archive_is_finished_by_the_same_command_and_blocks_other
     original = {d["_id"]: d for d in db.events.find()}
     target = tmp_path / "a.ndjson"
     args = ("archive", "--before", cut(4, 4).isoformat(), "--to", str(target))
-    from evstream.storage import lifecycle
 
     def boom(*a: Any, **k: Any) -> int:
         raise RuntimeError("killed")
@@ -311,12 +329,35 @@ def test_erase_removes_the_stream_everywhere_and_refuses_it_later(
     assert cli("publish", "login", "-s", "user-00002").exit_code == 0  # others are not refused
 
 
+def test_erase_takes_the_stream_out_of_shared_archive_records(
+    cli: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Archived streams' records are shared, a chunk of streams to a document: erase takes the
+    # one stream out of them, and the others' snapshots still give the same rebuilds.
+    monkeypatch.setattr(lifecycle, "CHUNK_STREAMS", 4)
+    seeded(cli, tmp_path)
+    name = "user-00002"
+    assert cli("rebuild", "sessions").exit_code == 0
+    before = {d["_id"]: d for d in db.sessions.find() if d["_id"] != name}
+    target = tmp_path / "a.ndjson"
+    assert cli("archive", "--before", cut(5, 6).isoformat(), "--to", str(target)).exit_code == 0
+    assert db.evstream_archived_streams.count_documents({}) == 2
+    result = cli("erase", name, "--yes", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert out_json(result)["streams"][0]["removed"]["evstream_archived_streams"] == 1
+    for collection in db.list_collection_names():
+        for doc in db[collection].find():
+            assert not holds(doc, (name, "N2")), (collection, doc)
+    after = cli("rebuild", "sessions", "-o", "json")
+    assert after.exit_code == 0, after.stderr
+    assert {d["_id"]: d for d in db.sessions.find()} == before
+
+
 def test_an_interrupted_erase_is_finished_by_running_it_again(
     cli: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seeded(cli, tmp_path, streams=2, versions=4)
     assert cli("rebuild", "sessions").exit_code == 0
-    from evstream.storage import lifecycle
 
     def boom(*a: Any, **k: Any) -> int:
         raise RuntimeError("killed")

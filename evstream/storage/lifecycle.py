@@ -8,12 +8,15 @@ Every function turns driver errors into evstream errors (`translate_errors`).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -28,8 +31,9 @@ ARCHIVES = OWN_PREFIX + "archives"
 TOMBSTONES = OWN_PREFIX + "tombstones"
 # The per-database secret key of the tombstones' keyed hashes.
 KEYS = OWN_PREFIX + "keys"
-# One document per archived stream: how far it was archived (`through`, its highest archived
-# version) and each known projection's state of it at that edge (`snapshots`).
+# What each archived stream's fold starts from: how far it was archived (`through`, its highest
+# archived version) and each known projection's state of it at that edge (`snapshots`), stored
+# a thousand streams to a document (`save_archived_chunk`).
 ARCHIVED_STREAMS = OWN_PREFIX + "archived_streams"
 
 READ_BATCH = 2000
@@ -37,6 +41,9 @@ DELETE_BATCH = 1000
 # An archive deletes by _id in batches this large: one round trip (and, on a server that scans,
 # one scan) per batch.
 ARCHIVE_DELETE_BATCH = 10_000
+# Archived streams' records are stored this many to a document (CHUNK_BYTES at most).
+CHUNK_STREAMS = 1000
+CHUNK_BYTES = 8 * 1024 * 1024
 
 Doc = dict[str, Any]
 
@@ -195,24 +202,124 @@ def save_archive(store: MongoStore, doc: Doc) -> None:
         store.collection(ARCHIVES).replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
 
-def archived_versions(store: MongoStore) -> dict[str, int]:
-    """Each archived stream's highest archived version."""
+def _entries(doc: Doc) -> Iterator[tuple[str, int, list[Doc]]]:
+    """A record's archived streams: (stream, through, snapshots). A chunk holds its streams in
+    columns (`streams`, `through`, and per projection `folds`); a record of the first layout
+    (one document per stream) is read alike."""
+    names = doc.get("streams")
+    if isinstance(names, list):
+        throughs = doc.get("through") or []
+        folds = doc.get("folds") or []
+        for i, name in enumerate(names):
+            through = throughs[i] if i < len(throughs) else None
+            if not isinstance(through, int):
+                continue
+            snapshots = []
+            for fold in folds:
+                upto, states = fold.get("through") or [], fold.get("state") or []
+                if i < len(upto) and isinstance(upto[i], int):
+                    snapshots.append(
+                        {
+                            "projection": fold.get("projection"),
+                            "fold_version": fold.get("fold_version"),
+                            "through": upto[i],
+                            "state": states[i] if i < len(states) else None,
+                        }
+                    )
+            yield name, through, snapshots
+    elif isinstance(doc.get("through"), int):
+        yield doc["_id"], doc["through"], doc.get("snapshots") or []
+
+
+def _columns(run: str, seq: int, part: str, records: list[Doc]) -> Doc:
+    """A chunk's document: its records in columns, each snapshot's projection named once."""
+    folds: dict[tuple[Any, Any], Doc] = {}
+    for i, record in enumerate(records):
+        for snap in record["snapshots"]:
+            name = (snap.get("projection"), snap.get("fold_version"))
+            fold = folds.get(name)
+            if fold is None:
+                fold = folds[name] = {
+                    "projection": name[0],
+                    "fold_version": name[1],
+                    "through": [None] * len(records),
+                    "state": [None] * len(records),
+                }
+            fold["through"][i] = snap.get("through")
+            fold["state"][i] = snap.get("state")
+    return {
+        "_id": f"{run}:{seq:07d}{part}",
+        "run": run,
+        "seq": seq,
+        "streams": [r["stream"] for r in records],
+        "through": [r["through"] for r in records],
+        "folds": list(folds.values()),
+    }
+
+
+def _newest(docs: Iterable[Doc], wanted: set[str] | None = None) -> dict[str, Doc]:
+    """Each stream's newest record (the highest `through`: a later run carries the earlier
+    one's snapshots forward): `{stream: {stream, through, run, snapshots}}`."""
+    found: dict[str, Doc] = {}
+    for doc in docs:
+        for name, through, snapshots in _entries(doc):
+            if wanted is not None and name not in wanted:
+                continue
+            old = found.get(name)
+            if old is None or through > old["through"]:
+                found[name] = {
+                    "stream": name,
+                    "through": through,
+                    "run": doc.get("run"),
+                    "snapshots": snapshots,
+                }
+    return found
+
+
+def _visible(store: MongoStore, besides: str | None = None) -> Doc:
+    """The query that leaves out the records of a run still writing its file (they stand only
+    once its file is verified) and of `besides`."""
+    hidden = [besides] if besides else []
+    run = unfinished_archive(store)
+    if run is not None and run.get("state") == "writing":
+        hidden.append(run["_id"])
+    return {"run": {"$nin": hidden}} if hidden else {}
+
+
+def archived_versions(store: MongoStore, *, besides: str | None = None) -> dict[str, int]:
+    """Each archived stream's highest archived version (of runs other than `besides`)."""
+    edges: dict[str, int] = {}
     with translate_errors(store.uri):
-        return {
-            d["_id"]: int(d["through"])
-            for d in store.collection(ARCHIVED_STREAMS).find({}, {"_id": 1, "through": 1})
-            if isinstance(d.get("through"), int)
-        }
+        coll = store.collection(ARCHIVED_STREAMS)
+        for doc in coll.find(_visible(store, besides), {"streams": 1, "through": 1}):
+            for name, through, _ in _entries(doc):
+                if through > edges.get(name, 0):
+                    edges[name] = through
+    return edges
 
 
 def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Iterator[Doc]:
-    """A projection's snapshots (`stream`, `through`, `state`, `run`), in stream order."""
+    """A projection's snapshots (`stream`, `through`, `state`, `run`), in stream order: each
+    run's chunks are in stream order, merged across runs, the newest record of a stream
+    winning."""
     with translate_errors(store.uri):
-        cursor = store.collection(ARCHIVED_STREAMS).find().sort("_id", 1).batch_size(READ_BATCH)
-        for doc in cursor:
-            snap = _snapshot_in(doc, projection, fold_version)
+        coll = store.collection(ARCHIVED_STREAMS)
+        runs = [r["_id"] for r in archive_runs(store) if r.get("state") != "writing"]
+        ordered = [_run_records(coll, run) for run in runs]
+        ordered.append(_run_records(coll, None))  # records of the first layout
+        merged = heapq.merge(*ordered, key=lambda record: record["stream"])
+        for _, group in itertools.groupby(merged, key=lambda record: record["stream"]):
+            record = max(group, key=lambda r: r["through"])
+            snap = _snapshot_in(record, projection, fold_version)
             if snap is not None:
                 yield snap
+
+
+def _run_records(coll: Any, run: str | None) -> Iterator[Doc]:
+    query: Doc = {"run": run, "seq": {"$exists": True}} if run else {"seq": {"$exists": False}}
+    cursor = coll.find(query).sort([("seq", 1), ("_id", 1)]).batch_size(20)
+    for doc in cursor:
+        yield from _newest([doc]).values()
 
 
 def snapshots_for(
@@ -220,47 +327,95 @@ def snapshots_for(
 ) -> dict[str, Doc]:
     """A projection's snapshots of these streams, by stream."""
     found: dict[str, Doc] = {}
-    for doc in archived_streams(store, streams).values():
-        snap = _snapshot_in(doc, projection, fold_version)
+    for record in archived_streams(store, streams).values():
+        snap = _snapshot_in(record, projection, fold_version)
         if snap is not None:
-            found[doc["_id"]] = snap
+            found[record["stream"]] = snap
     return found
 
 
-def _snapshot_in(doc: Doc, projection: str, fold_version: int) -> Doc | None:
-    for snap in doc.get("snapshots") or []:
+def _snapshot_in(record: Doc, projection: str, fold_version: int) -> Doc | None:
+    for snap in record.get("snapshots") or []:
         if snap.get("projection") == projection and snap.get("fold_version") == fold_version:
-            return {**snap, "stream": doc["_id"]}
+            return {**snap, "stream": record["stream"]}
     return None
 
 
-def archived_streams(store: MongoStore, streams: list[str]) -> dict[str, Doc]:
-    """The archive records of these streams (edge and snapshots), by stream."""
+def archived_streams(
+    store: MongoStore, streams: list[str], *, besides: str | None = None
+) -> dict[str, Doc]:
+    """The newest archive records of these streams (edge and snapshots; of runs other than
+    `besides`), by stream: `{stream, through, run, snapshots}`."""
+    wanted = set(streams)
+    query = {
+        "$or": [{"streams": {"$in": streams}}, {"_id": {"$in": streams}}],
+        **_visible(store, besides),
+    }
     with translate_errors(store.uri):
-        coll = store.collection(ARCHIVED_STREAMS)
-        return {d["_id"]: d for d in coll.find({"_id": {"$in": streams}})}
+        return _newest(store.collection(ARCHIVED_STREAMS).find(query), wanted)
 
 
-def save_archived_streams(store: MongoStore, docs: list[tuple[Doc, bool]]) -> None:
-    """Write archived streams' records whole `(doc, stored before)`, one unordered bulk write:
-    new ones inserted (cheaper than an upsert), stored ones replaced."""
-    if not docs:
-        return
+def save_archived_chunk(store: MongoStore, run: str, seq: int, records: list[Doc]) -> None:
+    """Store one chunk of a run's archived streams (`{stream, through, snapshots}` in stream
+    order) as one document of parallel arrays, `_id` `<run>:<seq>`: one insert for up to a
+    thousand streams (one per stream made an archive several times slower; docs/lifecycle.md).
+    A chunk over MongoDB's document limit is split in halves, each with the same `seq`. Stored
+    already (a second try): left as it is, being the same."""
     coll = store.collection(ARCHIVED_STREAMS)
-    new = [d for d, stored in docs if not stored]
-    again = [d for d, stored in docs if stored]
+    docs = _chunk_docs(run, seq, records, "")
     with translate_errors(store.uri):
-        if new:
-            try:
-                coll.insert_many(new, ordered=False)
-            except BulkWriteError as exc:
-                # Written meanwhile (a second run racing this one): the same records again.
-                errors = (exc.details or {}).get("writeErrors") or []
-                if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                    raise
-                again += [new[int(e["index"])] for e in errors]
-        if again:
-            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again])
+        if seq == 0:
+            coll.create_index([("streams", 1)], name="streams_1")
+            coll.create_index([("run", 1), ("seq", 1)], name="run_1_seq_1")
+        try:
+            coll.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = (exc.details or {}).get("writeErrors") or []
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+
+
+def _chunk_docs(run: str, seq: int, records: list[Doc], part: str) -> list[Doc]:
+    doc = _columns(run, seq, part, records)
+    if len(records) > 1 and len(bson.encode(doc)) > CHUNK_BYTES:
+        half = len(records) // 2
+        return _chunk_docs(run, seq, records[:half], part + "a") + _chunk_docs(
+            run, seq, records[half:], part + "b"
+        )
+    return [doc]
+
+
+def _at(values: Any, i: int) -> Any:
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def drop_run_chunks(store: MongoStore, run: str) -> int:
+    """Delete what a run stored of its archived streams (a run that writes its file afresh
+    stores them afresh)."""
+    with translate_errors(store.uri):
+        return int(store.collection(ARCHIVED_STREAMS).delete_many({"run": run}).deleted_count)
+
+
+def forget_archived_stream(store: MongoStore, stream: str) -> int:
+    """Take a stream out of every archive record (its edge and snapshots); how many records
+    held it."""
+    changed = 0
+    coll = store.collection(ARCHIVED_STREAMS)
+    with translate_errors(store.uri):
+        changed += int(coll.delete_many({"_id": stream}).deleted_count)
+        for doc in list(coll.find({"streams": {"$in": [stream]}})):
+            keep = [i for i, name in enumerate(doc["streams"]) if name != stream]
+            changed += 1
+            if not keep:
+                coll.delete_one({"_id": doc["_id"]})
+                continue
+            doc["streams"] = [doc["streams"][i] for i in keep]
+            doc["through"] = [_at(doc.get("through"), i) for i in keep]
+            for fold in doc.get("folds") or []:
+                for column in ("through", "state"):
+                    fold[column] = [_at(fold.get(column), i) for i in keep]
+            coll.replace_one({"_id": doc["_id"]}, doc)
+    return changed
 
 
 # --- erasing -----------------------------------------------------------------------------------
