@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,14 @@ def test_archive_refuses_an_existing_file_and_bad_times(cli: Any, db: Any, tmp_p
 
 
 def holds(value: Any, needles: tuple[str, ...]) -> bool:
-    """Whether a document holds any needle, in a key or a value, at any depth."""
+    """Whether a document holds any needle, in a key or a value, at any depth; binary values
+    are searched as bytes, and inside when they are zlib-compressed BSON (archive records)."""
+    if isinstance(value, bytes):
+        try:
+            inner = bson.decode(zlib.decompress(value))
+        except (zlib.error, bson.errors.BSONError):
+            return any(n.encode() in value for n in needles)
+        return holds(inner, needles)
     if isinstance(value, dict):
         return any(holds(k, needles) or holds(v, needles) for k, v in value.items())
     if isinstance(value, list):
