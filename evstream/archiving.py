@@ -412,17 +412,15 @@ def _write(
             line = (json_line(stored) + "\n").encode("utf-8")
             records.add(doc)
             pending.append(line)
-            digest.update(line)
             ids.append(stored["_id"])
-            size += len(line)
             if len(ids) % 997 == 1 and len(sample) < 100:
                 # Known by the stream's keyed hash, so that erase can take it out again.
                 sample.append({"id": stored["_id"], "stream": db.stream_hash(key, doc["stream"])})
             if len(pending) >= WRITE_LINES:
-                handle.write(b"".join(pending))
+                size += _put(handle, digest, pending)
                 progress(len(pending))
                 pending.clear()
-        handle.write(b"".join(pending))
+        size += _put(handle, digest, pending)
         progress(len(pending))
         records.finish()
         handle.flush()
@@ -461,6 +459,13 @@ def _entry(record: Doc | None, proj: Projection) -> Doc | None:
         if snap.get("projection") == proj.name and snap.get("fold_version") == proj.version:
             return snap
     return None
+
+
+def _put(handle: IO[bytes], digest: Any, lines: list[bytes]) -> int:
+    block = b"".join(lines)
+    handle.write(block)
+    digest.update(block)
+    return len(block)
 
 
 class Records:

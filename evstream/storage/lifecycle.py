@@ -117,9 +117,11 @@ def archive_candidates(
         cursor = (
             store.events.find(query).sort([(fm.stream, 1), (fm.version, 1)]).batch_size(READ_BATCH)
         )
+        naive = _naive(before)
+        aware = naive.replace(tzinfo=timezone.utc) if before.tzinfo is None else before
         for doc in map(fm.watched, cursor) if fm.translates else cursor:
             ts = doc.get("ts")
-            if isinstance(ts, datetime) and _naive(ts) < _naive(before):
+            if isinstance(ts, datetime) and ts < (naive if ts.tzinfo is None else aware):
                 yield doc
 
 
@@ -287,14 +289,19 @@ def _newest(docs: Iterable[Doc], wanted: set[str] | None = None) -> dict[str, Do
     return found
 
 
+def _standing(store: MongoStore, besides: str | None = None) -> list[str]:
+    """The runs whose records stand: those past `writing` (a run still writing stores records
+    that count only once its file is verified; a cancelled run has no record), but `besides`."""
+    return [
+        run["_id"]
+        for run in archive_runs(store)
+        if run.get("state") in ("written", "deleting", "done") and run["_id"] != besides
+    ]
+
+
 def _visible(store: MongoStore, besides: str | None = None) -> Doc:
-    """The query that leaves out the records of a run still writing its file (they stand only
-    once its file is verified) and of `besides`."""
-    hidden = [besides] if besides else []
-    run = unfinished_archive(store)
-    if run is not None and run.get("state") == "writing":
-        hidden.append(run["_id"])
-    return {"run": {"$nin": hidden}} if hidden else {}
+    """The query for the records that stand (`_standing`)."""
+    return {"run": {"$in": _standing(store, besides)}}
 
 
 def archived_versions(store: MongoStore, *, besides: str | None = None) -> dict[str, int]:
@@ -315,9 +322,7 @@ def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Itera
     winning."""
     with translate_errors(store.uri):
         coll = store.collection(ARCHIVED_STREAMS)
-        runs = [r["_id"] for r in archive_runs(store) if r.get("state") != "writing"]
-        ordered = [_run_records(coll, run) for run in runs]
-        ordered.append(_run_records(coll, None))  # records of the first layout
+        ordered = [_run_records(coll, run) for run in _standing(store)]
         merged = heapq.merge(*ordered, key=lambda record: record["stream"])
         for _, group in itertools.groupby(merged, key=lambda record: record["stream"]):
             record = max(group, key=lambda r: r["through"])
@@ -326,10 +331,12 @@ def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Itera
                 yield snap
 
 
-def _run_records(coll: Any, run: str | None) -> Iterator[Doc]:
-    query: Doc = {"run": run, "seq": {"$exists": True}} if run else {"seq": {"$exists": False}}
-    cursor = coll.find(query).sort([("seq", 1), ("_id", 1)]).batch_size(20)
-    for doc in cursor:
+def _run_records(coll: Any, run: str) -> Iterator[Doc]:
+    query: Doc = {"run": run, "seq": {"$exists": True}}
+    first: Doc = {"run": run, "seq": {"$exists": False}}  # the first layout: a stream each
+    for doc in coll.find(first).sort("_id", 1).batch_size(READ_BATCH):
+        yield from _newest([doc]).values()
+    for doc in coll.find(query).sort([("seq", 1), ("_id", 1)]).batch_size(20):
         yield from _newest([doc]).values()
 
 
