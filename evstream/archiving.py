@@ -336,7 +336,8 @@ def archive(
         # nothing is deleted yet, so the file is written afresh, records and all.
         run["state"] = "writing"
     if run["state"] == "writing":
-        ids = _write(store, run, target, kept, progress)  # read back and verified just now
+        streamed = [p for p in kept if p.key is None]  # a keyed projection folds across streams
+        ids = _write(store, run, target, streamed, progress)  # read back and verified just now
     else:
         ids = _verified(run, target)
     report.events, report.streams, report.bytes = (
