@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import zlib
 from pathlib import Path
@@ -13,6 +14,7 @@ import bson
 import pytest
 from lifecycle_log import cut, make_events, write_log
 
+from evstream import archiving
 from evstream.events import REDACTED
 from evstream.storage import lifecycle
 
@@ -251,6 +253,41 @@ def test_an_interrupted_archive_is_finished_by_the_same_command_and_blocks_other
     in_log = list(db.events.find())
     assert sorted(d["_id"] for d in in_file + in_log) == sorted(original)
     assert cli("check").exit_code == 0
+
+
+@pytest.mark.parametrize("state", ["written", "deleting"])
+def test_a_run_recorded_by_the_first_layout_is_finished(
+    cli: Any, db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    # A run interrupted under the first layout (ids hashed, one record per stream stored at
+    # `written`) is finished by this one: the same file, nothing lost, rebuilds unchanged.
+    seeded(cli, tmp_path, streams=4, versions=6)
+    original = {d["_id"]: d for d in db.events.find()}
+    before = rebuild_all(cli, db)
+    target = tmp_path / "a.ndjson"
+    args = ("archive", "--before", cut(4, 4).isoformat(), "--to", str(target), "-m", CARTS)
+
+    def boom(*a: Any, **k: Any) -> int:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(lifecycle, "delete_events_by_id", boom)
+    assert cli(*args).exit_code == 1
+    monkeypatch.undo()
+    run = db.evstream_archives.find_one()
+    ids = [d["_id"] for d in archive_lines(target)]
+    digest = hashlib.sha256(b"".join(archiving._id_text(i) for i in ids)).hexdigest()
+    del run["sha256"], run["records"]
+    run.update(state=state, ids_sha256=digest)
+    db.evstream_archives.replace_one({"_id": run["_id"]}, run)
+    if state == "written":  # records of the first layout were not stored yet
+        db.evstream_archived_streams.delete_many({})
+
+    result = cli(*args, "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [d["_id"] for d in archive_lines(target)] == ids
+    in_log = list(db.events.find())
+    assert sorted(ids + [d["_id"] for d in in_log]) == sorted(original)
+    assert rebuild_all(cli, db) == before
 
 
 def test_archive_refuses_an_existing_file_and_bad_times(cli: Any, db: Any, tmp_path: Path) -> None:
