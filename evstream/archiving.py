@@ -9,8 +9,10 @@ killed at any moment (kill -9 included) and started again finishes the same arch
    the file afresh.
 2. `written`: the file is the truth from here on. Each known projection's state of each stream
    at the archive's edge (what the archived events fold to) is stored as a snapshot, and each
-   stream's archived version as its edge. A full rebuild starts each stream from its snapshot
-   and folds only the versions above the edge, so it gives what it gave before.
+   stream's archived version as its edge; a keyed projection's state of each key, per key
+   (`evstream.keyed_archive`, which may refuse and cancel the run before anything is
+   deleted). A full rebuild starts each stream from its snapshot and folds only the versions
+   above the edge, so it gives what it gave before.
 3. `deleting`: the file is checked again, then its events are deleted from the log by id.
 4. `done`.
 
@@ -33,6 +35,7 @@ from typing import IO, Any
 from evstream.errors import ConcurrencyConflict, EvstreamError, FeatureUnsupported, InvalidInput
 from evstream.events import event_problem
 from evstream.fieldmap import as_stored
+from evstream.keyed_archive import keep_key_snapshots
 from evstream.projections import Projection
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
@@ -196,24 +199,17 @@ def require_snapshots(store: Store, projection: Projection) -> None:
     missing = []
     for run in runs:
         known = {(p.get("name"), p.get("version")) for p in run.get("projections") or []}
-        # A keyed projection's snapshots would be per key, not per stream: an archive keeps
-        # none yet, so its full rebuild needs the archived events back (docs/lifecycle.md).
-        if projection.key is None and (projection.name, projection.version) in known:
-            continue
+        if (projection.name, projection.version) in known:
+            continue  # its snapshots (per stream, or per key: evstream.keyed_archive) are kept
         sample = [item["id"] for item in run.get("sample") or []]
         if sample and len(db.existing_ids(store, sample)) == len(sample):
             continue  # restored: its events are back in the log
         missing.append(run)
     if missing:
         paths = ", ".join(str(r.get("path")) for r in missing)
-        if projection.key is not None:
-            raise ArchiveMissing(
-                f"keyed projection {projection.name!r} cannot be rebuilt from a log that "
-                f"{len(missing)} archive(s) truncated (archives keep per-stream snapshots only); "
-                f"restore them first with evstream publish --file: {paths}"
-            )
+        kind = "keyed projection" if projection.key is not None else "projection"
         raise ArchiveMissing(
-            f"projection {projection.name!r} (version {projection.version}) was not known when "
+            f"{kind} {projection.name!r} (version {projection.version}) was not known when "
             f"{len(missing)} archive(s) moved events out of the log, so a full rebuild cannot "
             f"see them; restore them first with evstream publish --file: {paths}"
         )
@@ -312,7 +308,10 @@ def archive(
     )
     report.held_back = int(run.get("held_back", 0))
     if run["state"] == "written":
-        _snapshot(store, run, target, kept)
+        # Keyed projections' snapshots are per key (evstream.keyed_archive), checked and kept
+        # first: a run they refuse is cancelled before anything else of it is stored.
+        keep_key_snapshots(store, run, ids, kept)
+        _snapshot(store, run, target, [p for p in kept if p.key is None])
         run["state"] = "deleting"
         db.save_archive(store, run)
     if run["state"] == "deleting":
