@@ -155,9 +155,10 @@ def _save(store: Store, run: Doc, item: _Folded) -> None:
     """The stream records first (merged with earlier runs'), then the key snapshots."""
     proj = item.proj
     digests = list(item.streams)
+    merge = db.any_key_snapshots(store, proj.name, proj.version, "stream")
     for i in range(0, len(digests), RECORD_BATCH):
         part = digests[i : i + RECORD_BATCH]
-        before = db.stream_keys(store, proj.name, proj.version, part)
+        before = db.stream_keys(store, proj.name, proj.version, part) if merge else {}
         records = []
         for digest in part:
             keys = {db.key_tag(k): k for k in (before.get(digest) or {}).get("keys") or []}
@@ -173,7 +174,8 @@ def _save(store: Store, run: Doc, item: _Folded) -> None:
                     "run": run["_id"],
                 }
             )
-        db.save_archived_keys(store, records)
+        db.save_archived_keys(store, records, new=not merge)
+    fresh = not db.any_key_snapshots(store, proj.name, proj.version)
     snapshots = []
     for entry in item.keys.values():
         assert entry.edge is not None
@@ -191,9 +193,9 @@ def _save(store: Store, run: Doc, item: _Folded) -> None:
             }
         )
         if len(snapshots) == RECORD_BATCH:
-            db.save_archived_keys(store, snapshots)
+            db.save_archived_keys(store, snapshots, new=fresh)
             snapshots = []
-    db.save_archived_keys(store, snapshots)
+    db.save_archived_keys(store, snapshots, new=fresh)
 
 
 # --- at an erase ----------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from typing import Any
 
 import bson
 from pymongo import ReplaceOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from evstream.errors import EvstreamError
-from evstream.storage.errors import translate_errors
+from evstream.storage.errors import DUPLICATE_KEY, translate_errors
 from evstream.storage.mongo import OWN_PREFIX, MongoStore
 from evstream.storage.projections import (
     EVENT_FIELDS,
@@ -194,11 +194,14 @@ def _of(projection: str, fold_version: int, kind: str) -> Doc:
     return {"kind": kind, "projection": projection, "fold_version": fold_version}
 
 
-def any_key_snapshots(store: MongoStore, projection: str, fold_version: int) -> bool:
-    """Whether an archive kept snapshots of this projection's keys."""
+def any_key_snapshots(
+    store: MongoStore, projection: str, fold_version: int, kind: str = "key"
+) -> bool:
+    """Whether an archive kept snapshots of this projection's keys (`kind` "stream": records
+    of the keys streams fed)."""
     with translate_errors(store.uri):
         coll = store.collection(ARCHIVED_KEYS)
-        return coll.find_one(_of(projection, fold_version, "key"), {"_id": 1}) is not None
+        return coll.find_one(_of(projection, fold_version, kind), {"_id": 1}) is not None
 
 
 def key_snapshots(store: MongoStore, projection: str, fold_version: int) -> dict[str, Doc]:
@@ -231,12 +234,23 @@ def key_snapshots_for(
         return {key_tag(d["key"]): d for d in found}
 
 
-def save_archived_keys(store: MongoStore, docs: list[Doc]) -> None:
-    """Write key snapshots and stream records whole (a second write of the same is harmless)."""
+def save_archived_keys(store: MongoStore, docs: list[Doc], *, new: bool = False) -> None:
+    """Write key snapshots and stream records whole (a second write of the same is harmless):
+    inserted when `new` (none stored before: cheaper than upserts; one stored meanwhile, by a
+    run interrupted after it, is replaced), else replaced."""
     coll = store.collection(ARCHIVED_KEYS)
     with translate_errors(store.uri):
         for i in range(0, len(docs), SNAPSHOT_WRITE_BATCH):
             part = docs[i : i + SNAPSHOT_WRITE_BATCH]
+            if new:
+                try:
+                    coll.insert_many(part, ordered=False)
+                    continue
+                except BulkWriteError as exc:
+                    errors = (exc.details or {}).get("writeErrors") or []
+                    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                        raise
+                    part = [part[int(e["index"])] for e in errors]
             coll.bulk_write(
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in part], ordered=False
             )

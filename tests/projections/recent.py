@@ -3,14 +3,7 @@ event type, fed by every stream, whose `last` ids make the fold order visible.""
 
 from evstream.projections import Projection
 
-recent = Projection(
-    name="recent_by_type",
-    collection="recent_by_type",
-    version=1,
-    types=None,
-    key="type",
-    initial={"last": []},
-)
+recent = Projection("recent_by_type", "recent_by_type", 1, None, {"last": []}, key="type")
 
 
 def _note(state, event):
