@@ -139,8 +139,8 @@ def _overlap_line(proj: Projection, key: Any, stays: Doc, moves: Doc, run: Doc) 
         f"{stays['stream']!r} version {stays.get('version')}) that comes before one this archive "
         f"would move out (stream {moves['stream']!r} version {moves.get('version')}) in log "
         "order, so its state at the archive's edge cannot be kept exactly; the run was "
-        f"cancelled and nothing was deleted: archive with an earlier --before{narrowed}, or "
-        "publish the events that hold the stream back first (docs/lifecycle.md)"
+        f"cancelled and nothing was deleted; archive with an earlier --before{narrowed} "
+        "(docs/lifecycle.md, \"Keyed projections\")"
     )
 
 
