@@ -198,9 +198,12 @@ def require_snapshots(store: Store, projection: Projection) -> None:
     runs = [r for r in db.archive_runs(store) if r.get("state") in ("deleting", "done")]
     missing = []
     for run in runs:
-        known = {(p.get("name"), p.get("version")) for p in run.get("projections") or []}
+        # Keyed projections' snapshots are per key, listed apart (evstream.keyed_archive):
+        # a run that kept none for one (before they existed) does not make it known.
+        kept = run.get("keyed") if projection.key is not None else run.get("projections")
+        known = {(p.get("name"), p.get("version")) for p in kept or []}
         if (projection.name, projection.version) in known:
-            continue  # its snapshots (per stream, or per key: evstream.keyed_archive) are kept
+            continue
         sample = [item["id"] for item in run.get("sample") or []]
         if sample and len(db.existing_ids(store, sample)) == len(sample):
             continue  # restored: its events are back in the log

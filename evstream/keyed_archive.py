@@ -71,8 +71,9 @@ def keep_key_snapshots(
     store: Store, run: Doc, ids: Iterable[Any], projections: list[Projection]
 ) -> None:
     """State `written` of an archive run: the snapshots of every keyed projection's keys at the
-    edge. Every projection is folded and checked before anything is written; an overlap
-    cancels the run (nothing was deleted) and raises KeyedEdgeOverlap."""
+    edge, and the run's `keyed` list of them. Every projection is folded and checked before
+    anything is written; an overlap cancels the run (nothing was deleted) and raises
+    KeyedEdgeOverlap."""
     keyed = [p for p in projections if p.key is not None]
     if not keyed:
         return
@@ -85,6 +86,8 @@ def keep_key_snapshots(
         raise KeyedEdgeOverlap(overlap)
     for item in folded:
         _save(store, run, item)
+    # Saved with the run's next state: what `require_snapshots` lets a keyed rebuild through on.
+    run["keyed"] = [{"name": p.name, "version": p.version} for p in keyed]
 
 
 def _fold(store: Store, run: Doc, archived: set[Any], proj: Projection, secret: bytes) -> _Folded:

@@ -304,3 +304,17 @@ def test_an_erase_killed_before_the_refold_refolds_when_run_again(
     assert {n: list(db[n].find().sort("_id", 1)) for n in KEYED} == expected
     assert not scan(db, (name,))
     assert "refold" not in db.evstream_tombstones.find_one()
+
+
+def test_an_archive_that_kept_no_key_snapshots_does_not_let_a_keyed_rebuild_through(
+    cli: Any, db: Any, tmp_path: Path
+) -> None:
+    """A run recorded before keyed snapshots existed lists the projection among those it knew,
+    but kept no snapshot of its keys: its rebuild is refused, not folded from a truncated log."""
+    publish(cli, keyed_events())
+    target = tmp_path / "a.ndjson"
+    assert archive(cli, target, cut(4), "-m", DAILY).exit_code == 0
+    assert cli("rebuild", "tenants", "-m", DAILY).exit_code == 0
+    db.evstream_archives.update_many({}, {"$unset": {"keyed": ""}})
+    result = cli("rebuild", "tenants", "-m", DAILY)
+    assert result.exit_code == 4 and str(target) in result.stderr
