@@ -11,7 +11,9 @@ killed at any moment (kill -9 included) and started again finishes the same arch
    They stand only once the run is `written`. The log is not touched; a second try writes the
    file and the records afresh.
 2. `written`: the file is the truth from here on. A full rebuild starts each stream from its
-   snapshot and folds only the versions above the edge, so it gives what it gave before.
+   snapshot and folds only the versions above the edge, so it gives what it gave before. A
+   keyed projection's state of each key is stored here, per key (`evstream.keyed_archive`,
+   which may refuse and cancel the run before anything is deleted).
 3. `deleting`: its events are deleted from the log by id (a resumed run reads the file back
    again first, and stops unless it is still what was verified).
 4. `done`.
@@ -35,6 +37,7 @@ from typing import IO, Any
 from evstream.errors import ConcurrencyConflict, EvstreamError, FeatureUnsupported, InvalidInput
 from evstream.events import event_problem
 from evstream.fieldmap import as_stored
+from evstream.keyed_archive import keep_key_snapshots
 from evstream.projections import Projection
 from evstream.storage import Store
 from evstream.storage import lifecycle as db
@@ -230,10 +233,11 @@ def require_snapshots(store: Store, projection: Projection) -> None:
     runs = [r for r in db.archive_runs(store) if r.get("state") in ("deleting", "done")]
     missing = []
     for run in runs:
-        known = {(p.get("name"), p.get("version")) for p in run.get("projections") or []}
-        # A keyed projection's snapshots would be per key, not per stream: an archive keeps
-        # none yet, so its full rebuild needs the archived events back (docs/lifecycle.md).
-        if projection.key is None and (projection.name, projection.version) in known:
+        # Keyed projections' snapshots are per key, listed apart (evstream.keyed_archive):
+        # a run that kept none for one (before they existed) does not make it known.
+        kept = run.get("keyed") if projection.key is not None else run.get("projections")
+        known = {(p.get("name"), p.get("version")) for p in kept or []}
+        if (projection.name, projection.version) in known:
             continue
         sample = [item["id"] for item in run.get("sample") or []]
         if sample and len(db.existing_ids(store, sample)) == len(sample):
@@ -241,14 +245,9 @@ def require_snapshots(store: Store, projection: Projection) -> None:
         missing.append(run)
     if missing:
         paths = ", ".join(str(r.get("path")) for r in missing)
-        if projection.key is not None:
-            raise ArchiveMissing(
-                f"keyed projection {projection.name!r} cannot be rebuilt from a log that "
-                f"{len(missing)} archive(s) truncated (archives keep per-stream snapshots only); "
-                f"restore them first with evstream publish --file: {paths}"
-            )
+        kind = "keyed projection" if projection.key is not None else "projection"
         raise ArchiveMissing(
-            f"projection {projection.name!r} (version {projection.version}) was not known when "
+            f"{kind} {projection.name!r} (version {projection.version}) was not known when "
             f"{len(missing)} archive(s) moved events out of the log, so a full rebuild cannot "
             f"see them; restore them first with evstream publish --file: {paths}"
         )
@@ -347,6 +346,9 @@ def archive(
     )
     report.held_back = int(run.get("held_back", 0))
     if run["state"] == "written":
+        # Keyed projections' snapshots are per key (evstream.keyed_archive): checked and kept
+        # here, before anything is deleted; a run they refuse is cancelled.
+        keep_key_snapshots(store, run, ids, kept)
         run["state"] = "deleting"
         db.save_archive(store, run)
     if run["state"] == "deleting":

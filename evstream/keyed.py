@@ -10,6 +10,10 @@ order (docs/projections.md, "Keyed projections").
   others of its key is therefore folded where a full run folds it; one behind the checkpoint is
   caught by the checkpoint's count, which makes the run a full one.
 - A follower refolds the key of each event it is handed.
+- After an archive, each of these folds of a key starts from the key's snapshot at the
+  archive's edge (`evstream_archived_keys`, built by `evstream.keyed_archive`) and passes over
+  the key's events at or before the snapshot's `through` (its last archived event, in log
+  order): they are in the snapshot, whether or not a restore put them back in the log.
 
 Documents are `{_id: key, **state, version, updated_at, events}`, `version` = `events` (the key's
 events folded), written whole and only over a document of a lower or equal version.
@@ -17,6 +21,7 @@ events folded), written whole and only over a document of a lower or equal versi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,15 +29,17 @@ from typing import TYPE_CHECKING, Any
 from evstream.errors import EvstreamError
 from evstream.events import UNSORTED, Skipped, event_problem, part_of_stream
 from evstream.projections import KeyRule, Projection
-from evstream.storage import Store
+from evstream.storage import Store, lifecycle
 from evstream.storage import keyed as db
 from evstream.storage import projections as logdb
+from evstream.storage.codec import aware
 
 if TYPE_CHECKING:
     from evstream.projection import Plan, RebuildReport
 
 Doc = dict[str, Any]
 Part = tuple[int, int]
+Position = tuple[datetime, str, int]
 WRITE_BATCH = 500
 CHUNK_KEYS = 2_000
 
@@ -71,6 +78,13 @@ class KeyedWriter:
     ) -> None:
         self.store, self.proj, self.report, self.dry_run = store, proj, report, dry_run
         self.pending: list[Doc] = []
+        self._archived = False
+
+    def archived(self) -> bool:
+        """Whether an archive ever ran here (asked until one has: archives do not go away)."""
+        if not self._archived:
+            self._archived = lifecycle.archive_runs_exist(self.store)
+        return self._archived
 
     def put(self, key: Any, state: Doc) -> None:
         doc: Doc = {"_id": key, **state}
@@ -136,6 +150,81 @@ def fold_key(proj: Projection, events: Iterable[Doc], state: Doc | None = None) 
     return state
 
 
+# --- snapshots at an archive's edge --------------------------------------------------------------
+
+
+def position(event: Doc) -> Position:
+    """An event's place in log order (archives need versions: docs/lifecycle.md)."""
+    return aware(event["ts"]), event["stream"], int(event.get("version") or 0)
+
+
+def edge_of(snap: Doc | None) -> Position | None:
+    """The log position of a key snapshot's last archived event."""
+    if snap is None:
+        return None
+    through = snap["through"]
+    return aware(through["ts"]), through["stream"], int(through["version"])
+
+
+def start_of(snap: Doc | None) -> tuple[Doc | None, Position | None]:
+    """A key's fold start: a copy of its snapshot's state (None: the initial one), and the edge
+    at or before which its events are in that state."""
+    if snap is None:
+        return None, None
+    return copy.deepcopy(snap["state"]), edge_of(snap)
+
+
+def key_rank(key: Any) -> tuple[int, Any]:
+    """The order of key values as the server sorts them (numbers, strings, dates)."""
+    if isinstance(key, datetime):
+        return 2, aware(key)
+    return (0, key) if type(key) is int else (1, key)
+
+
+class KeyStarts:
+    """A projection's key snapshots in key order, taken alongside the log's keys in a full run:
+    a key's start, and the keys the log no longer holds (their document is the snapshot)."""
+
+    def __init__(self, docs: Iterable[Doc]) -> None:
+        self._docs = iter(docs)
+        self._last: tuple[int, Any] | None = None
+        self._head: Doc | None = self._next()
+
+    def _next(self) -> Doc | None:
+        doc = next(self._docs, None)
+        if doc is not None:
+            rank = key_rank(doc["key"])
+            if self._last is not None and not rank > self._last:
+                raise EvstreamError(
+                    f"the server returned key snapshot {doc['key']!r} out of order (is a "
+                    "collation set on evstream_archived_keys?)"
+                )
+            self._last = rank
+        return doc
+
+    def before(self, key: Any) -> Iterator[Doc]:
+        """Snapshots of keys ordered before `key` (all that are left for None)."""
+        while self._head is not None and (
+            key is None or key_rank(self._head["key"]) < key_rank(key)
+        ):
+            doc, self._head = self._head, self._next()
+            yield doc
+
+    def take(self, key: Any) -> Doc | None:
+        """The snapshot of `key`, if the next one is it."""
+        if self._head is not None and key_rank(self._head["key"]) == key_rank(key):
+            doc, self._head = self._head, self._next()
+            return doc
+        return None
+
+
+def key_starts(store: Store, proj: Projection, writer: KeyedWriter) -> KeyStarts | None:
+    """The projection's key snapshots for a full run (None when no archive kept any)."""
+    if not writer.archived() or not db.any_key_snapshots(store, proj.name, proj.version):
+        return None
+    return KeyStarts(db.sorted_key_snapshots(store, proj.name, proj.version))
+
+
 def span_of(rule: KeyRule, keys: list[Any]) -> tuple[datetime, datetime] | None:
     """For bucket keys, the dates from the first bucket's start to the last one's end."""
     if rule.bucket is None or not keys:
@@ -169,18 +258,21 @@ def full(
     writer: KeyedWriter,
     progress: Callable[[int], None],
 ) -> set[Any]:
-    """Fold every key (of this part) from the log read in key order; delete the documents of
-    keys the log no longer has. The keys written are returned."""
+    """Fold every key (of this part) from the log read in key order, each from its snapshot
+    after an archive; delete the documents of keys the log (and the snapshots) no longer have.
+    The keys written are returned."""
     proj, part = plan.projection, plan.part
     rule = rule_of(proj)
     versioned = store.fieldmap.versioned
     before = plan.next_since
     newest = report.last_event_ts
+    starts = key_starts(store, proj, writer)
     seen: set[Any] = set()
     current: Any = None
     group: list[Doc] = []
     read = 0
     state: Doc | None = None
+    edge: Position | None = None
 
     def finish() -> None:
         nonlocal state
@@ -191,6 +283,15 @@ def full(
             writer.put(current, state)
             report.streams += 1
         state = None
+
+    def only_snapshots(key: Any) -> None:
+        """Keys ordered before `key` (all left for None) that only a snapshot holds."""
+        assert starts is not None
+        for snap in starts.before(key):
+            if in_part(snap["key"], part):
+                writer.put(snap["key"], copy.deepcopy(snap["state"]))
+                report.streams += 1
+                seen.add(snap["key"])
 
     for doc in logdb_read(store, proj, rule):
         read += 1
@@ -217,7 +318,12 @@ def full(
                     )
                 finish()
             current = key
+            if starts is not None:
+                only_snapshots(key)
+                state, edge = start_of(starts.take(key))
             seen.add(key)
+        if edge is not None and position(doc) <= edge:
+            continue  # in the key's snapshot (archived, or restored from an archive)
         report.applied += 1
         if newest is None or doc["ts"] > newest:
             newest = doc["ts"]
@@ -227,6 +333,8 @@ def full(
             group.clear()
     if current is not None:
         finish()
+    if starts is not None:
+        only_snapshots(None)
     report.events += read
     progress(read)
     report.last_event_ts = newest
@@ -291,16 +399,20 @@ def incremental(
 
 def refold_keys(
     store: Store, proj: Projection, keys: list[Any], report: RebuildReport, writer: KeyedWriter
-) -> None:
-    """Write each key's document folded from its whole history, read in one query."""
+) -> set[tuple[str, Any]]:
+    """Write each key's document folded from its whole history (read in one query), from its
+    snapshot after an archive. The keys written, as `(type name, key)`."""
     if not keys:
-        return
+        return set()
     rule = rule_of(proj)
     versioned = store.fieldmap.versioned
     wanted = {(type(k).__name__, k) for k in keys}
     span = span_of(rule, keys)
+    snaps = db.key_snapshots_for(store, proj.name, proj.version, keys) if writer.archived() else {}
+    written: set[tuple[str, Any]] = set()
     current: Any = None
     state: Doc | None = None
+    edge: Position | None = None
     batch: list[Doc] = []
 
     def done() -> None:
@@ -308,6 +420,7 @@ def refold_keys(
         if folded is not None:
             report.streams += 1
             writer.put(current, folded)
+            written.add((type(current).__name__, current))
 
     for event in db.read_keys(store, proj.read_types, rule.path, keys, span):
         if event_problem(event, versioned) is not None:
@@ -318,13 +431,21 @@ def refold_keys(
         if current is None or key != current or type(key) is not type(current):
             if current is not None:
                 done()
-            current, state, batch = key, None, []
+            current, batch = key, []
+            state, edge = start_of(snaps.pop(db.key_tag(key), None))
+        if edge is not None and position(event) <= edge:
+            continue  # in the key's snapshot
         batch.append(event)
         if len(batch) == 1000:
             state, batch = fold_key(proj, batch, state), []
     if current is not None:
         done()
+    for snap in snaps.values():  # keys whose events are all archived: their snapshot
+        current, batch = snap["key"], []
+        state = copy.deepcopy(snap["state"])
+        done()
     writer.flush()
+    return written
 
 
 def deliver(

@@ -1209,6 +1209,15 @@ def erase_view(report: Mapping[str, Any]) -> Any:
                 {name: int(n) for name, n in removed.items()} or {"nothing left": ""},
             )
         )
+        refolded = item.get("refolded") or {}
+        if refolded:
+            lines.append(
+                Text(
+                    "  keyed projections' keys refolded without it: "
+                    + ", ".join(f"{name} {int(n)}" for name, n in refolded.items()),
+                    "dim",
+                )
+            )
         files = item.get("archive_files") or []
         if files:
             lines.append(

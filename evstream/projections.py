@@ -424,6 +424,20 @@ def builtin_projection(name: str) -> Projection:
     return known[name][0]
 
 
+def load_projections(
+    module: str | None = None, configured: Iterable[str] | None = None
+) -> list[Projection]:
+    """Every projection `load_projection` could load, each with the upcasters it would get:
+    what archive and erase keep right."""
+    refs = modules_to_load(module, configured=configured)
+    found = [proj for proj, _ in known_projections(refs).values()]
+    upcasters = known_upcasters(refs)
+    for proj in found:
+        if upcasters or proj.upcasters:
+            proj.upcasters = upcasters
+    return found
+
+
 def load_projection(
     name: str, module: str | None = None, configured: Iterable[str] | None = None
 ) -> Projection:

@@ -165,3 +165,35 @@ def test_redact_on_a_mapped_log_works_on_its_data_and_meta_paths(app: Any) -> No
             assert bson.encode(app.db.domain_events.find_one({"_id": ident})) == raw
     again = app("redact", "-o", "json")
     assert out_json(again)["changed"] == 0  # idempotent
+
+
+def test_keyed_snapshots_and_erase_on_a_mapped_log(cli: Any, db: Any, tmp_path: Path) -> None:
+    """daily_logins (key ts:day) over the app's own shape: the archive keeps the day's state at
+    its edge (the app's ObjectIds matched), and erase drops that state with alice in it."""
+    daily = str(Path(__file__).parent / "projections" / "daily.py")
+    db.history.insert_many(
+        [
+            history_event(stream, seq, "login", {"username": stream})
+            for stream in ("alice", "bob")
+            for seq in range(1, 7)
+        ]
+    )
+    run = env(VERSIONED_MAP)
+    assert cli("rebuild", "daily_logins", "-m", daily, **run).exit_code == 0
+    days = list(db.daily_logins.find())
+    assert len(days) == 1 and days[0]["logins"] == 12
+    before = (T0 + timedelta(minutes=3, seconds=30)).isoformat()
+    target = tmp_path / "old.ndjson"
+    result = cli("archive", "--before", before, "--to", str(target), "-m", daily, **run)
+    assert result.exit_code == 0, result.stderr
+    assert cli("rebuild", "daily_logins", "-m", daily, **run).exit_code == 0
+    assert list(db.daily_logins.find()) == days
+
+    r = cli("erase", "alice", "--yes", "-m", daily, "-o", "json", **run)
+    assert r.exit_code == 0, r.stderr
+    assert out_json(r)["streams"][0]["keyed_snapshots_dropped"] == {"daily_logins": 1}
+    (day,) = db.daily_logins.find()
+    assert day["users"] == ["bob"] and day["logins"] == 3  # bob's logins left in the log
+    for name in db.list_collection_names():
+        for doc in db[name].find():
+            assert "alice" not in bson.json_util.dumps(doc), (name, doc)

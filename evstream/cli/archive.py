@@ -65,12 +65,12 @@ def archive(
     with running(ctx) as env:
         from evstream.archiving import archive as run_archive
         from evstream.archiving import parse_before
-        from evstream.projections import known_projections, modules_to_load
+        from evstream.projections import load_projections
         from evstream.storage import ensure_indexes
         from evstream.writer import renderer
 
         moment = parse_before(before)
-        projections = [p for p, _ in known_projections(modules_to_load(module)).values()]
+        projections = load_projections(module, configured=env.settings.projections)
         out = env.output
         store = env.store()
         if not dry_run:
