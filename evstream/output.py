@@ -1195,6 +1195,15 @@ def redact_view(report: Mapping[str, Any]) -> Any:
                 + " (evstream rebuild NAME)"
             )
         )
+    if report.get("archives"):
+        lines.append(
+            Text(
+                "  not redacted: the events archives moved out of the log, in "
+                + ", ".join(report["archives"])
+                + ", and the projection snapshots folded from them (docs/lifecycle.md)",
+                "yellow",
+            )
+        )
     return Text("\n").join(lines)
 
 

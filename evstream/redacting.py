@@ -124,6 +124,7 @@ class RedactReport:
     paths: dict[str, int] = field(default_factory=dict)
     types: set[str] = field(default_factory=set)
     projections: list[str] = field(default_factory=list)
+    archives: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as a JSON-ready object."""
@@ -135,6 +136,7 @@ class RedactReport:
             "paths": dict(sorted(self.paths.items(), key=lambda kv: (-kv[1], kv[0]))[:20]),
             "types": sorted(self.types),
             "rebuild": self.projections,
+            "archives": self.archives,
         }
 
 
@@ -173,6 +175,10 @@ def redact_log(
     if not dry_run:
         db.replace_events(store, pending)
     report.projections = stale_projections(store, report.types)
+    # Beyond its reach: what archives moved out of the log, and the snapshots folded from it.
+    report.archives = [
+        str(run.get("path")) for run in db.archive_runs(store) if run.get("state") != "writing"
+    ]
     return report
 
 

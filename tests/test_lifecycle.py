@@ -579,3 +579,17 @@ def test_incremental_and_partitioned_rebuilds_after_an_archive_equal_a_full_one(
     for i in (1, 2):
         assert cli("rebuild", "sessions", "--partition", f"{i}/2").exit_code == 0
     assert list(db.sessions.find().sort("_id", 1)) == incremental["sessions"]
+
+
+def test_redact_names_the_archives_it_cannot_reach(cli: Any, db: Any, tmp_path: Path) -> None:
+    seeded(cli, tmp_path, streams=2, versions=6)
+    target = tmp_path / "a.ndjson"
+    assert cli("archive", "--before", cut(3, 2).isoformat(), "--to", str(target)).exit_code == 0
+    secret = json.dumps({"type": "signup", "stream": "user-00001", "data": {"password": "pw"}})
+    assert cli("publish", "--file", "-", "--keep-secrets", input=secret + "\n").exit_code == 0
+    result = cli("redact", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    report = out_json(result)
+    assert report["changed"] == 1 and report["archives"] == [str(target)]
+    pretty = cli("redact", "--dry-run")
+    assert pretty.exit_code == 0 and str(target) in pretty.stdout + pretty.stderr
