@@ -13,6 +13,7 @@ from typing import Any
 import bson
 import pytest
 from lifecycle_log import cut, make_events, write_log
+from waiting import wait_for
 
 from evstream import archiving
 from evstream.events import REDACTED
@@ -593,3 +594,39 @@ def test_redact_names_the_archives_it_cannot_reach(cli: Any, db: Any, tmp_path: 
     assert report["changed"] == 1 and report["archives"] == [str(target)]
     pretty = cli("redact", "--dry-run")
     assert pretty.exit_code == 0 and str(target) in pretty.stdout + pretty.stderr
+
+
+class FakeCursor:
+    """A cursor of `n` documents that fails at `fail_at`, and says when it was closed."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at, self.closed = n, fail_at, False
+
+    def __iter__(self) -> Any:
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise ValueError("lost the server")
+            yield {"_id": i}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_read_ahead_gives_every_document_in_order_and_raises_the_readers_errors() -> None:
+    n = lifecycle.READ_BATCH * 3 + 7
+    cursor = FakeCursor(n)
+    assert [d["_id"] for d in lifecycle.read_ahead(cursor)] == list(range(n))
+    wait_for(lambda: cursor.closed, 5, "the cursor closed")
+
+    failing = FakeCursor(n, fail_at=lifecycle.READ_BATCH + 3)
+    seen = []
+    with pytest.raises(ValueError, match="lost the server"):
+        for doc in lifecycle.read_ahead(failing):
+            seen.append(doc["_id"])
+    assert seen == list(range(lifecycle.READ_BATCH))  # everything before the failed batch
+
+    stopped = FakeCursor(n * 10)
+    docs = lifecycle.read_ahead(stopped)
+    assert next(docs) == {"_id": 0}
+    docs.close()  # the caller stops early: the reader stops and closes the cursor
+    wait_for(lambda: stopped.closed, 5, "the cursor closed after the caller stopped")

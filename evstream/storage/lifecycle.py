@@ -11,7 +11,9 @@ import hashlib
 import heapq
 import hmac
 import itertools
+import queue
 import secrets
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -119,10 +121,57 @@ def archive_candidates(
         )
         naive = _naive(before)
         aware = naive.replace(tzinfo=timezone.utc) if before.tzinfo is None else before
-        for doc in map(fm.watched, cursor) if fm.translates else cursor:
+        docs = read_ahead(cursor)
+        for doc in map(fm.watched, docs) if fm.translates else docs:
             ts = doc.get("ts")
             if isinstance(ts, datetime) and ts < (naive if ts.tzinfo is None else aware):
                 yield doc
+
+
+def read_ahead(cursor: Any, depth: int = 2) -> Iterator[Doc]:
+    """A cursor's documents, fetched by a second thread up to `depth` batches ahead, so that
+    the server finds the next batch while the caller works on this one (an archive's encoding,
+    folds and gzip; docs/lifecycle.md, "Performance"). The thread is the cursor's only user;
+    its errors are raised here, and it stops (closing the cursor) when the caller does."""
+    box: queue.Queue[list[Doc] | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: list[Doc] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            batch: list[Doc] = []
+            for doc in cursor:
+                batch.append(doc)
+                if len(batch) >= READ_BATCH and not put(batch):
+                    return
+                if len(batch) >= READ_BATCH:
+                    batch = []
+            if put(batch):
+                put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            put(exc)
+        finally:
+            cursor.close()
+
+    threading.Thread(target=read, name="evstream-read-ahead", daemon=True).start()
+    try:
+        while True:
+            item = box.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        stop.set()
 
 
 def delete_events_by_id(store: MongoStore, ids: list[Any]) -> int:
