@@ -8,9 +8,9 @@ spread in time so that the oldest --share of the log is each stream's first vers
 - raw: `find({ts: {$lt: cut}})` → one JSON line per event (evstream's own encoder) into a gzip
   file → `delete_many({ts: {$lt: cut}})`, in-process. Nothing verified, no snapshot.
 - archive: `evstream.archiving.archive` of the same events into a .gz file, in-process: the
-  (stream, version)-ordered read, the fsync, the read back, the sessions snapshots, the delete by
-  id. The target is at most 1.3x the raw time. Its own cost beyond the raw way is one write per
-  archived stream (its edge and snapshots), so the ratio falls as streams get longer.
+  (stream, version)-ordered read (fetched a batch ahead), the sessions snapshots (a thousand
+  streams to a record), the fsync, the read back, the delete by id. The target is at most 1.3x
+  the raw time.
 - erase: `evstream.erasing.erase_streams` of one stream of the remaining log (sessions rebuilt
   first, so there is a projection document to delete too).
 
