@@ -20,6 +20,7 @@ from evstream.errors import (
     ConcurrencyConflict,
     ConnectionLost,
     EventRefused,
+    FeatureUnsupported,
     InvalidInput,
     ServerUnreachable,
     StorageFull,
@@ -311,6 +312,8 @@ def validate_all(
             event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
+        except FeatureUnsupported as exc:
+            raise refused_input(exc, "nothing was written") from None
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
@@ -327,6 +330,12 @@ def validate_all(
         more = f" (and {bad - 1} more invalid line(s))" if bad > 1 else ""
         raise InvalidInput(f"{first}{more}; nothing was written")
     return checked
+
+
+def refused_input(exc: FeatureUnsupported, written: str) -> FeatureUnsupported:
+    """A line this log cannot take (an expected version on a log without versions: exit 4),
+    saying what was written before it."""
+    return FeatureUnsupported(f"{exc.message}; {written}", hint=exc.hint)
 
 
 def publish_checked(
@@ -426,7 +435,10 @@ def publish_objects(
     checked = _checked_objects(objects, store.unstorable, keep_secrets)
     events: Iterable[EventInput]
     if isinstance(objects, Sequence) and not skip_invalid:
-        items = list(checked)
+        try:
+            items = list(checked)
+        except FeatureUnsupported as exc:
+            raise refused_input(exc, "nothing was written") from None
         bad = [item for item in items if isinstance(item, InvalidEvent)]
         if bad:
             more = f" (and {len(bad) - 1} more invalid item(s))" if len(bad) > 1 else ""
@@ -618,6 +630,10 @@ def publish_events(
             raise InvalidEvent(
                 f"{exc.reason}; {report.written_so_far()}", line=exc.lineno
             ) from None
+        except FeatureUnsupported as exc:  # an input this log cannot take (no_versions) …
+            writer.submit(batch)  # … or the writer's error, which these two raise again
+            writer.finish()
+            raise refused_input(exc, report.written_so_far()) from None
         _guarded(guard, batch, writer)
         writer.submit(batch)
         writer.finish()
