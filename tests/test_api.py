@@ -239,6 +239,26 @@ def test_a_bad_item_in_a_list_writes_nothing(api: Client, db: Any) -> None:
     assert db.events.count_documents({}) == 0
 
 
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"name": "\ud800"}, "line 1501: data.name holds a lone UTF-16 surrogate"),
+        ({"blob": "x" * (16 * 1024 * 1024)}, "line 1501: event is 16.0 MB"),
+    ],
+)
+def test_an_item_no_document_can_hold_is_refused_before_anything_is_written(
+    api: Client, db: Any, data: dict[str, Any], reason: str
+) -> None:
+    """As `publish --file` refuses its line: not the driver's error, after a batch or more was
+    written (nx-27017 would even store a document over 16 MB)."""
+    events = [login(f"u{i % 7}", i) for i in range(1500)] + [{**login("bob"), "data": data}]
+    with pytest.raises(evstream.InvalidInput) as caught:
+        api.append_many(events)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(reason) and "nothing was written" in str(caught.value)
+    assert db.events.count_documents({}) == 0
+
+
 def test_a_bad_item_in_a_generator_stops_there_saying_what_was_stored(api: Client, db: Any) -> None:
     def events() -> Iterator[dict[str, Any]]:
         yield from (login("alice", i) for i in range(3))

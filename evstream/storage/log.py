@@ -597,9 +597,10 @@ class Appender:
                 docs.append(event.stored)
             return docs, None
         shaped = fm.shaped
-        free = free_slots(self.store, pending, self.heads)
+        heads = self.heads
+        free = free_slots(self.store, pending, heads)
         for i, event in enumerate(pending):
-            head = self.heads[event.stream]
+            head = heads[event.stream]
             if event.expected_version is not None and event.expected_version != head:
                 if (event.stream, event.version) in free:  # a restored archive fills its place
                     if event.stored is None:
@@ -626,7 +627,7 @@ class Appender:
                     fm.set_ts(doc, ts)
                 else:
                     doc["ts"] = ts
-            self.heads[event.stream] = head + 1
+            heads[event.stream] = head + 1
             docs.append(doc)
         return docs, None
 
