@@ -377,7 +377,6 @@ def event_from_object(
 
 # The fields of a new event's line that `event_from_plain` takes; anything else goes the long way.
 PLAIN_FIELDS = frozenset({"type", "stream", "data", "meta", "id", "expected_version"})
-_COMMON_FIELDS = frozenset({"type", "stream", "data"})
 _INT64_END = 2**63
 # A float this large may be a whole number beyond 64 bits that a fast parser read as a float
 # (orjson does, silently): such a line goes the long way, where the exact parser keeps it whole.
@@ -417,8 +416,8 @@ def _judge_names(names: tuple[Any, ...]) -> int:
 def _plain_value(value: Any, depth: int, texts: bool = False) -> int:
     """-1 when anything in a data or meta value is unusual (the long way then says what), else
     (bytes << 1) | secret: `secret` 1 when a field name looks like a secret, `bytes` a bound on
-    the value's size in BSON. `texts`: the value did not come from a JSON parser, so a string
-    may hold a lone surrogate, which is unusual."""
+    the value's size in BSON. `texts`: the value did not come from a JSON parser (the Python
+    API), so a string may hold a lone surrogate, which is unusual."""
     if depth > 100:
         return -1
     if type(value) is dict:
@@ -461,6 +460,7 @@ def _plain_value(value: Any, depth: int, texts: bool = False) -> int:
             found |= inner & 1
             continue
         return -1
+    # UTF-8 takes at most 4 bytes a character.
     return found + ((4 * chars + _ELEMENT_BYTES * (len(value) + 1)) << 1)
 
 
@@ -496,8 +496,8 @@ def event_from_plain(
         return None
     kind: Any
     stream: Any
-    if obj.keys() == _COMMON_FIELDS:  # the common line: three lookups, not six
-        kind, stream, data = obj["type"], obj["stream"], obj["data"]
+    if len(obj) == 3 and "data" in obj and "stream" in obj and "type" in obj:
+        kind, stream, data = obj["type"], obj["stream"], obj["data"]  # the common line
         event_id = meta = expected = None
     elif obj.keys() <= PLAIN_FIELDS:
         kind, stream, data = obj.get("type"), obj.get("stream"), obj.get("data")
@@ -530,8 +530,10 @@ def event_from_plain(
         found = -1 if inner < 0 else (found + (inner & -2)) | (inner & 1)
     if found < 0 or (texts and found >> 1 > PLAIN_OBJECT_BYTES):
         return None
-    # Positional: the dataclass's fields in order (type … line), then clean by name.
-    return EventInput(kind, stream, data, meta, event_id, expected, None, line, clean=not found & 1)
+    # Positional, in the dataclass's order: type … line, stored, version, extra, clean.
+    return EventInput(
+        kind, stream, data, meta, event_id, expected, None, line, None, None, None, not found & 1
+    )
 
 
 def _is_stored_id(value: Any) -> bool:
