@@ -492,8 +492,10 @@ def _checked_objects(
         try:
             # parse_object's one look, first: most objects end there
             event = event_from_plain(obj, number, texts=True)
-            if event is None or event.expected_version is not None:
+            if event is None:
                 event = parse_object(obj, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
+            elif event.expected_version is not None and not fm.versioned:
+                raise no_versions(event, fm)
             if seen or event.version is not None:  # else a new event of an unseen stream
                 see(event)
         except InvalidEvent as exc:
