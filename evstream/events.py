@@ -381,44 +381,68 @@ _INT64_END = 2**63
 # A float this large may be a whole number beyond 64 bits that a fast parser read as a float
 # (orjson does, silently): such a line goes the long way, where the exact parser keeps it whole.
 _FLOAT_END = float(2**63)
-# Field-name sets seen in data and meta, and what they hold: 0 plain, 1 a secret-looking name,
-# -1 a name that is not allowed. Documents repeat their field names, so each set is judged once.
+# Field-name sets seen in data and meta, and what they hold: -1 a name that is not allowed (or
+# not Unicode text), else (bytes << 1) | secret, where `secret` says a name looks like a secret
+# and `bytes` bounds what the names take in BSON. Documents repeat their field names, so each
+# set is judged once per process.
 _NAME_SETS: dict[tuple[Any, ...], int] = {}
 _NAME_SETS_MAX = 4096
+# Type and stream names found plain (`_plain_name`): names repeat from event to event.
+_NAMES: dict[str, None] = {}
+_NAMES_MAX = 65536
+# The most BSON bytes one element of a document or array takes besides its name and its text:
+# its type byte, the name's NUL, an 8-byte number or a string's length and NUL or an embedded
+# document's frame, and an array index's digits.
+_ELEMENT_BYTES = 40
+# A plain object whose data and meta may take more than this in BSON goes the long way, where
+# its exact size is checked: what the other fields (names, id, version, ts) add stays below.
+PLAIN_OBJECT_BYTES = MAX_DOCUMENT_BYTES - 16 * 1024
 
 
 def _judge_names(names: tuple[Any, ...]) -> int:
-    status = 0
+    secret = 0
+    chars = 0
     for name in names:
         if type(name) is not str or name[:1] == "$" or "\x00" in name:
             return -1
+        if not name.isascii() and _SURROGATE.search(name):
+            return -1
         if is_secret_key(name):
-            status = 1
-    return status
+            secret = 1
+        chars += len(name)
+    return (4 * chars) << 1 | secret  # UTF-8 takes at most 4 bytes a character
 
 
-def _plain_value(value: Any, depth: int) -> int:
-    """0 when a data or meta value is plain and valid with no secret-looking field name, 1 when
-    it is valid but has one, -1 when anything is unusual (the long way then says what)."""
+def _plain_value(value: Any, depth: int, texts: bool = False) -> int:
+    """-1 when anything in a data or meta value is unusual (the long way then says what), else
+    (bytes << 1) | secret: `secret` 1 when a field name looks like a secret, `bytes` a bound on
+    the value's size in BSON. `texts`: the value did not come from a JSON parser (the Python
+    API), so a string may hold a lone surrogate, which is unusual."""
     if depth > 100:
         return -1
     if type(value) is dict:
         names = tuple(value)
-        status = _NAME_SETS.get(names)
-        if status is None:
-            status = _judge_names(names)
+        found = _NAME_SETS.get(names)
+        if found is None:
+            found = _judge_names(names)
             if len(_NAME_SETS) >= _NAME_SETS_MAX:
                 _NAME_SETS.clear()
-            _NAME_SETS[names] = status
-        if status < 0:
+            _NAME_SETS[names] = found
+        if found < 0:
             return -1
         items: Any = value.values()
     else:
-        status = 0
+        found = 0
         items = value
+    chars = 0
     for item in items:
         kind = type(item)
-        if kind is str or kind is bool or item is None:
+        if kind is str:
+            chars += len(item)
+            if texts and not item.isascii() and _SURROGATE.search(item):
+                return -1
+            continue
+        if kind is bool or item is None:
             continue
         if kind is int:
             if -_INT64_END <= item < _INT64_END:
@@ -429,60 +453,86 @@ def _plain_value(value: Any, depth: int) -> int:
                 continue
             return -1
         if kind is dict or kind is list:
-            inner = _plain_value(item, depth + 1)
+            inner = _plain_value(item, depth + 1, texts)
             if inner < 0:
                 return -1
-            status |= inner
+            found += inner & -2
+            found |= inner & 1
             continue
         return -1
-    return status
+    # UTF-8 takes at most 4 bytes a character.
+    return found + ((4 * chars + _ELEMENT_BYTES * (len(value) + 1)) << 1)
 
 
-def event_from_plain(obj: Any, line: int | None = None) -> EventInput | None:
+def _plain_names(kind: Any, stream: Any) -> bool:
+    """Whether an event's type and stream are both valid names, in one look (`_plain_name`)."""
+    names = _NAMES
+    if type(kind) is not str or type(stream) is not str:
+        return False
+    if kind in names and stream in names:
+        return True
+    if not (_plain_name(kind) and _plain_name(stream)):
+        return False
+    if len(names) >= _NAMES_MAX:
+        names.clear()
+    names[kind] = names[stream] = None
+    return True
+
+
+def event_from_plain(
+    obj: Any, line: int | None = None, *, texts: bool = False
+) -> EventInput | None:
     """The event of a plain new event's line (type, stream, data, meta, id, expected_version)
     in one look, or None for anything else: `event_from_object` then checks it field by field
     and says what is wrong. Where both accept a line they give the same event.
 
     One walk of data and meta checks their field names, their whole numbers and whether any
-    name looks like a secret, judging each set of field names once per process.
+    name looks like a secret, judging each set of field names once per process. `texts`: `obj`
+    comes from code, not from a JSON parser (the Python API), so the walk also looks for lone
+    surrogates, and declines data and meta that might not fit in a document (`PLAIN_OBJECT_BYTES`;
+    a line's length bounds that already).
     """
-    if type(obj) is not dict or not obj.keys() <= PLAIN_FIELDS:
+    if type(obj) is not dict:
         return None
-    kind = obj.get("type")
-    stream = obj.get("stream")
-    if not (_plain_name(kind) and _plain_name(stream)):
+    kind: Any
+    stream: Any
+    if len(obj) == 3 and "data" in obj and "stream" in obj and "type" in obj:
+        kind, stream, data = obj["type"], obj["stream"], obj["data"]  # the common line
+        event_id = meta = expected = None
+    elif obj.keys() <= PLAIN_FIELDS:
+        kind, stream, data = obj.get("type"), obj.get("stream"), obj.get("data")
+        event_id, meta = obj.get("id"), obj.get("meta")
+        expected = obj.get("expected_version")
+        if event_id is not None and not _plain_name(event_id, MAX_ID_LENGTH):
+            return None
+        if expected is not None and (
+            type(expected) is not int or not 0 <= expected <= MAX_EXPECTED_VERSION
+        ):
+            return None
+    else:
         return None
-    event_id = obj.get("id")
-    if event_id is not None and not _plain_name(event_id, MAX_ID_LENGTH):
-        return None
-    expected = obj.get("expected_version")
-    if expected is not None and (
-        type(expected) is not int or not 0 <= expected <= MAX_EXPECTED_VERSION
-    ):
-        return None
-    data = obj.get("data")
     if data is None:
         data = {}
-    elif type(data) is not dict:
+    names = _NAMES
+    if not (
+        type(kind) is str and type(stream) is str and kind in names and stream in names
+    ) and not _plain_names(kind, stream):
         return None
-    meta = obj.get("meta")
-    if meta is not None and type(meta) is not dict:
+    if type(data) is not dict:
         return None
-    status = _plain_value(data, 0)
-    if meta is not None and status >= 0:
-        inner = _plain_value(meta, 0)
-        status = -1 if inner < 0 else status | inner
-    if status < 0:
+    if meta is None:
+        found = _plain_value(data, 0, texts)
+    elif type(meta) is not dict:
         return None
+    else:
+        found = _plain_value(data, 0, texts)
+        inner = _plain_value(meta, 0, texts) if found >= 0 else -1
+        found = -1 if inner < 0 else (found + (inner & -2)) | (inner & 1)
+    if found < 0 or (texts and found >> 1 > PLAIN_OBJECT_BYTES):
+        return None
+    # Positional, in the dataclass's order: type … line, stored, version, extra, clean.
     return EventInput(
-        type=kind,
-        stream=stream,
-        data=data,
-        meta=meta,
-        id=event_id,
-        expected_version=expected,
-        line=line,
-        clean=status == 0,
+        kind, stream, data, meta, event_id, expected, None, line, None, None, None, not found & 1
     )
 
 
@@ -678,7 +728,7 @@ def redact_event(event: EventInput) -> list[str]:
     A copy of a stored event (`EventInput.is_copy`) is left as it was stored: redaction applies
     to new events, and a copy stores its secrets as the log holds them (docs/data-model.md).
     """
-    if event.is_copy or event.clean:
+    if event.clean or event.is_copy:
         return []
     event.data, in_data = redact(event.data, "data")
     found = list(in_data)

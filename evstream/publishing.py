@@ -20,6 +20,7 @@ from evstream.errors import (
     ConcurrencyConflict,
     ConnectionLost,
     EventRefused,
+    FeatureUnsupported,
     InvalidInput,
     ServerUnreachable,
     StorageFull,
@@ -27,12 +28,14 @@ from evstream.errors import (
 from evstream.events import (
     IDLE,
     LINE_LIMIT,
+    SURROGATE_REASON,
     EventInput,
     InvalidEvent,
     check_copy,
     decode_line,
     event_from_object,
     event_from_plain,
+    find_surrogate,
     iter_lines,
     redact_event,
     unwrap_change,
@@ -127,11 +130,21 @@ def parse_object(
     """One event given as an object with a line's fields (the Python API's `append_many`) to a
     validated event; `number` is its place in the input, named as the line of an error.
 
-    A plain new event (JSON's types only, whole numbers within 64 bits, finite floats) is taken
-    in one look, as a plain line is, and every server stores it: `refuse` is not asked."""
-    event = event_from_plain(obj, number)
+    A plain new event (JSON's types only, whole numbers within 64 bits, finite floats, text
+    without lone surrogates, small enough) is taken in one look, as a plain line is, and every
+    server stores it: `refuse` is not asked. Anything else is checked field by field, and then
+    as a file's line is past the parser: the text that a parser would refuse (lone surrogates),
+    the document's exact size, what this server cannot store."""
+    event = event_from_plain(obj, number, texts=True)
     if event is None:
-        event = _storable(event_from_object(obj, line=number), number, refuse, None, keep_secrets)
+        event = event_from_object(obj, line=number)
+        fm = fieldmap or map_of(refuse)
+        for where, value in (("data", event.data), ("meta", event.meta), ("", event.extra)):
+            found = find_surrogate(value, where)
+            if found is not None:
+                raise InvalidEvent(f"{found or 'the value'} {SURROGATE_REASON}", line=number)
+        check_size(build_document(event, 1, now_utc(), fm), number)
+        event = _storable(event, number, refuse, None, keep_secrets)
     if event.expected_version is not None:
         fm = fieldmap or map_of(refuse)
         if not fm.versioned:
@@ -259,11 +272,15 @@ class PublishReport:
         )
 
 
+def unshown(n: int) -> None:
+    """Progress that nobody is shown (publish_events then does not call it)."""
+
+
 @dataclass
 class Hooks:
     """What publishing reports as it goes: progress (bytes read) and warnings."""
 
-    progress: Callable[[int], None] = lambda n: None
+    progress: Callable[[int], None] = unshown
     warning: Callable[[str], None] = lambda message: None
 
 
@@ -311,6 +328,8 @@ def validate_all(
             event = parse_line(raw, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
             if event is not None:
                 order.see(event)
+        except FeatureUnsupported as exc:
+            raise refused_input(exc, "nothing was written") from None
         except InvalidEvent as exc:
             bad += 1
             first = first or exc
@@ -327,6 +346,12 @@ def validate_all(
         more = f" (and {bad - 1} more invalid line(s))" if bad > 1 else ""
         raise InvalidInput(f"{first}{more}; nothing was written")
     return checked
+
+
+def refused_input(exc: FeatureUnsupported, written: str) -> FeatureUnsupported:
+    """A line this log cannot take (an expected version on a log without versions: exit 4),
+    saying what was written before it."""
+    return FeatureUnsupported(f"{exc.message}; {written}", hint=exc.hint)
 
 
 def publish_checked(
@@ -423,17 +448,25 @@ def publish_objects(
     # Objects from code are no input file that a re-run would publish again: events without ids
     # are the usual case here, so publish_events' warning about them is not given.
     report.unnamed = True
-    checked = _checked_objects(objects, store.unstorable, keep_secrets)
     events: Iterable[EventInput]
     if isinstance(objects, Sequence) and not skip_invalid:
-        items = list(checked)
-        bad = [item for item in items if isinstance(item, InvalidEvent)]
+        bad: list[InvalidEvent] = []
+        try:
+            events = list(_checked_objects(objects, store.unstorable, keep_secrets, bad.append))
+        except FeatureUnsupported as exc:
+            raise refused_input(exc, "nothing was written") from None
         if bad:
             more = f" (and {len(bad) - 1} more invalid item(s))" if len(bad) > 1 else ""
             raise InvalidInput(f"{bad[0]}{more}; nothing was written")
-        events = items  # type: ignore[assignment]  # no InvalidEvent among them
     else:
-        events = _valid_objects(checked, report, skip_invalid, hooks)
+
+        def invalid(exc: InvalidEvent) -> None:
+            if not skip_invalid:
+                raise exc
+            report.skipped += 1
+            hooks.warning(f"skipped {exc}")
+
+        events = _checked_objects(objects, store.unstorable, keep_secrets, invalid)
     return publish_events(
         store,
         events,
@@ -445,35 +478,30 @@ def publish_objects(
 
 
 def _checked_objects(
-    objects: Iterable[Any], refuse: Refusal, keep_secrets: bool
-) -> Iterator[EventInput | InvalidEvent]:
-    """Each object as a checked event, or the error that says what is wrong with it."""
+    objects: Iterable[Any],
+    refuse: Refusal,
+    keep_secrets: bool,
+    invalid: Callable[[InvalidEvent], None],
+) -> Iterator[EventInput]:
+    """Each valid object as a checked event, in order; each bad one's error goes to `invalid`
+    (which may raise it)."""
     order = VersionOrder()
+    see, seen = order.see, order.last
+    fm = map_of(refuse)  # once, not per object
     for number, obj in enumerate(objects, 1):
         try:
-            event = parse_object(obj, number, refuse, keep_secrets=keep_secrets)
-            order.see(event)
+            # parse_object's one look, first: most objects end there
+            event = event_from_plain(obj, number, texts=True)
+            if event is None:
+                event = parse_object(obj, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
+            elif event.expected_version is not None and not fm.versioned:
+                raise no_versions(event, fm)
+            if seen or event.version is not None:  # else a new event of an unseen stream
+                see(event)
         except InvalidEvent as exc:
-            yield exc
+            invalid(exc)
             continue
         yield event
-
-
-def _valid_objects(
-    checked: Iterable[EventInput | InvalidEvent],
-    report: PublishReport,
-    skip_invalid: bool,
-    hooks: Hooks,
-) -> Iterator[EventInput]:
-    """The valid events in order; a bad one raises unless skipped."""
-    for item in checked:
-        if isinstance(item, InvalidEvent):
-            if not skip_invalid:
-                raise item
-            report.skipped += 1
-            hooks.warning(f"skipped {item}")
-            continue
-        yield item
 
 
 def _regular_file(source: IO[bytes]) -> bool:
@@ -578,6 +606,8 @@ def publish_events(
     batch: list[EventInput] = []
     due = float("inf")  # when the batch must be sent, whether full or not
     clock = time.monotonic
+    progress = None if hooks.progress is unshown else hooks.progress
+    paced = batch_wait is not None
     try:
         try:
             for item in events:
@@ -587,28 +617,31 @@ def publish_events(
                         writer.submit(batch)
                         batch = []
                     continue
-                if isinstance(item, tuple):
-                    size, event = item
-                    hooks.progress(size)
+                if type(item) is tuple:
+                    size, given = item
+                    if progress is not None:
+                        progress(size)
+                    if given is None:
+                        continue
+                    event = given
                 else:
-                    event = item
-                    hooks.progress(1)
-                if event is None:
-                    continue
+                    event = item  # type: ignore[assignment]  # not a tuple: an event
+                    if progress is not None:
+                        progress(1)
                 report.read += 1
                 if event.id is None and not report.unnamed:
                     report.unnamed = True
                     hooks.warning(NO_ID_WARNING.format(line=event.line or report.read))
-                if not keep_secrets and redact_event(event):
+                if not (keep_secrets or event.clean) and redact_event(event):
                     report.redacted += 1
                 if not batch:
                     ts = now_utc()  # a stand-in: the writer sets ts as it writes (Appender)
-                    if batch_wait is not None:
-                        due = clock() + batch_wait
+                    if paced:
+                        due = clock() + batch_wait  # type: ignore[operator]
                 # Built here, beside the parsing, so the writer thread only assigns versions.
                 event.stored = build_document(event, 0, ts, fm)
                 batch.append(event)
-                if len(batch) >= batch_size or (batch_wait is not None and clock() >= due):
+                if len(batch) >= batch_size or (paced and clock() >= due):
                     _guarded(guard, batch, writer)
                     writer.submit(batch)
                     batch = []
@@ -618,6 +651,10 @@ def publish_events(
             raise InvalidEvent(
                 f"{exc.reason}; {report.written_so_far()}", line=exc.lineno
             ) from None
+        except FeatureUnsupported as exc:  # an input this log cannot take (no_versions) …
+            writer.submit(batch)  # … or the writer's error, which these two raise again
+            writer.finish()
+            raise refused_input(exc, report.written_so_far()) from None
         _guarded(guard, batch, writer)
         writer.submit(batch)
         writer.finish()

@@ -239,6 +239,26 @@ def test_a_bad_item_in_a_list_writes_nothing(api: Client, db: Any) -> None:
     assert db.events.count_documents({}) == 0
 
 
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"name": "\ud800"}, "line 1501: data.name holds a lone UTF-16 surrogate"),
+        ({"blob": "x" * (16 * 1024 * 1024)}, "line 1501: event is 16.0 MB"),
+    ],
+)
+def test_an_item_no_document_can_hold_is_refused_before_anything_is_written(
+    api: Client, db: Any, data: dict[str, Any], reason: str
+) -> None:
+    """As `publish --file` refuses its line: not the driver's error, after a batch or more was
+    written (nx-27017 would even store a document over 16 MB)."""
+    events = [login(f"u{i % 7}", i) for i in range(1500)] + [{**login("bob"), "data": data}]
+    with pytest.raises(evstream.InvalidInput) as caught:
+        api.append_many(events)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(reason) and "nothing was written" in str(caught.value)
+    assert db.events.count_documents({}) == 0
+
+
 def test_a_bad_item_in_a_generator_stops_there_saying_what_was_stored(api: Client, db: Any) -> None:
     def events() -> Iterator[dict[str, Any]]:
         yield from (login("alice", i) for i in range(3))
@@ -273,6 +293,69 @@ def test_append_many_expected_version_conflict(api: Client, db: Any) -> None:
     batch = [login("bob"), {**login("alice"), "expected_version": 0}]
     with pytest.raises(evstream.Conflict, match="alice"):
         api.append_many(batch)
+
+
+# A log another application wrote without per-stream versions (docs/adopting.md).
+NO_VERSIONS_MAP = {"collection": "domain_events", "stream": "aggregateId", "version": False}
+
+
+@pytest.fixture
+def unversioned(
+    server_uri: str, db_name: str, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Client]:
+    """A client on a mapped log with `version = false`, holding one event of the app's."""
+    monkeypatch.setenv("EVSTREAM_LOG_MAP", json.dumps(NO_VERSIONS_MAP))
+    db.domain_events.insert_one(
+        {"aggregateId": "alice", "type": "login", "data": {}, "ts": datetime.now(timezone.utc)}
+    )
+    with evstream.connect(server_uri, db_name) as client:
+        yield client
+
+
+def test_expected_version_on_a_log_without_versions_is_refused_as_the_cli_refuses_it(
+    unversioned: Client, db: Any, cli: Any, tmp_path: Path
+) -> None:
+    """An expected version on a log without versions: exit 4 (FeatureUnsupported) with the
+    CLI's one message, from `append` as from `publish --expected-version`, and from
+    `append_many` as from `publish --file`: a list as a file (nothing written), a generator as
+    standard input (what came before is stored, and said)."""
+    mapped = {"EVSTREAM_LOG_MAP": json.dumps(NO_VERSIONS_MAP)}
+
+    def said(r: Any) -> str:
+        assert r.exit_code == 4, r.stderr
+        [line] = [x for x in r.stderr.splitlines() if "version = false" in x]
+        return line.removeprefix("error: ")
+
+    def refused(call: Any) -> str:
+        with pytest.raises(evstream.FeatureUnsupported) as caught:
+            call()
+        assert caught.value.exit_code == 4
+        return caught.value.line()
+
+    def stored() -> int:
+        return db.domain_events.count_documents({})
+
+    cli_said = said(cli("publish", "login", "-s", "alice", "--expected-version", "1", **mapped))
+    assert refused(lambda: unversioned.append("login", "alice", expected_version=1)) == cli_said
+    assert "nothing was written" in cli_said and stored() == 1
+
+    events = [login("carol"), {**login("bob"), "expected_version": 0}]
+    text = "".join(json.dumps(e) + "\n" for e in events)
+    (tmp_path / "in.ndjson").write_text(text)
+    cli_said = said(cli("publish", "--file", str(tmp_path / "in.ndjson"), **mapped))
+    assert cli_said.startswith("line 2: ") and "nothing was written" in cli_said
+    assert refused(lambda: unversioned.append_many(events)) == cli_said
+    assert stored() == 1
+
+    cli_said = said(cli("publish", "--file", "-", input=text, **mapped))
+    assert cli_said.startswith("line 2: ") and "1 event(s) before it were stored" in cli_said
+    assert stored() == 2
+    assert refused(lambda: unversioned.append_many(iter(events))) == cli_said
+    assert stored() == 3
+
+    unversioned.append("login", "alice")
+    assert unversioned.append_many([login("bob"), login("carol")])["published"] == 2
+    assert stored() == 6
 
 
 def test_append_many_reads_a_generator_as_it_comes(api: Client, db: Any) -> None:

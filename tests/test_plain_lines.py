@@ -202,3 +202,72 @@ def test_values_no_server_stores_get_one_verdict_on_both_paths(line: str) -> Non
         assert found[0] == "ok"
     else:
         assert found[0] == "error"
+
+
+# --- objects from code (the Python API's append_many): the file's verdict, without the text ---
+
+surrogates = st.sampled_from(["\ud800", "a\udfffb", "\ud83d"])
+object_values = st.recursive(
+    scalars | surrogates,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(names | surrogates, inner, max_size=3),
+    max_leaves=12,
+)
+objects = st.fixed_dictionaries(
+    {"type": st.just("login"), "stream": st.sampled_from(["alice", "a\ud800"])},
+    optional={"data": object_values, "meta": object_values},
+)
+
+
+def file_verdict(obj: dict[str, Any]) -> tuple[str, Any]:
+    """What `publish --file` says of the object's line; a JSON parser's refusal (a lone
+    surrogate) as the reason alone, as an object has no text to be invalid JSON."""
+    found = verdict(lambda: parse_line(json.dumps(obj).encode(), 3, keep_secrets=True))
+    if found[0] == "error":
+        return ("error", found[1].replace("not valid JSON: ", ""))
+    return found
+
+
+@settings(max_examples=600, deadline=None)
+@given(fields | new_events | objects)
+def test_an_object_gets_its_lines_verdict(obj: dict[str, Any]) -> None:
+    from evstream.publishing import parse_object
+
+    got = verdict(lambda: parse_object(obj, 3, keep_secrets=True))
+    want = file_verdict(obj)
+    if got[0] == "ok" and want[0] == "ok":
+        assert same(got[1], want[1])
+    else:
+        assert got[0] == want[0], (got, want)
+        if "surrogate" not in want[1]:  # what a parser finds first, an object's check later
+            assert got == want
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"a": "\ud800"}, "line 2: data.a holds a lone UTF-16 surrogate"),
+        ({"x": [{"\udc00": 1}]}, "line 2: 'data.x[0].\\udc00' holds a lone"),
+        ({"a": "x" * (16 * 1024 * 1024)}, "line 2: event is 16.0 MB; MongoDB stores documents"),
+    ],
+)
+def test_objects_that_no_document_can_hold_are_refused_as_their_lines_are(
+    data: dict[str, Any], reason: str
+) -> None:
+    from evstream.publishing import parse_object
+
+    obj = {"type": "t", "stream": "a", "data": data}
+    with pytest.raises(InvalidEvent) as caught:
+        parse_object(obj, 2)
+    assert str(caught.value).startswith(reason)
+    assert verdict(lambda: parse_line(json.dumps(obj).encode(), 2))[0] == "error"
+
+
+def test_an_object_the_size_bound_cannot_clear_is_measured_and_taken_when_it_fits() -> None:
+    from evstream.publishing import parse_object
+
+    # 5 Mi characters of three bytes each: 15 MB in BSON, over the one look's bound (4 bytes a
+    # character), so measured exactly, and it fits.
+    data = {"a": "\u20ac" * (5 * 1024 * 1024)}
+    assert event_from_plain({"type": "t", "stream": "a", "data": data}, texts=True) is None
+    assert parse_object({"type": "t", "stream": "a", "data": data}, 2).data is data

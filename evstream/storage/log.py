@@ -597,9 +597,10 @@ class Appender:
                 docs.append(event.stored)
             return docs, None
         shaped = fm.shaped
-        free = free_slots(self.store, pending, self.heads)
+        heads = self.heads
+        free = free_slots(self.store, pending, heads)
         for i, event in enumerate(pending):
-            head = self.heads[event.stream]
+            head = heads[event.stream]
             if event.expected_version is not None and event.expected_version != head:
                 if (event.stream, event.version) in free:  # a restored archive fills its place
                     if event.stored is None:
@@ -611,22 +612,22 @@ class Appender:
                     docs.append(event.stored)
                     continue
                 return docs, i
-            if event.stored is None:  # kept: a retry stores the same _id, so never twice
-                event.stored = build_document(event, head + 1, ts, fm)
+            head += 1
             doc = event.stored
+            if doc is None:  # kept: a retry stores the same _id, so never twice
+                doc = event.stored = build_document(event, head, ts, fm)
             if shaped:
-                fm.set_version(doc, head + 1)
-            else:
-                doc["version"] = head + 1
-            if event.ts is None:
-                # The time of this write, taken after the heads it builds on (and again on a
-                # retry): a stream's versions and its ts then go up together, even with two
-                # publishers on one stream (docs/publish.md, "Batches").
-                if shaped:
+                fm.set_version(doc, head)
+                if event.ts is None:
                     fm.set_ts(doc, ts)
-                else:
+            else:
+                doc["version"] = head
+                if event.ts is None:
+                    # The time of this write, taken after the heads it builds on (and again on
+                    # a retry): a stream's versions and its ts then go up together, even with
+                    # two publishers on one stream (docs/publish.md, "Batches").
                     doc["ts"] = ts
-            self.heads[event.stream] = head + 1
+            heads[event.stream] = head
             docs.append(doc)
         return docs, None
 
