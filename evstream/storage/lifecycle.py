@@ -338,14 +338,18 @@ def _newest(docs: Iterable[Doc], wanted: set[str] | None = None) -> dict[str, Do
     return found
 
 
-def _standing(store: MongoStore, besides: str | None = None) -> list[str]:
+def _standing_runs(store: MongoStore, besides: str | None = None) -> list[Doc]:
     """The runs whose records stand: those past `writing` (a run still writing stores records
     that count only once its file is verified; a cancelled run has no record), but `besides`."""
     return [
-        run["_id"]
+        run
         for run in archive_runs(store)
         if run.get("state") in ("written", "deleting", "done") and run["_id"] != besides
     ]
+
+
+def _standing(store: MongoStore, besides: str | None = None) -> list[str]:
+    return [run["_id"] for run in _standing_runs(store, besides)]
 
 
 def _visible(store: MongoStore, besides: str | None = None) -> Doc:
@@ -371,7 +375,7 @@ def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Itera
     winning."""
     with translate_errors(store.uri):
         coll = store.collection(ARCHIVED_STREAMS)
-        ordered = [_run_records(coll, run) for run in _standing(store)]
+        ordered = [_run_records(coll, run) for run in _standing_runs(store)]
         merged = heapq.merge(*ordered, key=lambda record: record["stream"])
         for _, group in itertools.groupby(merged, key=lambda record: record["stream"]):
             record = max(group, key=lambda r: r["through"])
@@ -380,12 +384,15 @@ def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Itera
                 yield snap
 
 
-def _run_records(coll: Any, run: str) -> Iterator[Doc]:
-    query: Doc = {"run": run, "seq": {"$exists": True}}
-    first: Doc = {"run": run, "seq": {"$exists": False}}  # the first layout: a stream each
-    for doc in coll.find(first).sort("_id", 1).batch_size(READ_BATCH):
-        yield from _newest([doc]).values()
-    for doc in coll.find(query).sort([("seq", 1), ("_id", 1)]).batch_size(20):
+def _run_records(coll: Any, run: Doc) -> Iterator[Doc]:
+    """A run's records in stream order. Runs are merged, so each holds a cursor open: a few
+    chunks a batch keeps that small."""
+    if run.get("records") != "chunks":  # the first layout: a document per stream
+        first: Doc = {"run": run["_id"], "seq": {"$exists": False}}
+        for doc in coll.find(first).sort("_id", 1).batch_size(READ_BATCH):
+            yield from _newest([doc]).values()
+    query: Doc = {"run": run["_id"], "seq": {"$exists": True}}
+    for doc in coll.find(query).sort([("seq", 1), ("_id", 1)]).batch_size(4):
         yield from _newest([doc]).values()
 
 
