@@ -510,7 +510,7 @@ class Records:
         again = [stream for stream, _ in self.chunk if stream in self.prior]
         bases = db.archived_streams(self.store, again) if again else {}
         records = [
-            _record(stream, events, bases.get(stream), self.projections, self.run)
+            _record(stream, events, bases.get(stream), self.projections)
             for stream, events in self.chunk
         ]
         db.save_archived_chunk(self.store, self.run, self.seq, records)
@@ -519,7 +519,7 @@ class Records:
 
 
 def _record(
-    stream: str, events: list[Doc], before: Doc | None, projections: list[Projection], run: str
+    stream: str, events: list[Doc], before: Doc | None, projections: list[Projection]
 ) -> Doc:
     """An archived stream's record: its edge, and each projection's state at it, folded on the
     state of its earlier archive (`before`); other projections' snapshots carried over."""
@@ -537,7 +537,6 @@ def _record(
                 "fold_version": proj.version,
                 "through": through,
                 "state": proj.fold(mine, base) if mine else base,
-                "run": run,
             }
         )
     names = {(p.name, p.version) for p in projections}

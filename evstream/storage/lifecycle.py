@@ -150,9 +150,9 @@ def read_ahead(cursor: Any, depth: int = 2) -> Iterator[Doc]:
             batch: list[Doc] = []
             for doc in cursor:
                 batch.append(doc)
-                if len(batch) >= READ_BATCH and not put(batch):
-                    return
                 if len(batch) >= READ_BATCH:
+                    if not put(batch):
+                        return
                     batch = []
             if put(batch):
                 put(None)
@@ -256,14 +256,14 @@ def save_archive(store: MongoStore, doc: Doc) -> None:
         store.collection(ARCHIVES).replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
 
-def _entries(doc: Doc, codec: CodecOptions[Doc] = CODEC) -> Iterator[tuple[str, int, list[Doc]]]:
+def _entries(doc: Doc) -> Iterator[tuple[str, int, list[Doc]]]:
     """A record's archived streams: (stream, through, snapshots). A chunk holds its streams in
     columns (`streams`, `through`, and per projection `folds`, compressed); a record of the
     first layout (one document per stream) is read alike."""
     names = doc.get("streams")
     if isinstance(names, list):
         throughs = doc.get("through") or []
-        folds = _folds(doc.get("folds"), codec)
+        folds = _folds(doc.get("folds"))
         for i, name in enumerate(names):
             through = throughs[i] if i < len(throughs) else None
             if not isinstance(through, int):
@@ -285,10 +285,16 @@ def _entries(doc: Doc, codec: CodecOptions[Doc] = CODEC) -> Iterator[tuple[str, 
         yield doc["_id"], doc["through"], doc.get("snapshots") or []
 
 
-def _folds(value: Any, codec: CodecOptions[Doc]) -> list[Doc]:
+def _folds(value: Any) -> list[Doc]:
+    """A chunk's per-projection columns, unpacked (`_packed`)."""
     if isinstance(value, bytes):
-        return list(bson.decode(zlib.decompress(value), codec_options=codec)["folds"])
+        return list(bson.decode(zlib.decompress(value), codec_options=CODEC)["folds"])
     return list(value or [])
+
+
+def _packed(folds: list[Doc]) -> bson.Binary:
+    """A chunk's per-projection columns as zlib-compressed BSON."""
+    return bson.Binary(zlib.compress(bson.encode({"folds": folds}), 1))
 
 
 def _columns(run: str, seq: int, part: str, records: list[Doc]) -> Doc:
@@ -315,7 +321,7 @@ def _columns(run: str, seq: int, part: str, records: list[Doc]) -> Doc:
         "seq": seq,
         "streams": [r["stream"] for r in records],
         "through": [r["through"] for r in records],
-        "folds": bson.Binary(zlib.compress(bson.encode({"folds": list(folds.values())}), 1)),
+        "folds": _packed(list(folds.values())),
     }
 
 
@@ -348,13 +354,9 @@ def _standing_runs(store: MongoStore, besides: str | None = None) -> list[Doc]:
     ]
 
 
-def _standing(store: MongoStore, besides: str | None = None) -> list[str]:
-    return [run["_id"] for run in _standing_runs(store, besides)]
-
-
 def _visible(store: MongoStore, besides: str | None = None) -> Doc:
-    """The query for the records that stand (`_standing`)."""
-    return {"run": {"$in": _standing(store, besides)}}
+    """The query for the records that stand (`_standing_runs`)."""
+    return {"run": {"$in": [run["_id"] for run in _standing_runs(store, besides)]}}
 
 
 def archived_versions(store: MongoStore, *, besides: str | None = None) -> dict[str, int]:
@@ -370,7 +372,7 @@ def archived_versions(store: MongoStore, *, besides: str | None = None) -> dict[
 
 
 def snapshots_of(store: MongoStore, projection: str, fold_version: int) -> Iterator[Doc]:
-    """A projection's snapshots (`stream`, `through`, `state`, `run`), in stream order: each
+    """A projection's snapshots (`stream`, `through`, `state`), in stream order: each
     run's chunks are in stream order, merged across runs, the newest record of a stream
     winning."""
     with translate_errors(store.uri):
@@ -483,13 +485,13 @@ def forget_archived_stream(store: MongoStore, stream: str) -> int:
             if not keep:
                 coll.delete_one({"_id": doc["_id"]})
                 continue
-            folds = _folds(doc.get("folds"), coll.codec_options)
+            folds = _folds(doc.get("folds"))
             doc["streams"] = [doc["streams"][i] for i in keep]
             doc["through"] = [_at(doc.get("through"), i) for i in keep]
             for fold in folds:
                 for column in ("through", "state"):
                     fold[column] = [_at(fold.get(column), i) for i in keep]
-            doc["folds"] = bson.Binary(zlib.compress(bson.encode({"folds": folds}), 1))
+            doc["folds"] = _packed(folds)
             # $set, not a replace: nx-27017 cannot replace a document holding binary values
             # (docs/storage.md); none of these fields is a date.
             fields = {k: doc[k] for k in ("streams", "through", "folds")}
