@@ -430,12 +430,15 @@ def load_projections(
     """Every projection `load_projection` could load, each with the upcasters it would get:
     what archive and erase keep right."""
     refs = modules_to_load(module, configured=configured)
-    found = [proj for proj, _ in known_projections(refs).values()]
     upcasters = known_upcasters(refs)
-    for proj in found:
-        if upcasters or proj.upcasters:
-            proj.upcasters = upcasters
-    return found
+    return [_upcast_by(proj, upcasters) for proj, _ in known_projections(refs).values()]
+
+
+def _upcast_by(proj: Projection, upcasters: Upcasters) -> Projection:
+    """The projection, reading events through the loaded modules' upcasters."""
+    if upcasters or proj.upcasters:
+        proj.upcasters = upcasters
+    return proj
 
 
 def load_projection(
@@ -446,11 +449,7 @@ def load_projection(
     refs = modules_to_load(module, configured=configured)
     known = known_projections(refs)
     if name in known:
-        found = known[name][0]
-        upcasters = known_upcasters(refs)
-        if upcasters or found.upcasters:
-            found.upcasters = upcasters
-        return found
+        return _upcast_by(known[name][0], known_upcasters(refs))
     where = module or ", ".join(refs)
     defined = (
         sorted(known) if module is None else [p.name for p in projections_in(import_module(module))]
