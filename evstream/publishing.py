@@ -135,20 +135,30 @@ def parse_object(
     server stores it: `refuse` is not asked. Anything else is checked field by field, and then
     as a file's line is past the parser: the text that a parser would refuse (lone surrogates),
     the document's exact size, what this server cannot store."""
+    fm = fieldmap or map_of(refuse)
     event = event_from_plain(obj, number, texts=True)
     if event is None:
-        event = event_from_object(obj, line=number)
-        fm = fieldmap or map_of(refuse)
-        for where, value in (("data", event.data), ("meta", event.meta), ("", event.extra)):
-            found = find_surrogate(value, where)
-            if found is not None:
-                raise InvalidEvent(f"{found or 'the value'} {SURROGATE_REASON}", line=number)
-        check_size(build_document(event, 1, now_utc(), fm), number)
-        event = _storable(event, number, refuse, None, keep_secrets)
-    if event.expected_version is not None:
-        fm = fieldmap or map_of(refuse)
-        if not fm.versioned:
-            raise no_versions(event, fm)
+        event = _object_in_full(obj, number, refuse, keep_secrets, fm)
+    return _versions_kept(event, fm)
+
+
+def _object_in_full(
+    obj: Any, number: int | None, refuse: Refusal | None, keep_secrets: bool, fm: FieldMap
+) -> EventInput:
+    """parse_object's long way, for an object that its one look did not take."""
+    event = event_from_object(obj, line=number)
+    for where, value in (("data", event.data), ("meta", event.meta), ("", event.extra)):
+        found = find_surrogate(value, where)
+        if found is not None:
+            raise InvalidEvent(f"{found or 'the value'} {SURROGATE_REASON}", line=number)
+    check_size(build_document(event, 1, now_utc(), fm), number)
+    return _storable(event, number, refuse, None, keep_secrets)
+
+
+def _versions_kept(event: EventInput, fm: FieldMap) -> EventInput:
+    """The event, unless it expects a version of a log that keeps none (exit 4)."""
+    if event.expected_version is not None and not fm.versioned:
+        raise no_versions(event, fm)
     return event
 
 
@@ -490,12 +500,12 @@ def _checked_objects(
     fm = map_of(refuse)  # once, not per object
     for number, obj in enumerate(objects, 1):
         try:
-            # parse_object's one look, first: most objects end there
+            # parse_object, inline: most objects end at its one look
             event = event_from_plain(obj, number, texts=True)
             if event is None:
-                event = parse_object(obj, number, refuse, keep_secrets=keep_secrets, fieldmap=fm)
-            elif event.expected_version is not None and not fm.versioned:
-                raise no_versions(event, fm)
+                event = _object_in_full(obj, number, refuse, keep_secrets, fm)
+            if event.expected_version is not None:
+                _versions_kept(event, fm)
             if seen or event.version is not None:  # else a new event of an unseen stream
                 see(event)
         except InvalidEvent as exc:
