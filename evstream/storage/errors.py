@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from bson.errors import BSONError
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     InvalidName,
@@ -64,6 +65,15 @@ OUT_OF_SPACE_CODES = {14031}
 OUT_OF_SPACE_WORDS = ("database or disk is full", "no space left on device", "outofdiskspace")
 _COMMAND = re.compile(r"execute command \{\s*(\w+):\s*\"([^\"]*)\"")
 _ON_DB = re.compile(r"not authorized on (\S+)")
+
+
+def duplicates_only(exc: BulkWriteError) -> set[int]:
+    """The indexes of an unordered bulk write's operations that met an existing document
+    (duplicate key); the error again when any other failed, or none is named."""
+    errors = (exc.details or {}).get("writeErrors") or []
+    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return {int(e["index"]) for e in errors}
 
 
 def is_retryable(exc: BaseException) -> bool:

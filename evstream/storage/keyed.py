@@ -22,7 +22,7 @@ from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from evstream.errors import EvstreamError
-from evstream.storage.errors import DUPLICATE_KEY, translate_errors
+from evstream.storage.errors import duplicates_only, translate_errors
 from evstream.storage.mongo import OWN_PREFIX, MongoStore
 from evstream.storage.projections import (
     EVENT_FIELDS,
@@ -247,10 +247,7 @@ def save_archived_keys(store: MongoStore, docs: list[Doc], *, new: bool = False)
                     coll.insert_many(part, ordered=False)
                     continue
                 except BulkWriteError as exc:
-                    errors = (exc.details or {}).get("writeErrors") or []
-                    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                        raise
-                    part = [part[int(e["index"])] for e in errors]
+                    part = [part[i] for i in sorted(duplicates_only(exc))]
             coll.bulk_write(
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in part], ordered=False
             )

@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from evstream.fieldmap import get_path
 from evstream.storage.changes import CHECKPOINT_WINDOW
 from evstream.storage.delivery import DEAD_LETTERS
-from evstream.storage.errors import DUPLICATE_KEY, translate_errors
+from evstream.storage.errors import duplicates_only, translate_errors
 from evstream.storage.mongo import CHECKPOINTS, EVENTS, OWN_PREFIX, SESSIONS, MongoStore
 from evstream.storage.projections import PROJECTIONS
 
@@ -446,9 +446,7 @@ def save_archived_chunk(store: MongoStore, run: str, seq: int, records: list[Doc
         try:
             coll.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
-            errors = (exc.details or {}).get("writeErrors") or []
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
+            duplicates_only(exc)
 
 
 def _chunk_docs(run: str, seq: int, records: list[Doc], part: str) -> list[Doc]:

@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError, CursorNotFound, DuplicateKeyError
 
 from evstream.errors import EvstreamError
 from evstream.events import event_problem
-from evstream.storage.errors import DUPLICATE_KEY, translate_errors
+from evstream.storage.errors import duplicates_only, translate_errors
 from evstream.storage.mongo import MongoStore
 
 PROJECTIONS = "evstream_projections"
@@ -286,10 +286,7 @@ def bulk_conditional(coll: Any, ops: list[Any]) -> set[int]:
     try:
         coll.bulk_write(ops, ordered=False)
     except BulkWriteError as exc:
-        errors = (exc.details or {}).get("writeErrors") or []
-        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {int(e["index"]) for e in errors}
+        return duplicates_only(exc)
     return set()
 
 
